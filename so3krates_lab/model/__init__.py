@@ -1,0 +1,14 @@
+"""SO3krates: configuration, network, and the pure energy function with autodiff forces and stress."""
+
+from .basis import contract, cosine_cutoff, physnet_rbf, spherical_harmonics
+from .config import PRESETS, So3kratesConfig
+from .potential import (
+    EnergyFn, energy_and_forces, energy_forces_stress, init_variables, make_energy_fn, with_constants,
+)
+from .so3krates import So3krates
+
+__all__ = [
+    "PRESETS", "EnergyFn", "So3krates", "So3kratesConfig", "contract", "cosine_cutoff", "energy_and_forces",
+    "energy_forces_stress", "init_variables", "make_energy_fn", "physnet_rbf", "spherical_harmonics",
+    "with_constants",
+]

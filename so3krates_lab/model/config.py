@@ -1,0 +1,105 @@
+"""The SO3krates configuration: one frozen dataclass, named presets, JSON round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+EV_INITS = ("zeros", "neighbours")
+DTYPES = ("float32", "float64")
+
+
+@dataclasses.dataclass(frozen=True)
+class So3kratesConfig:
+    """Hyper-parameters of a SO3krates model (see shared spec SO3KRATES.md).
+
+    features:      F, width of the invariant features (divisible by heads, by len(degrees) and by 4)
+    layers:        T, number of Euclidean transformer blocks (parameters not shared)
+    heads:         H, heads of the invariant attention
+    degrees:       L, degrees of the Euclidean variables; () gives the invariant ablation
+    cutoff:        r_c in Angstrom
+    radial_basis:  K, number of PhysNet radial functions
+    ev_init:       "zeros" (chi starts at 0) or "neighbours" (cutoff-weighted neighbourhood sum of Y_l)
+    dtype:         "float32" or "float64" for parameters and computation
+    layer_norm:    pre-LayerNorm on x in each block
+    residual_mlp:  a residual MLP on x after each block's interaction
+    """
+
+    features: int = 132
+    layers: int = 3
+    heads: int = 4
+    degrees: tuple[int, ...] = (1, 2, 3)
+    cutoff: float = 5.0
+    radial_basis: int = 32
+    ev_init: str = "zeros"
+    dtype: str = "float32"
+    layer_norm: bool = False
+    residual_mlp: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "degrees", tuple(int(d) for d in self.degrees))
+        errors = []
+        if self.features < 4 or self.features % 4:
+            errors.append(f"features={self.features} must be a positive multiple of 4 (MLP_sph uses F/4)")
+        if self.heads < 1 or self.features % self.heads:
+            errors.append(f"features={self.features} must be divisible by heads={self.heads}")
+        if self.degrees and self.features % len(self.degrees):
+            errors.append(f"features={self.features} must be divisible by len(degrees)={len(self.degrees)}")
+        if any(d < 1 for d in self.degrees) or len(set(self.degrees)) != len(self.degrees):
+            errors.append(f"degrees={self.degrees} must be distinct and >= 1 (degree 0 is never an EV)")
+        if self.layers < 1:
+            errors.append(f"layers={self.layers} must be >= 1")
+        if not self.cutoff > 0:
+            errors.append(f"cutoff={self.cutoff} must be > 0 Angstrom")
+        if self.radial_basis < 1:
+            errors.append(f"radial_basis={self.radial_basis} must be >= 1")
+        if self.ev_init not in EV_INITS:
+            errors.append(f"ev_init={self.ev_init!r} must be one of {EV_INITS}")
+        if self.dtype not in DTYPES:
+            errors.append(f"dtype={self.dtype!r} must be one of {DTYPES}")
+        if errors:
+            raise ValueError("invalid So3kratesConfig: " + "; ".join(errors))
+
+    @property
+    def n_ev(self) -> int:
+        """M, the number of Euclidean-variable channels: sum of (2l+1) over degrees."""
+        return sum(2 * d + 1 for d in self.degrees)
+
+    def replace(self, **changes) -> "So3kratesConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["degrees"] = list(self.degrees)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "So3kratesConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown So3kratesConfig fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "So3kratesConfig":
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "So3kratesConfig":
+        if name not in PRESETS:
+            raise KeyError(f"unknown preset {name!r}; presets: {sorted(PRESETS)}")
+        return PRESETS[name].replace(**overrides)
+
+
+PRESETS: dict[str, So3kratesConfig] = {
+    # The reference configuration of the paper's MD17 experiments.
+    "default": So3kratesConfig(),
+    # The invariant ablation: the same machinery without Euclidean variables.
+    "invariant": So3kratesConfig(degrees=()),
+    # Small and quick, for tests, tutorials and smoke runs.
+    "small": So3kratesConfig(features=24, layers=2, heads=2, degrees=(1, 2), radial_basis=16),
+}

@@ -1,0 +1,79 @@
+"""The SO3krates network: Graph -> per-structure energies (eV)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ..structures import Graph
+from .basis import cosine_cutoff, physnet_rbf, spherical_harmonics
+from .config import So3kratesConfig
+from .layers import TransformerBlock, _dense, _scatter_to_receivers
+
+N_ELEMENTS = 119  # index = atomic number; 0 is padding
+
+
+def pair_geometry(graph: Graph, dtype):
+    """Directed pair vectors r_ij = R_j - R_i + shift @ cell, with distances safe on padding pairs.
+
+    Returns r (P, 3), d (P,), u (P, 3). Padding pairs (i == j) get d = 1 so that nothing is NaN,
+    not even a gradient.
+    """
+    pos = graph.positions.astype(dtype)
+    cell_of_pair = graph.cell.astype(dtype)[graph.atom_graph[graph.receivers]]  # (P, 3, 3)
+    offset = jnp.einsum("pk,pkc->pc", graph.cell_shifts.astype(dtype), cell_of_pair)
+    r = pos[graph.senders] - pos[graph.receivers] + offset
+    r2 = jnp.sum(r * r, axis=-1)
+    r2 = jnp.where(graph.pair_mask, r2, jnp.ones_like(r2))
+    d = jnp.sqrt(r2)
+    return r, d, r / d[:, None]
+
+
+class So3krates(nn.Module):
+    """SO3krates (Frank et al. 2024). Call: energies (G,) in eV = So3krates(config).apply(variables, graph).
+
+    Variables: "params" (trained) and "constants" (element_energy (119,) eV and energy_scale (), fitted from
+    data, not trained). E_i = energy_scale * MLP(x_i) + element_energy[z_i]; E = sum over real atoms.
+    """
+
+    config: So3kratesConfig
+
+    def atomic_energies(self, graph: Graph):
+        return self(graph, per_atom=True)
+
+    @nn.compact
+    def __call__(self, graph: Graph, per_atom: bool = False):
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        F, degrees = cfg.features, cfg.degrees
+        receivers, senders = graph.receivers, graph.senders
+        n_atoms = graph.numbers.shape[0]
+
+        _, d, u = pair_geometry(graph, dtype)
+        phi = cosine_cutoff(d, cfg.cutoff) * graph.pair_mask.astype(dtype)  # (P,), 0 on padding
+        rbf = physnet_rbf(d, cfg.cutoff, cfg.radial_basis)  # (P, K)
+        sph = spherical_harmonics(u, degrees)  # (P, M)
+
+        x = nn.Embed(N_ELEMENTS, F, dtype=dtype, param_dtype=dtype, name="embed")(graph.numbers)
+        if cfg.ev_init == "neighbours" and degrees:
+            # chi_i = (1/c_i) sum_j phi_ij Y(u_ij), c_i = 1 + sum_j phi_ij (smooth, never zero)
+            c = 1.0 + _scatter_to_receivers(phi[:, None], receivers, n_atoms)
+            chi = _scatter_to_receivers(phi[:, None] * sph, receivers, n_atoms) / c
+        else:
+            chi = jnp.zeros((n_atoms, cfg.n_ev), dtype)
+
+        for t in range(cfg.layers):
+            x, chi = TransformerBlock(
+                F, cfg.heads, degrees, dtype, cfg.layer_norm, cfg.residual_mlp, name=f"block_{t}"
+            )(x, chi, rbf, phi, sph, receivers, senders)
+
+        e = _dense(1, dtype, name="readout_out")(nn.silu(_dense(F, dtype, name="readout_hidden")(x)))[:, 0]
+        shift = self.variable("constants", "element_energy", lambda: jnp.zeros(N_ELEMENTS, dtype))
+        scale = self.variable("constants", "energy_scale", lambda: jnp.ones((), dtype))
+        e = scale.value.astype(dtype) * e + shift.value.astype(dtype)[graph.numbers]
+        e = jnp.where(graph.atom_mask, e, jnp.zeros_like(e))
+        if per_atom:
+            return e
+        n_graphs = graph.cell.shape[0]
+        return jax.ops.segment_sum(e, graph.atom_graph, num_segments=n_graphs)

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: creates the project-local virtual environment .venv (once),
+# installs the package with what the task needs, then runs it.
+#   bash tools/run.sh main    # the main job on shipped/built-in data (currently: the speed benchmark)
+#   bash tools/run.sh test    # the test suite
+set -euo pipefail
+cd "$(dirname "$0")/.."
+task="${1:-main}"; shift || true
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+    .venv/bin/python -m pip install -q --upgrade pip
+fi
+stamp=".venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+    .venv/bin/python -m pip install -q -e ".[dev]"
+    touch "$stamp"
+fi
+case "$task" in
+    main) exec .venv/bin/python benchmarks/speed.py --quick "$@" ;;
+    test) exec .venv/bin/python -m pytest -q -n 2 "$@" ;;
+    *) echo "unknown task '$task' (use: main | test)" >&2; exit 2 ;;
+esac
