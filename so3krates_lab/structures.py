@@ -179,9 +179,12 @@ class Graph:
     numbers:    (A,)      int32 atomic numbers, 0 marks a padding atom
     positions:  (A, 3)    Angstrom
     atom_graph: (A,)      int32 index of the structure each atom belongs to
-    receivers:  (P,)      int32 i of the directed pair i <- j
-    senders:    (P,)      int32 j of the directed pair i <- j
+    receivers:  (P,)      int32 i of each pair (i, j)
+    senders:    (P,)      int32 j of each pair (i, j)
     cell_shifts:(P, 3)    image offsets in units of the lattice vectors: r_ij = R_j - R_i + shift @ cell
+
+    Each unordered neighbour pair is stored once; the model uses it in both directions (i <- j and j <- i), so
+    a Graph with P real pairs has 2P directed pairs.
     cell:       (G, 3, 3) Angstrom (zeros for free molecules)
     atom_mask, pair_mask, graph_mask: (A,), (P,), (G,) bool, True for real entries
 

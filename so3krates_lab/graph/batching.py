@@ -79,7 +79,7 @@ def pack(
     numbers = np.zeros(A, np.int32)
     positions = np.zeros((A, 3), np.float64)
     atom_graph = np.full(A, G - 1, np.int32)
-    pad_atom = A - 1  # the last slot: keeps receivers sorted (a masked self-pair if A is full)
+    pad_atom = A - 1  # padding pairs are masked self-pairs of the last atom slot
     receivers = np.full(P, pad_atom, np.int32)
     senders = np.full(P, pad_atom, np.int32)
     shifts = np.zeros((P, 3), np.float64)

@@ -1,8 +1,9 @@
 """Neighbour pairs within a cutoff, for free molecules and periodic cells (host side, NumPy).
 
-Pairs are directed (i <- j, both directions listed), i != j, and carry the integer image shift S_ij such that
-r_ij = R_j - R_i + S_ij @ cell. Cells smaller than twice the cutoff are handled: an atom then sees several images
-of the same neighbour (and possibly its own images), each listed once.
+Each unordered pair is stored ONCE, as (i, j, S) with r_ij = R_j - R_i + S @ cell; its reverse (j, i, -S) is
+implied. The model uses both directions (the spec's directed pairs i <- j); storing half of them lets it evaluate
+the symmetric pair filters once per unordered pair. Cells smaller than twice the cutoff are handled: an atom then
+sees several images of the same neighbour (and possibly its own images, stored as (i, i, S) once, with -S implied).
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from ..structures import StructureError, System
 
 @dataclasses.dataclass(frozen=True)
 class Pairs:
-    """Directed neighbour pairs of one structure.
+    """Neighbour pairs of one structure, each unordered pair once (H of them; 2H directed pairs).
 
-    receivers: (P,) int32, i
-    senders:   (P,) int32, j
-    shifts:    (P, 3) int32 image offsets in units of the lattice vectors
+    receivers: (H,) int32, i
+    senders:   (H,) int32, j
+    shifts:    (H, 3) int32 image offsets in units of the lattice vectors
     """
 
     receivers: np.ndarray
@@ -30,6 +31,18 @@ class Pairs:
 
     def __len__(self) -> int:
         return int(self.receivers.shape[0])
+
+    @property
+    def n_directed(self) -> int:
+        return 2 * len(self)
+
+    def directed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(receivers, senders, shifts) of all 2H directed pairs: the stored ones, then their reverses."""
+        return (
+            np.concatenate([self.receivers, self.senders]),
+            np.concatenate([self.senders, self.receivers]),
+            np.concatenate([self.shifts, -self.shifts]),
+        )
 
 
 def _box_and_pbc(system: System):
@@ -48,7 +61,7 @@ def _check_distances(d: np.ndarray, i: np.ndarray, j: np.ndarray, min_distance: 
 
 
 def neighbour_pairs(system: System, cutoff: float, min_distance: float = 0.1) -> Pairs:
-    """All directed pairs with distance < cutoff (vesin cell lists: linear in the number of atoms).
+    """All pairs with distance < cutoff, each unordered pair once (vesin cell lists: linear in atom count).
 
     Raises StructureError when two atoms (or an atom and an image) are closer than `min_distance` Angstrom.
     """
@@ -57,21 +70,34 @@ def neighbour_pairs(system: System, cutoff: float, min_distance: float = 0.1) ->
     if not cutoff > 0:
         raise ValueError(f"cutoff must be positive, got {cutoff}")
     box, pbc = _box_and_pbc(system)
-    nl = NeighborList(cutoff=float(cutoff), full_list=True)
+    nl = NeighborList(cutoff=float(cutoff), full_list=False)
     i, j, s, d = nl.compute(points=system.positions, box=box, periodic=pbc, quantities="ijSd")
     _check_distances(d, i, j, min_distance)
     # vesin may return pairs at exactly the cutoff distance; the model's cutoff is strict.
     keep = d < cutoff
-    order = np.lexsort((j[keep], i[keep]))  # sorted by receiver: helps segment sums
-    return Pairs(
-        receivers=i[keep][order].astype(np.int32),
-        senders=j[keep][order].astype(np.int32),
-        shifts=s[keep][order].astype(np.int32),
-    )
+    i, j, s = i[keep], j[keep], s[keep]
+    # Canonical orientation (i < j, or i == j with the first non-zero shift component positive), then sorted:
+    # the list does not depend on the order in which vesin happens to report pairs.
+    flip = (i > j) | ((i == j) & (_first_nonzero(s) < 0))
+    i, j = np.where(flip, j, i), np.where(flip, i, j)
+    s = np.where(flip[:, None], -s, s)
+    order = np.lexsort((s[:, 2], s[:, 1], s[:, 0], j, i))
+    return Pairs(receivers=i[order].astype(np.int32), senders=j[order].astype(np.int32),
+                 shifts=s[order].astype(np.int32))
+
+
+def _first_nonzero(shifts: np.ndarray) -> np.ndarray:
+    """(H,) the first non-zero component of each shift (0 for a zero shift)."""
+    nz = shifts != 0
+    first = np.argmax(nz, axis=1)
+    return np.where(nz.any(axis=1), shifts[np.arange(len(shifts)), first], 0)
 
 
 def brute_force_pairs(system: System, cutoff: float) -> Pairs:
-    """Reference implementation by enumerating all images; O(N^2 * images). For tests and small systems."""
+    """Reference implementation by enumerating all images; O(N^2 * images). For tests and small systems.
+
+    Returns every DIRECTED pair (i, j, S), sorted; compare with `Pairs.directed()` of `neighbour_pairs`.
+    """
     box, pbc = _box_and_pbc(system)
     pos = system.positions
     n = pos.shape[0]

@@ -1,7 +1,18 @@
 """The pieces of one Euclidean transformer block (shared spec SO3KRATES.md, sections 3a and 3b).
 
-Shapes: A atoms, P directed pairs i <- j, F features, K radial functions, L = len(degrees), M = sum(2l+1).
-Pairs are sorted by receiver i; padding pairs carry phi = 0 and so contribute nothing.
+Shapes: A atoms, P stored (unordered) pairs, 2P directed pairs i <- j ordered as [stored, reversed],
+F features, K radial functions, T blocks, L = len(degrees), M = sum(2l+1). Padding pairs carry phi = 0 and so
+contribute nothing.
+
+Both filter halves are symmetric in i and j (MLP_rad sees d_ij; MLP_sph sees s_ij = c(chi_j - chi_i), and c
+is even), so filters are evaluated once per stored pair and used for both directions: exactly the spec's
+model at half the cost of its most expensive part.
+
+Each block uses two filters w_ij = MLP_rad(rbf_ij) + MLP_sph(s_ij) (w1 for the invariant branch, w2 for the
+equivariant one). The radial halves depend only on distances, so `RadialFilters` evaluates them for all
+blocks at once (the same independent per-block MLPs, batched into two large matrix products: on a CPU the
+number of kernels, not the arithmetic, dominates small molecules). `SphericalFilters` does the same for
+the two filters of one block.
 """
 
 from __future__ import annotations
@@ -19,22 +30,50 @@ def _dense(features: int, dtype, use_bias: bool = True, name: str | None = None)
     return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=dtype, name=name)
 
 
-class Filter(nn.Module):
-    """w_ij = MLP_rad(rbf_ij) + MLP_sph(s_ij), in R^F (one filter; a block uses two).
+@jax.custom_jvp
+def silu(x):
+    """SiLU x * sigmoid(x) with a hand-written derivative s (1 + x (1 - s)).
 
-    MLP_rad: Dense(F) -> SiLU -> Dense(F);  MLP_sph: Dense(F/4) -> SiLU -> Dense(F).
+    Same values as jax.nn.silu; the explicit rule keeps XLA from materialising broadcast constants in the
+    backward pass (measurably cheaper on CPUs for the large pair arrays).
+    """
+    return x * jax.nn.sigmoid(x)
+
+
+@silu.defjvp
+def _silu_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    sig = jax.nn.sigmoid(x)
+    return x * sig, dx * (sig * (1 + x * (1 - sig)))
+
+
+class BatchedMLP(nn.Module):
+    """n independent two-layer MLPs Dense(hidden) -> SiLU -> Dense(out) on the same input.
+
+    (P, D_in) -> list of n arrays (P, out). Parameters are stored stacked (w_hidden (n, D_in, H), w_out
+    (n, H, O)); each MLP is evaluated with plain matrix products, which XLA's CPU backend runs without
+    layout changes.
     """
 
-    features: int
+    n: int
+    hidden: int
+    out: int
     dtype: jnp.dtype
 
     @nn.compact
-    def __call__(self, rbf, s):  # rbf (P, K), s (P, L) -> (P, F)
-        F = self.features
-        w = _dense(F, self.dtype, name="rad_out")(nn.silu(_dense(F, self.dtype, name="rad_hidden")(rbf)))
-        if s.shape[-1]:
-            w = w + _dense(F, self.dtype, name="sph_out")(nn.silu(_dense(F // 4, self.dtype, name="sph_hidden")(s)))
-        return w
+    def __call__(self, inp):
+        n, H, O = self.n, self.hidden, self.out
+        init = nn.initializers.lecun_normal(batch_axis=(0,))
+        w1 = self.param("w_hidden", init, (n, inp.shape[-1], H), self.dtype)
+        b1 = self.param("b_hidden", nn.initializers.zeros, (n, H), self.dtype)
+        w2 = self.param("w_out", init, (n, H, O), self.dtype)
+        b2 = self.param("b_out", nn.initializers.zeros, (n, O), self.dtype)
+        return [silu(inp @ w1[k] + b1[k]) @ w2[k] + b2[k] for k in range(n)]
+
+
+def radial_filters(rbf, layers: int, features: int, n_filters: int, dtype, name="radial_filters"):
+    """MLP_rad for every block and filter: rbf (P, K) -> list of layers * n_filters arrays (P, F)."""
+    return BatchedMLP(layers * n_filters, features, features, dtype, name=name)(rbf)
 
 
 def _attention_coefficients(q_i, w, k_j, heads: int):
@@ -45,13 +84,17 @@ def _attention_coefficients(q_i, w, k_j, heads: int):
     return prod.sum(-1) / jnp.asarray(math.sqrt(width), q_i.dtype)
 
 
-def _scatter_to_receivers(messages, receivers, n_atoms: int):
+def scatter_to_receivers(messages, receivers, n_atoms: int):
     """sum over j of messages_ij for each receiver i: (P, D) -> (A, D)."""
-    return jax.ops.segment_sum(messages, receivers, num_segments=n_atoms, indices_are_sorted=True)
+    return jax.ops.segment_sum(messages, receivers, num_segments=n_atoms)
 
 
 class EuclideanAttention(nn.Module):
-    """Invariant multi-head attention on x and per-degree attention updating chi (section 3a)."""
+    """Invariant multi-head attention on x and per-degree attention updating chi (section 3a).
+
+    w_rad: list of n_filters arrays (P, F), this block's radial filter halves on stored pairs (1 filter without EVs, else 2).
+    phi, sph, receivers, senders: over the 2P directed pairs.
+    """
 
     features: int
     heads: int
@@ -59,28 +102,32 @@ class EuclideanAttention(nn.Module):
     dtype: jnp.dtype
 
     @nn.compact
-    def __call__(self, x, chi, rbf, phi, sph, receivers, senders):
+    def __call__(self, x, chi, w_rad, phi, sph, receivers, senders):
         F, H, L = self.features, self.heads, len(self.degrees)
         n_atoms = x.shape[0]
-        # s_ij = c(chi_j - chi_i): the only way neighbour EVs enter (no tensor products).
-        s = contract(chi[senders] - chi[receivers], self.degrees)  # (P, L)
-        w_inv = Filter(F, self.dtype, name="filter_inv")(rbf, s)
-        # Fused projections: queries gathered at i, keys/values at j.
+        n_half = w_rad[0].shape[0]
+        if L:
+            # s_ij = c(chi_j - chi_i): the only way neighbour EVs enter (no tensor products).
+            s = contract(chi[senders[:n_half]] - chi[receivers[:n_half]], self.degrees)  # (P, L)
+            w_sph = BatchedMLP(2, F // 4, F, self.dtype, name="sph_filters")(s)
+            w = [w_rad[0] + w_sph[0], w_rad[1] + w_sph[1]]  # 2 x (P, F)
+        else:
+            w = w_rad
+        w = [jnp.concatenate([wk, wk], axis=0) for wk in w]  # (2P, F) each: w_ij = w_ji
+        # One projection for everything: [Wq | Wq'] gathered at i, [Wk | Wv | Wk'] gathered at j.
         n_q = 2 if L else 1
-        n_kv = 3 if L else 2
-        q_all = _dense(n_q * F, self.dtype, use_bias=False, name="query")(x)  # [Wq | Wq']
-        kv_all = _dense(n_kv * F, self.dtype, use_bias=False, name="key_value")(x)  # [Wk | Wv | Wk']
-        q_i = q_all[receivers]
-        kv_j = kv_all[senders]
-        alpha = _attention_coefficients(q_i[:, :F], w_inv, kv_j[:, :F], H) * phi[:, None]  # (P, H)
+        proj = _dense((2 * n_q + 1) * F, self.dtype, use_bias=False, name="qkv")(x)
+        q_i = proj[receivers, : n_q * F]
+        kv_j = proj[senders, n_q * F:]
+        alpha = _attention_coefficients(q_i[:, :F], w[0], kv_j[:, :F], H) * phi[:, None]  # (P, H)
         v_j = kv_j[:, F:2 * F].reshape(-1, H, F // H)
-        dx = _scatter_to_receivers((alpha[:, :, None] * v_j).reshape(-1, F), receivers, n_atoms)
+        msg_x = (alpha[:, :, None] * v_j).reshape(-1, F)
         if not L:
-            return dx, jnp.zeros_like(chi)
-        w_ev = Filter(F, self.dtype, name="filter_ev")(rbf, s)
-        beta = _attention_coefficients(q_i[:, F:], w_ev, kv_j[:, 2 * F:], L) * phi[:, None]  # (P, L)
-        dchi = _scatter_to_receivers(beta[:, degree_index(self.degrees)] * sph, receivers, n_atoms)
-        return dx, dchi
+            return scatter_to_receivers(msg_x, receivers, n_atoms), jnp.zeros_like(chi)
+        beta = _attention_coefficients(q_i[:, F:], w[1], kv_j[:, 2 * F:], L) * phi[:, None]  # (P, L)
+        msg_chi = beta[:, degree_index(self.degrees)] * sph  # (P, M)
+        upd = scatter_to_receivers(jnp.concatenate([msg_x, msg_chi], axis=-1), receivers, n_atoms)
+        return upd[:, :F], upd[:, F:]
 
 
 class Interaction(nn.Module):
@@ -110,14 +157,14 @@ class TransformerBlock(nn.Module):
     residual_mlp: bool = False
 
     @nn.compact
-    def __call__(self, x, chi, rbf, phi, sph, receivers, senders):
+    def __call__(self, x, chi, w_rad, phi, sph, receivers, senders):
         h = nn.LayerNorm(dtype=self.dtype, param_dtype=self.dtype)(x) if self.layer_norm else x
         dx, dchi = EuclideanAttention(self.features, self.heads, self.degrees, self.dtype, name="attention")(
-            h, chi, rbf, phi, sph, receivers, senders
+            h, chi, w_rad, phi, sph, receivers, senders
         )
         x, chi = x + dx, chi + dchi
         x, chi = Interaction(self.features, self.degrees, self.dtype, name="interaction")(x, chi)
         if self.residual_mlp:
             F = self.features
-            x = x + _dense(F, self.dtype, name="mlp_out")(nn.silu(_dense(F, self.dtype, name="mlp_hidden")(x)))
+            x = x + _dense(F, self.dtype, name="mlp_out")(silu(_dense(F, self.dtype, name="mlp_hidden")(x)))
         return x, chi

@@ -5,19 +5,20 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..structures import Graph
 from .basis import cosine_cutoff, physnet_rbf, spherical_harmonics
 from .config import So3kratesConfig
-from .layers import TransformerBlock, _dense, _scatter_to_receivers
+from .layers import TransformerBlock, _dense, radial_filters, scatter_to_receivers, silu
 
 N_ELEMENTS = 119  # index = atomic number; 0 is padding
 
 
 def pair_geometry(graph: Graph, dtype):
-    """Directed pair vectors r_ij = R_j - R_i + shift @ cell, with distances safe on padding pairs.
+    """Pair vectors r_ij = R_j - R_i + shift @ cell of the stored pairs, with distances safe on padding.
 
-    Returns r (P, 3), d (P,), u (P, 3). Padding pairs (i == j) get d = 1 so that nothing is NaN,
+    Returns r (P, 3), d (P,), u (P, 3). Padding pairs (i == j, no shift) get d = 1 so that nothing is NaN,
     not even a gradient.
     """
     pos = graph.positions.astype(dtype)
@@ -47,28 +48,35 @@ class So3krates(nn.Module):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         F, degrees = cfg.features, cfg.degrees
-        receivers, senders = graph.receivers, graph.senders
         n_atoms = graph.numbers.shape[0]
 
+        # Stored pairs (P) carry the symmetric quantities; directed pairs (2P) are [(i <- j), (j <- i)].
         _, d, u = pair_geometry(graph, dtype)
-        phi = cosine_cutoff(d, cfg.cutoff) * graph.pair_mask.astype(dtype)  # (P,), 0 on padding
-        rbf = physnet_rbf(d, cfg.cutoff, cfg.radial_basis)  # (P, K)
-        sph = spherical_harmonics(u, degrees)  # (P, M)
+        phi_half = cosine_cutoff(d, cfg.cutoff) * graph.pair_mask.astype(dtype)  # (P,), 0 on padding
+        rbf = physnet_rbf(d, cfg.cutoff, cfg.radial_basis)  # (P, K), symmetric in i, j
+        y = spherical_harmonics(u, degrees)  # (P, M); Y_l(u_ji) = Y_l(-u_ij) = (-1)^l Y_l(u_ij)
+        parity = jnp.asarray(np.array([(-1.0) ** l for l in degrees for _ in range(2 * l + 1)]), dtype)
+        sph = jnp.concatenate([y, y * parity], axis=0)  # (2P, M)
+        phi = jnp.concatenate([phi_half, phi_half])  # (2P,)
+        receivers = jnp.concatenate([graph.receivers, graph.senders])  # (2P,)
+        senders = jnp.concatenate([graph.senders, graph.receivers])
 
         x = nn.Embed(N_ELEMENTS, F, dtype=dtype, param_dtype=dtype, name="embed")(graph.numbers)
         if cfg.ev_init == "neighbours" and degrees:
             # chi_i = (1/c_i) sum_j phi_ij Y(u_ij), c_i = 1 + sum_j phi_ij (smooth, never zero)
-            c = 1.0 + _scatter_to_receivers(phi[:, None], receivers, n_atoms)
-            chi = _scatter_to_receivers(phi[:, None] * sph, receivers, n_atoms) / c
+            c = 1.0 + scatter_to_receivers(phi[:, None], receivers, n_atoms)
+            chi = scatter_to_receivers(phi[:, None] * sph, receivers, n_atoms) / c
         else:
             chi = jnp.zeros((n_atoms, cfg.n_ev), dtype)
 
+        n_filters = 2 if degrees else 1
+        w_rad = radial_filters(rbf, cfg.layers, F, n_filters, dtype)  # T * n_filters arrays (P, F)
         for t in range(cfg.layers):
             x, chi = TransformerBlock(
                 F, cfg.heads, degrees, dtype, cfg.layer_norm, cfg.residual_mlp, name=f"block_{t}"
-            )(x, chi, rbf, phi, sph, receivers, senders)
+            )(x, chi, w_rad[t * n_filters:(t + 1) * n_filters], phi, sph, receivers, senders)
 
-        e = _dense(1, dtype, name="readout_out")(nn.silu(_dense(F, dtype, name="readout_hidden")(x)))[:, 0]
+        e = _dense(1, dtype, name="readout_out")(silu(_dense(F, dtype, name="readout_hidden")(x)))[:, 0]
         shift = self.variable("constants", "element_energy", lambda: jnp.zeros(N_ELEMENTS, dtype))
         scale = self.variable("constants", "energy_scale", lambda: jnp.ones((), dtype))
         e = scale.value.astype(dtype) * e + shift.value.astype(dtype)[graph.numbers]
