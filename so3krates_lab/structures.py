@@ -188,7 +188,8 @@ class Graph:
     cell:       (G, 3, 3) Angstrom (zeros for free molecules)
     atom_mask, pair_mask, graph_mask: (A,), (P,), (G,) bool, True for real entries
 
-    Padding pairs point from a padding atom to itself and are masked; padding atoms carry no energy.
+    Padding pairs are masked self-pairs of the last atom slot (a padding atom unless the atom capacity is
+    exactly full); padding atoms carry no energy. Always apply the masks.
     """
 
     numbers: np.ndarray

@@ -19,3 +19,11 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"reference data folder {path} not found; set SO3KRATES_DATA_DIR")
     return path
+
+
+# The physics tests need float64 (finite differences, 1e-10 invariance checks). JAX's precision switch is
+# process-global, so it is set once here for the whole test session; float32 tests pass explicit dtypes.
+# The library itself never changes this setting (see DESIGN.md, principle 7).
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)

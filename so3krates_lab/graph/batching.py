@@ -2,7 +2,8 @@
 
 XLA compiles one program per distinct input shape. Capacities are therefore drawn from a geometric ladder
 (each rung about `growth` times the previous one, rounded up to a multiple of 8), so a data set of many
-molecule sizes compiles only once per rung it visits, and a second pass (even reshuffled) compiles nothing new.
+molecule sizes compiles only once per rung it visits: a second pass in the same order compiles nothing new, and
+any reshuffle can only visit rungs between those of the smallest and the largest possible batch.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def pack(
     numbers = np.zeros(A, np.int32)
     positions = np.zeros((A, 3), np.float64)
     atom_graph = np.full(A, G - 1, np.int32)
-    pad_atom = A - 1  # padding pairs are masked self-pairs of the last atom slot
+    pad_atom = A - 1  # padding pairs: masked self-pairs of the last slot (a real atom only if A is exactly full)
     receivers = np.full(P, pad_atom, np.int32)
     senders = np.full(P, pad_atom, np.int32)
     shifts = np.zeros((P, 3), np.float64)

@@ -104,13 +104,15 @@ def brute_force_pairs(system: System, cutoff: float) -> Pairs:
     ranges = []
     if pbc.any():
         volume = abs(np.linalg.det(box))
+        # Positions need not lie inside the cell (unwrapped MD): widen the search by their fractional spread.
+        frac = pos @ np.linalg.inv(box)
         for k in range(3):
             if not pbc[k]:
                 ranges.append(range(0, 1))
                 continue
             # distance between the lattice planes spanned by the other two vectors
             height = volume / np.linalg.norm(np.cross(box[(k + 1) % 3], box[(k + 2) % 3]))
-            m = int(np.ceil(cutoff / height))
+            m = int(np.ceil(cutoff / height + np.ptp(frac[:, k])))
             ranges.append(range(-m, m + 1))
     else:
         ranges = [range(0, 1)] * 3

@@ -77,23 +77,25 @@ def radial_filters(rbf, layers: int, features: int, n_filters: int, dtype, name=
 
 
 def _attention_coefficients(q_i, w, k_j, heads: int):
-    """alpha^h_ij = <q_i^h, w_ij^h * k_j^h> / sqrt(F/H): (P, F) x3 -> (P, H), no softmax."""
-    P, F = q_i.shape
+    """alpha^h_ij = <q_i^h, w_ij^h * k_j^h> / sqrt(F/H): (..., F) -> (..., H), no softmax."""
+    F = q_i.shape[-1]
     width = F // heads
-    prod = (q_i * w * k_j).reshape(P, heads, width)
+    prod = (q_i * w * k_j).reshape(q_i.shape[:-1] + (heads, width))
     return prod.sum(-1) / jnp.asarray(math.sqrt(width), q_i.dtype)
 
 
 def scatter_to_receivers(messages, receivers, n_atoms: int):
-    """sum over j of messages_ij for each receiver i: (P, D) -> (A, D)."""
-    return jax.ops.segment_sum(messages, receivers, num_segments=n_atoms)
+    """sum over j of messages_ij for each receiver i: (..., D) with matching (...) indices -> (A, D)."""
+    d = messages.shape[-1]
+    return jax.ops.segment_sum(messages.reshape(-1, d), receivers.reshape(-1), num_segments=n_atoms)
 
 
 class EuclideanAttention(nn.Module):
     """Invariant multi-head attention on x and per-degree attention updating chi (section 3a).
 
-    w_rad: list of n_filters arrays (P, F), this block's radial filter halves on stored pairs (1 filter without EVs, else 2).
-    phi, sph, receivers, senders: over the 2P directed pairs.
+    w_rad: list of n_filters arrays (P, F), this block's radial filter halves on stored pairs (1 filter
+    without EVs, else 2). Directed quantities have a leading axis of 2 (the stored direction i <- j, then
+    the reverse j <- i): phi (2, P), sph (2, P, M), receivers and senders (2, P).
     """
 
     features: int
@@ -105,27 +107,26 @@ class EuclideanAttention(nn.Module):
     def __call__(self, x, chi, w_rad, phi, sph, receivers, senders):
         F, H, L = self.features, self.heads, len(self.degrees)
         n_atoms = x.shape[0]
-        n_half = w_rad[0].shape[0]
         if L:
-            # s_ij = c(chi_j - chi_i): the only way neighbour EVs enter (no tensor products).
-            s = contract(chi[senders[:n_half]] - chi[receivers[:n_half]], self.degrees)  # (P, L)
+            # s_ij = c(chi_j - chi_i): the only way neighbour EVs enter (no tensor products). Even in i, j.
+            s = contract(chi[senders[0]] - chi[receivers[0]], self.degrees)  # (P, L)
             w_sph = BatchedMLP(2, F // 4, F, self.dtype, name="sph_filters")(s)
             w = [w_rad[0] + w_sph[0], w_rad[1] + w_sph[1]]  # 2 x (P, F)
         else:
             w = w_rad
-        w = [jnp.concatenate([wk, wk], axis=0) for wk in w]  # (2P, F) each: w_ij = w_ji
         # One projection for everything: [Wq | Wq'] gathered at i, [Wk | Wv | Wk'] gathered at j.
         n_q = 2 if L else 1
         proj = _dense((2 * n_q + 1) * F, self.dtype, use_bias=False, name="qkv")(x)
-        q_i = proj[receivers, : n_q * F]
-        kv_j = proj[senders, n_q * F:]
-        alpha = _attention_coefficients(q_i[:, :F], w[0], kv_j[:, :F], H) * phi[:, None]  # (P, H)
-        v_j = kv_j[:, F:2 * F].reshape(-1, H, F // H)
-        msg_x = (alpha[:, :, None] * v_j).reshape(-1, F)
+        q_i = proj[receivers, : n_q * F]  # (2, P, n_q F)
+        kv_j = proj[senders, n_q * F:]  # (2, P, (n_q + 1) F)
+        # w_ij = w_ji: one filter array serves both directions by broadcasting over the leading axis.
+        alpha = _attention_coefficients(q_i[..., :F], w[0][None], kv_j[..., :F], H) * phi[..., None]  # (2,P,H)
+        v_j = kv_j[..., F:2 * F].reshape(alpha.shape + (F // H,))
+        msg_x = (alpha[..., None] * v_j).reshape(alpha.shape[:2] + (F,))
         if not L:
             return scatter_to_receivers(msg_x, receivers, n_atoms), jnp.zeros_like(chi)
-        beta = _attention_coefficients(q_i[:, F:], w[1], kv_j[:, 2 * F:], L) * phi[:, None]  # (P, L)
-        msg_chi = beta[:, degree_index(self.degrees)] * sph  # (P, M)
+        beta = _attention_coefficients(q_i[..., F:], w[1][None], kv_j[..., 2 * F:], L) * phi[..., None]  # (2,P,L)
+        msg_chi = beta[..., degree_index(self.degrees)] * sph  # (2, P, M)
         upd = scatter_to_receivers(jnp.concatenate([msg_x, msg_chi], axis=-1), receivers, n_atoms)
         return upd[:, :F], upd[:, F:]
 

@@ -50,22 +50,22 @@ class So3krates(nn.Module):
         F, degrees = cfg.features, cfg.degrees
         n_atoms = graph.numbers.shape[0]
 
-        # Stored pairs (P) carry the symmetric quantities; directed pairs (2P) are [(i <- j), (j <- i)].
+        # Stored pairs (P) carry the symmetric quantities; directed pairs (2, P) are [(i <- j), (j <- i)].
         _, d, u = pair_geometry(graph, dtype)
         phi_half = cosine_cutoff(d, cfg.cutoff) * graph.pair_mask.astype(dtype)  # (P,), 0 on padding
         rbf = physnet_rbf(d, cfg.cutoff, cfg.radial_basis)  # (P, K), symmetric in i, j
         y = spherical_harmonics(u, degrees)  # (P, M); Y_l(u_ji) = Y_l(-u_ij) = (-1)^l Y_l(u_ij)
         parity = jnp.asarray(np.array([(-1.0) ** l for l in degrees for _ in range(2 * l + 1)]), dtype)
-        sph = jnp.concatenate([y, y * parity], axis=0)  # (2P, M)
-        phi = jnp.concatenate([phi_half, phi_half])  # (2P,)
-        receivers = jnp.concatenate([graph.receivers, graph.senders])  # (2P,)
-        senders = jnp.concatenate([graph.senders, graph.receivers])
+        sph = jnp.stack([y, y * parity])  # (2, P, M)
+        phi = jnp.stack([phi_half, phi_half])  # (2, P)
+        receivers = jnp.stack([graph.receivers, graph.senders])  # (2, P)
+        senders = jnp.stack([graph.senders, graph.receivers])
 
         x = nn.Embed(N_ELEMENTS, F, dtype=dtype, param_dtype=dtype, name="embed")(graph.numbers)
         if cfg.ev_init == "neighbours" and degrees:
             # chi_i = (1/c_i) sum_j phi_ij Y(u_ij), c_i = 1 + sum_j phi_ij (smooth, never zero)
-            c = 1.0 + scatter_to_receivers(phi[:, None], receivers, n_atoms)
-            chi = scatter_to_receivers(phi[:, None] * sph, receivers, n_atoms) / c
+            c = 1.0 + scatter_to_receivers(phi[..., None], receivers, n_atoms)
+            chi = scatter_to_receivers(phi[..., None] * sph, receivers, n_atoms) / c
         else:
             chi = jnp.zeros((n_atoms, cfg.n_ev), dtype)
 
@@ -75,6 +75,9 @@ class So3krates(nn.Module):
             x, chi = TransformerBlock(
                 F, cfg.heads, degrees, dtype, cfg.layer_norm, cfg.residual_mlp, name=f"block_{t}"
             )(x, chi, w_rad[t * n_filters:(t + 1) * n_filters], phi, sph, receivers, senders)
+            # Recorded only when applied with mutable=["intermediates"] (tests, analysis); free otherwise.
+            self.sow("intermediates", "chi", chi)
+            self.sow("intermediates", "x", x)
 
         e = _dense(1, dtype, name="readout_out")(silu(_dense(F, dtype, name="readout_hidden")(x)))[:, 0]
         shift = self.variable("constants", "element_energy", lambda: jnp.zeros(N_ELEMENTS, dtype))
