@@ -200,7 +200,7 @@ def measure(name: str, args, log) -> Row | None:
     import jax
 
     from so3krates_lab.graph import graph_from_system, neighbour_pairs
-    from so3krates_lab.model import So3kratesConfig, energy_and_forces, init_variables, make_energy_fn
+    from so3krates_lab.model import So3kratesConfig, init_variables, jit_energy_and_forces, make_energy_fn
 
     try:
         system, source, builtin = load_system(name, args.data_dir, args.seed)
@@ -222,7 +222,8 @@ def measure(name: str, args, log) -> Row | None:
         _VARIABLES[key] = init_variables(config, graph, seed=args.seed)
     variables = _VARIABLES[key]
     energy_fn = make_energy_fn(config)
-    jitted = jax.jit(lambda v, g: energy_and_forces(energy_fn, v, g))
+    # --ynn on: XLA's default CPU dot path (YNNPACK fusions); off: the library's default (see model/potential.py)
+    jitted = jit_energy_and_forces(energy_fn, options={} if args.ynn == "on" else None)
 
     bound_s = directed * FLOP_PER_PAIR / PEAK_FLOPS
     row = Row(
@@ -404,7 +405,7 @@ def header_text(args) -> str:
         f"devices: {jax.devices()}",
         f"versions: python {platform.python_version()}, jax {jax.__version__}, jaxlib {jaxlib.__version__}, "
         f"flax {flax.__version__}, numpy {np.__version__}",
-        f"dtype {args.dtype}, seed {args.seed}, data {args.data_dir}, memory limit "
+        f"dtype {args.dtype}, ynn fusion {args.ynn}, seed {args.seed}, data {args.data_dir}, memory limit "
         + (f"{args.max_memory_gb:.1f} GiB" if args.max_memory_gb else "none")
         + (f", load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}" if load else ""),
     ]
@@ -439,6 +440,8 @@ def parse_args(argv=None):
     p.add_argument("--systems", default=None,
                    help=f"comma list out of: {', '.join(ALL_SYSTEMS)} (default: all, or the quick set)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--ynn", choices=("on", "off"), default="off",
+                   help="XLA:CPU YNNPACK dot fusions (off = the library default; on = XLA's default)")
     p.add_argument("--repeats", type=int, default=None,
                    help="at most this many timed calls per system (default 200, quick 50); at least --min-repeats")
     p.add_argument("--min-repeats", type=int, default=5, help="at least this many timed calls per system")

@@ -396,3 +396,17 @@ def test_broken_contraction_would_break_equivariance():
 
     assert rotation_error(energy_fn, variables, MOLECULE, config.cutoff) < 1e-9
     assert rotation_error(component_leak, variables, MOLECULE, config.cutoff) > 1e-4
+
+
+def test_jit_with_cpu_compiler_options_gives_the_same_numbers():
+    """The library's per-function XLA options change speed only, not results."""
+    from so3krates_lab.model import jit_energy_and_forces
+
+    config = So3kratesConfig.preset("small")
+    graph = graph_from_system(MOLECULE, config.cutoff, dtype=np.float32)
+    variables = init_variables(config, graph)
+    energy_fn = make_energy_fn(config)
+    e0, f0 = jit_energy_and_forces(energy_fn, options={})(variables, graph)
+    e1, f1 = jit_energy_and_forces(energy_fn)(variables, graph)
+    np.testing.assert_allclose(np.asarray(e1), np.asarray(e0), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(f1), np.asarray(f0), atol=1e-5 * float(np.abs(f0).max()) + 1e-7)

@@ -6,6 +6,7 @@ Forces (eV/A) and stress (eV/A^3) come from one autodiff helper each, never from
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -17,6 +18,23 @@ from .config import So3kratesConfig
 from .so3krates import So3krates
 
 EnergyFn = Callable[[dict, Graph], jax.Array]
+
+
+# XLA:CPU (jaxlib 0.10) routes dots through YNNPACK fusions by default. For this model's pair-sized matrix
+# products they ran 30-50% slower than XLA's own dot emitter on the 2-core development machines, measured side by
+# side (`benchmarks/speed.py --ynn on|off`). The option is passed per compiled function, never set globally.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def compiler_options() -> dict | None:
+    """Per-function XLA options for the current default backend (None: XLA's defaults)."""
+    return dict(CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
+
+
+def jit_energy_and_forces(energy_fn: "EnergyFn", options: dict | None = None):
+    """jax.jit of `energy_and_forces(energy_fn, variables, graph)` with the backend's compiler options."""
+    return jax.jit(functools.partial(energy_and_forces, energy_fn),
+                   compiler_options=compiler_options() if options is None else options)
 
 
 def make_energy_fn(config: So3kratesConfig) -> EnergyFn:
