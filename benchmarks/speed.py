@@ -49,26 +49,6 @@ WATER_TILING = {"water-192": 1, "water-1536": 2, "water-12288": 4}
 ALIASES = {"buckyball": "buckyball_catcher", "buckyball-catcher": "buckyball_catcher", "water": "water-192",
            "water192": "water-192", "water1536": "water-1536", "water12288": "water-12288"}
 
-# Built-in fallback: ethanol (anti conformer, near its PBE/B3LYP equilibrium; C-C 1.51, C-O 1.43, O-H 0.97,
-# C-H 1.09-1.10 Angstrom).
-ETHANOL_XYZ = """9
-ethanol, anti conformer, Angstrom (built into benchmarks/speed.py)
-C    1.1879   -0.3829    0.0000
-C    0.0000    0.5526    0.0000
-O   -1.1867   -0.2472    0.0000
-H   -1.9237    0.3850    0.0000
-H    2.1241    0.1834    0.0000
-H    1.1701   -1.0212    0.8818
-H    1.1701   -1.0212   -0.8818
-H    0.0273    1.1942    0.8899
-H    0.0273    1.1942   -0.8899
-"""
-SYMBOL_TO_Z = {"H": 1, "C": 6, "N": 7, "O": 8}
-WATER_GRID_SPACING = 3.1  # Angstrom: one H2O per 3.1^3 A^3 is 1.00 g/cm^3
-WATER_OH = 0.9572  # Angstrom
-WATER_HOH = np.deg2rad(104.52)
-
-
 @dataclass
 class Row:
     system: str
@@ -95,45 +75,6 @@ class Row:
 
 # --- Systems --------------------------------------------------------------------------------------------------
 
-def _rotation(rng: np.random.Generator) -> np.ndarray:
-    q = rng.normal(size=4)
-    a, b, c, d = q / np.linalg.norm(q)
-    return np.array([
-        [a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
-        [2 * (b * c + a * d), a * a - b * b + c * c - d * d, 2 * (c * d - a * b)],
-        [2 * (b * d - a * c), 2 * (c * d + a * b), a * a - b * b - c * c + d * d],
-    ])
-
-
-def builtin_ethanol():
-    from so3krates_lab.structures import System
-
-    lines = ETHANOL_XYZ.strip().splitlines()[2:]
-    numbers = [SYMBOL_TO_Z[line.split()[0]] for line in lines]
-    positions = [[float(x) for x in line.split()[1:4]] for line in lines]
-    return System(numbers=np.array(numbers), positions=np.array(positions))
-
-
-def builtin_water(molecules_per_side: int = 4, seed: int = 0):
-    """Randomly oriented H2O molecules on a cubic grid (3.1 A spacing, liquid density) in a periodic box."""
-    from so3krates_lab.structures import System
-
-    rng = np.random.default_rng(seed)
-    half = WATER_HOH / 2
-    local = np.array([[0.0, 0.0, 0.0],
-                      [WATER_OH * np.sin(half), WATER_OH * np.cos(half), 0.0],
-                      [-WATER_OH * np.sin(half), WATER_OH * np.cos(half), 0.0]])
-    n = molecules_per_side
-    numbers, positions = [], []
-    for idx in np.ndindex(n, n, n):
-        centre = (np.array(idx) + 0.5) * WATER_GRID_SPACING
-        positions.append(centre + local @ _rotation(rng).T)
-        numbers.extend([8, 1, 1])
-    box = np.eye(3) * n * WATER_GRID_SPACING
-    return System(numbers=np.array(numbers), positions=np.concatenate(positions), cell=box,
-                  pbc=np.ones(3, bool))
-
-
 def tile(system, reps: int):
     """The reps x reps x reps supercell of a periodic System."""
     from so3krates_lab.structures import System
@@ -149,14 +90,14 @@ def tile(system, reps: int):
 
 def load_system(name: str, data_dir: Path, seed: int):
     """(System, source description, built-in?) or raises FileNotFoundError when no data and no fallback."""
-    from so3krates_lab.data import load, read_ase
+    from so3krates_lab.data import builtin, load, read_ase
 
     if name in ("ethanol", "aspirin"):
         path = data_dir / "rmd17" / f"rmd17_{name}_train_01.npz"
         if path.exists():
             return load(path)[0], str(path), False
         if name == "ethanol":
-            return builtin_ethanol(), "built-in ethanol xyz", True
+            return builtin.ethanol(), "built-in ethanol (so3krates_lab.data.builtin)", True
         raise FileNotFoundError(path)
     if name == "buckyball_catcher":
         path = data_dir / "geometries" / "buckyball_catcher.xyz"
@@ -167,12 +108,12 @@ def load_system(name: str, data_dir: Path, seed: int):
         reps = WATER_TILING[name]
         path = data_dir / "periodic" / "water_192atoms_400frames.npz"
         if path.exists():
-            base, source, builtin = load(path, energy_unit="eV")[0], str(path), False
+            base, source, is_builtin = load(path, energy_unit="eV")[0], str(path), False
         else:
-            base, source, builtin = builtin_water(4, seed), "built-in water grid (3.1 A, 64 H2O)", True
+            base, source, is_builtin = builtin.water_box(4, seed), "built-in water grid (3.1 A, 64 H2O)", True
         if reps > 1:
             source += f" tiled {reps}x{reps}x{reps}"
-        return tile(base, reps), source, builtin
+        return tile(base, reps), source, is_builtin
     raise ValueError(f"unknown system {name!r}; known: {', '.join(ALL_SYSTEMS)}")
 
 

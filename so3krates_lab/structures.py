@@ -110,6 +110,12 @@ class System:
     def periodic(self) -> bool:
         return bool(self.pbc.any())
 
+    def box_and_pbc(self) -> tuple[np.ndarray, np.ndarray]:
+        """(box (3, 3), pbc (3,)) for neighbour searches: zeros and all False for a free molecule."""
+        if self.cell is None or not self.periodic:
+            return np.zeros((3, 3)), np.zeros(3, dtype=bool)
+        return self.cell, self.pbc
+
     def replace(self, **changes) -> "System":
         return dataclasses.replace(self, **changes)
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from so3krates_lab.graph import Capacity, ladder_rung, neighbour_pairs, pack
-from so3krates_lab.model import energy_and_forces
+from so3krates_lab.model import energy_and_forces, energy_forces_stress
 from so3krates_lab.structures import System
 
 
@@ -22,7 +22,16 @@ def random_rotation(seed: int) -> np.ndarray:
 
 # Correctness tests are dominated by compile time, not run time: compile with XLA's cheap settings.
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-_energy_and_forces = jax.jit(energy_and_forces, static_argnums=0, compiler_options=FAST_COMPILE)
+
+
+def fast_jit(fn, **kw):
+    """jax.jit with cheap compilation: tests evaluate each program a few times, so compiling beats
+    op-by-op (eager) execution, which for the default model costs more than compiling it."""
+    return jax.jit(fn, compiler_options=FAST_COMPILE, **kw)
+
+
+fast_energy_and_forces = fast_jit(energy_and_forces, static_argnums=0)
+fast_energy_forces_stress = fast_jit(energy_forces_stress, static_argnums=0)
 
 
 def evaluate(energy_fn, variables, system: System, cutoff: float, dtype=np.float64, capacity=None):
@@ -31,7 +40,7 @@ def evaluate(energy_fn, variables, system: System, cutoff: float, dtype=np.float
     if capacity is None:
         capacity = Capacity(ladder_rung(system.n_atoms + 1), ladder_rung(len(pairs) + 1), 1)
     graph = pack([system], [pairs], capacity, dtype)
-    e, f = _energy_and_forces(energy_fn, variables, graph)
+    e, f = fast_energy_and_forces(energy_fn, variables, graph)
     return float(e[0]), np.asarray(f)[: system.n_atoms]
 
 
@@ -64,8 +73,8 @@ def finite_difference_error(energy_fn, variables, system: System, cutoff: float,
     """max |F_autodiff + dE/dR_central_difference| over all coordinates (float64)."""
     pairs = neighbour_pairs(system, cutoff + 0.5)  # fixed list with margin: the energy stays smooth
     graph = pack([system], [pairs], None, np.float64)
-    e_fn = jax.jit(lambda pos: energy_fn(variables, graph.replace(positions=pos))[0], compiler_options=FAST_COMPILE)
-    _, forces = _energy_and_forces(energy_fn, variables, graph)
+    e_fn = fast_jit(lambda pos: energy_fn(variables, graph.replace(positions=pos))[0])
+    _, forces = fast_energy_and_forces(energy_fn, variables, graph)
     pos0 = np.asarray(graph.positions)
     worst = 0.0
     for a in range(system.n_atoms):
@@ -76,3 +85,19 @@ def finite_difference_error(energy_fn, variables, system: System, cutoff: float,
             grad = (float(e_fn(jnp.asarray(plus))) - float(e_fn(jnp.asarray(minus)))) / (2 * h)
             worst = max(worst, abs(float(forces[a, k]) + grad))
     return worst
+
+
+def random_positions(rng, n: int, lengths, min_dist: float = 0.9, periodic=(False, False, False)):
+    """n points uniform in [0, lengths) with pairwise (minimum-image along periodic axes) distance >= min_dist."""
+    lengths = np.asarray(lengths, float)
+    per = np.asarray(periodic, bool)
+    pts = []
+    while len(pts) < n:
+        p = rng.uniform(0.0, 1.0, 3) * lengths
+        if pts:
+            d = np.asarray(pts) - p
+            d = np.where(per, d - lengths * np.round(d / lengths), d)
+            if np.linalg.norm(d, axis=1).min() < min_dist:
+                continue
+        pts.append(p)
+    return np.asarray(pts)

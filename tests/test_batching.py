@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import pytest
 
+from physics import FAST_COMPILE, random_positions
 from so3krates_lab.graph import (
     Batcher, Capacity, CapacityOverflow, Labels, graph_from_system, ladder_rung, neighbour_pairs, pack, pack_labels,
 )
@@ -16,7 +17,6 @@ ELEMENTS = np.array([1, 6, 7, 8])
 
 # XLA compile time dominates these tests on a 2-core machine (~5-7 s per energy+forces program at the default
 # optimisation level, ~1.5 s at level 0). The traced program and its semantics are the same.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def fast_jit(fn):
@@ -24,21 +24,6 @@ def fast_jit(fn):
 
 
 # ---------------------------------------------------------------- synthetic structures
-
-
-def _points(rng, n, lengths, min_dist=1.0, periodic=False):
-    lengths = np.asarray(lengths, float)
-    pts = []
-    while len(pts) < n:
-        p = rng.uniform(0.0, 1.0, 3) * lengths
-        if pts:
-            d = np.asarray(pts) - p
-            if periodic:
-                d -= lengths * np.round(d / lengths)
-            if np.linalg.norm(d, axis=1).min() < min_dist:
-                continue
-        pts.append(p)
-    return np.asarray(pts)
 
 
 def _labelled(rng, numbers, positions, **kw):
@@ -50,10 +35,11 @@ def _labelled(rng, numbers, positions, **kw):
 def make_systems(seed=0):
     """Two free molecules (9 and 14 atoms) and a periodic 7-atom cell smaller than twice the cutoff."""
     rng = np.random.default_rng(seed)
-    a = _labelled(rng, rng.choice(ELEMENTS, 9), _points(rng, 9, (4.5, 4.5, 4.5)))
-    b = _labelled(rng, rng.choice(ELEMENTS, 14), _points(rng, 14, (5.5, 5.5, 5.5)))
+    a = _labelled(rng, rng.choice(ELEMENTS, 9), random_positions(rng, 9, (4.5, 4.5, 4.5), min_dist=1.0))
+    b = _labelled(rng, rng.choice(ELEMENTS, 14), random_positions(rng, 14, (5.5, 5.5, 5.5), min_dist=1.0))
     box = 6.0
-    c = _labelled(rng, rng.choice(ELEMENTS, 7), _points(rng, 7, (box, box, box), periodic=True),
+    c = _labelled(rng, rng.choice(ELEMENTS, 7),
+                  random_positions(rng, 7, (box, box, box), min_dist=1.0, periodic=(True, True, True)),
                   cell=np.eye(3) * box, pbc=True)
     return [a, b, c]
 

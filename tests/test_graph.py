@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pytest
 
+from physics import random_positions
 from so3krates_lab.graph import Pairs, brute_force_pairs, neighbour_pairs
 from so3krates_lab.structures import StructureError, System
 
@@ -79,22 +80,6 @@ def reference_set(system: System, cutoff: float) -> set:
 def distances(system: System, receivers, senders, shifts) -> np.ndarray:
     r = system.positions[senders] - system.positions[receivers] + np.asarray(shifts, float) @ box_of(system)
     return np.linalg.norm(r, axis=-1)
-
-
-def random_positions(rng, n: int, lengths, min_dist: float = 0.9, periodic=(False, False, False)):
-    """n points uniform in [0, lengths) with pairwise (minimum-image along periodic axes) distance >= min_dist."""
-    lengths = np.asarray(lengths, float)
-    per = np.asarray(periodic, bool)
-    pts = []
-    while len(pts) < n:
-        p = rng.uniform(0.0, 1.0, 3) * lengths
-        if pts:
-            d = np.asarray(pts) - p
-            d = np.where(per, d - lengths * np.round(d / lengths), d)
-            if np.linalg.norm(d, axis=1).min() < min_dist:
-                continue
-        pts.append(p)
-    return np.asarray(pts)
 
 
 def random_cell_system(rng, n, cell, pbc=True, min_dist=0.9):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from physics import (
-    evaluate, finite_difference_error, permutation_error, random_rotation, rotation_error, translation_error,
+    evaluate, fast_energy_and_forces, fast_energy_forces_stress, fast_jit, finite_difference_error, permutation_error, random_rotation, rotation_error, translation_error,
 )
 from so3krates_lab.graph import Capacity, graph_from_system, neighbour_pairs, pack
 from so3krates_lab.model import (
@@ -23,16 +23,10 @@ from so3krates_lab.model import (
     init_variables, make_energy_fn, physnet_rbf, spherical_harmonics, with_constants,
 )
 from so3krates_lab.model.basis import degree_index
+from so3krates_lab.data import builtin
 from so3krates_lab.structures import System
 
-ETHANOL = System(
-    numbers=[6, 6, 8, 1, 1, 1, 1, 1, 1],
-    positions=[
-        [-0.0049, -0.5640, 0.0000], [1.2075, 0.3596, 0.0000], [-1.1739, 0.2366, 0.0000],
-        [-1.9436, -0.3388, 0.0000], [0.0188, -1.2055, 0.8856], [0.0188, -1.2055, -0.8856],
-        [2.1399, -0.2050, 0.0000], [1.1781, 0.9993, 0.8824], [1.1781, 0.9993, -0.8824],
-    ],
-)
+ETHANOL = builtin.ethanol()
 
 
 def _perturbed(system: System, scale: float = 0.15, seed: int = 1) -> System:
@@ -53,7 +47,7 @@ NORM_AND_MLP = So3kratesConfig.preset("small", dtype="float64", layer_norm=True,
 def _model(config: So3kratesConfig, system: System = MOLECULE, seed: int = 0):
     """energy_fn and variables with non-trivial element energies and scale (so they are exercised too)."""
     graph = graph_from_system(system, config.cutoff, dtype=np.float64)
-    variables = So3krates(config).init(jax.random.PRNGKey(seed), graph)  # eager: cheaper than compiling
+    variables = fast_jit(So3krates(config).init)(jax.random.PRNGKey(seed), graph)
     shifts = np.zeros(119)
     shifts[[1, 6, 8]] = [-13.6, -1029.5, -2041.3]
     variables = with_constants(variables, element_energy=shifts, energy_scale=0.7)
@@ -120,7 +114,7 @@ def test_euclidean_variables_are_equivariant(name):
 
     def chis(system):
         graph = graph_from_system(system, config.cutoff, dtype=np.float64)
-        _, state = model.apply(variables, graph, mutable=["intermediates"])
+        _, state = fast_jit(lambda v, g: model.apply(v, g, mutable=["intermediates"]))(variables, graph)
         return [np.asarray(c)[: system.n_atoms] for c in state["intermediates"]["chi"]]
 
     c = MOLECULE.positions.mean(0)
@@ -141,7 +135,7 @@ def test_padding_invariance(model):
     e1, f1 = evaluate(energy_fn, variables, MOLECULE, config.cutoff, capacity=Capacity(40, 200, 3))
     assert abs(e1 - e0) < 1e-9 and np.abs(f1 - f0).max() < 1e-9
     far = pack([MOLECULE], [neighbour_pairs(MOLECULE, config.cutoff + 3.0)], None, np.float64)
-    e2, f2 = energy_and_forces(energy_fn, variables, far)
+    e2, f2 = fast_energy_and_forces(energy_fn, variables, far)
     assert abs(float(e2[0]) - e0) < 1e-9 and np.abs(np.asarray(f2)[:9] - f0).max() < 1e-9
 
 
@@ -150,7 +144,7 @@ def test_batched_structures_are_independent(model):
     other = _perturbed(ETHANOL, seed=5)
     graph = pack([MOLECULE, other], [neighbour_pairs(s, config.cutoff) for s in (MOLECULE, other)],
                  Capacity(24, 120, 3), np.float64)
-    e, f = energy_and_forces(energy_fn, variables, graph)
+    e, f = fast_energy_and_forces(energy_fn, variables, graph)
     e0, f0 = evaluate(energy_fn, variables, MOLECULE, config.cutoff)
     e1, f1 = evaluate(energy_fn, variables, other, config.cutoff)
     np.testing.assert_allclose(np.asarray(e), [e0, e1, 0.0], atol=1e-9)
@@ -166,17 +160,12 @@ def test_forces_match_finite_differences(model):
     assert finite_difference_error(energy_fn, variables, MOLECULE, config.cutoff) < 2e-6
 
 
-def _water_cell(n_side: int = 2, spacing: float = 3.1, seed: int = 0) -> System:
-    """A small periodic water box (3 * n_side^3 atoms), cell smaller than twice the cutoff."""
+def _water_cell(seed: int = 0) -> System:
+    """A distorted 24-atom periodic water box: a triclinic cell smaller than twice the cutoff."""
     rng = np.random.default_rng(seed)
-    mol = np.array([[0.0, 0.0, 0.0], [0.757, 0.586, 0.0], [-0.757, 0.586, 0.0]])
-    pos, num = [], []
-    for ijk in np.ndindex(n_side, n_side, n_side):
-        q = random_rotation(int(rng.integers(1 << 30)))
-        pos.append(mol @ q.T + spacing * np.asarray(ijk) + 0.2 * rng.normal(size=3))
-        num += [8, 1, 1]
-    cell = spacing * n_side * np.eye(3) + 0.3 * rng.normal(size=(3, 3))
-    return System(numbers=num, positions=np.concatenate(pos), cell=cell, pbc=[True, True, True])
+    water = builtin.water_box(2, seed=seed)
+    return water.replace(positions=water.positions + 0.2 * rng.normal(size=water.positions.shape),
+                         cell=water.cell + 0.3 * rng.normal(size=(3, 3)))
 
 
 def test_periodic_small_cell_forces_and_stress_match_finite_differences():
@@ -185,7 +174,8 @@ def test_periodic_small_cell_forces_and_stress_match_finite_differences():
     energy_fn, variables = _model(config, water)
     pairs = neighbour_pairs(water, config.cutoff + 0.5)
     graph = pack([water], [pairs], None, np.float64)
-    e, f, stress = energy_forces_stress(energy_fn, variables, graph)
+    e, f, stress = fast_energy_forces_stress(energy_fn, variables, graph)
+    energy_of = fast_jit(energy_fn)
     assert np.abs(np.asarray(stress[0]) - np.asarray(stress[0]).T).max() < 1e-12
     assert finite_difference_error(energy_fn, variables, water, config.cutoff) < 2e-6
     cell0, pos0 = np.asarray(water.cell), water.positions
@@ -199,7 +189,7 @@ def test_periodic_small_cell_forces_and_stress_match_finite_differences():
             eps[b, a] += sign * h / 2
             deform = np.eye(3) + eps
             g = graph.replace(positions=jnp.asarray(pos0 @ deform), cell=jnp.asarray((cell0 @ deform)[None]))
-            vals.append(float(energy_fn(variables, g)[0]))
+            vals.append(float(energy_of(variables, g)[0]))
         fd = (vals[0] - vals[1]) / (2 * h) / volume
         assert abs(fd - float(stress[0, a, b])) < 1e-7, (a, b, fd, float(stress[0, a, b]))
 
@@ -231,6 +221,8 @@ def _cutoff_crossing_kink(energy_fn, variables, rc: float, delta: float = 1e-5):
     def at(dist):
         pos = ETHANOL.positions.copy()
         pos[k_far] = ETHANOL.positions[k_anchor] + dist * direction
+        others = np.delete(np.linalg.norm(pos - pos[k_far], axis=1), [k_far, k_anchor])
+        assert np.abs(others - rc).min() > 1e-3, "another distance crosses r_c here: the test would be ambiguous"
         return evaluate(energy_fn, variables, ETHANOL.replace(positions=pos), rc)
 
     (e0, f0), (e1, f1), (e2, f2) = at(rc - 3 * delta), at(rc - delta), at(rc + delta)
@@ -299,7 +291,7 @@ def test_float32_and_float64_agree():
     c32 = c64.replace(dtype="float32")
     v32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), v64)
     g32 = graph_from_system(MOLECULE, 5.0, dtype=np.float32)
-    e32, f32 = energy_and_forces(make_energy_fn(c32), v32, g32)
+    e32, f32 = fast_energy_and_forces(make_energy_fn(c32), v32, g32)
     e64, f64 = evaluate(energy_fn64, v64, MOLECULE, 5.0)
     assert e32.dtype == jnp.float32 and f32.dtype == jnp.float32
     assert abs(float(e32[0]) - e64) < 1e-5 * abs(e64)
@@ -410,3 +402,11 @@ def test_jit_with_cpu_compiler_options_gives_the_same_numbers():
     e1, f1 = jit_energy_and_forces(energy_fn)(variables, graph)
     np.testing.assert_allclose(np.asarray(e1), np.asarray(e0), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(f1), np.asarray(f0), atol=1e-5 * float(np.abs(f0).max()) + 1e-7)
+
+
+def test_per_atom_energies_sum_to_the_total(model):
+    config, energy_fn, variables = model
+    graph = pack([MOLECULE], [neighbour_pairs(MOLECULE, config.cutoff)], Capacity(16, 64, 2), np.float64)
+    per_atom = fast_jit(lambda v, g: So3krates(config).apply(v, g, per_atom=True))(variables, graph)
+    assert per_atom.shape == (16,) and np.all(np.asarray(per_atom)[9:] == 0.0)
+    np.testing.assert_allclose(float(per_atom.sum()), float(fast_jit(energy_fn)(variables, graph)[0]), rtol=1e-12)

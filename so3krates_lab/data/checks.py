@@ -23,12 +23,11 @@ def check_overlaps(system: System, min_distance: float = 0.1) -> None:
     min_distance: Angstrom; pairs at a distance strictly below it are reported.
 
     The message names the two atom indices and their distance in Angstrom.
-    Uses vesin.NeighborList with box = cell (zeros for a free molecule) and periodic = system.pbc.
+    Uses vesin.NeighborList with system.box_and_pbc().
     """
     if min_distance <= 0 or (system.cell is None and system.n_atoms < 2):
         return
-    box = system.cell if system.cell is not None else np.zeros((3, 3))
-    periodic = system.pbc if system.cell is not None else False
+    box, periodic = system.box_and_pbc()
     search = max(float(min_distance), _SEARCH_RADIUS)
     nl = vesin.NeighborList(cutoff=search, full_list=False)
     i, j, d = nl.compute(system.positions, box, periodic, quantities="ijd")

@@ -106,6 +106,16 @@ def _frames(path, names: dict, R, Z, E, F, cell, pbc, ef: float, lf: float, padd
         }
 
 
+def _labels_and_units(arrays: dict, names: dict, energy_unit, length_unit, e_decl, r_decl, path):
+    """(E, F, energy unit, length unit): labels may be absent; an unlabelled file needs no energy unit."""
+    E, F = arrays.get(names["energy"]), arrays.get(names["forces"])
+    labelled = E is not None or F is not None
+    eu = resolve_unit("energy", energy_unit, e_decl, path, _UNKNOWN_ENERGY_HINT,
+                      default=None if labelled else "eV")
+    lu = resolve_unit("length", length_unit, r_decl, path, default="Angstrom")
+    return E, F, eu, lu
+
+
 def _reject_zero_numbers(path, Z, key: str) -> None:
     Z = np.asarray(Z)
     zero = Z == 0
@@ -167,10 +177,7 @@ def read_md17_npz(path, energy_unit: str | None = None, length_unit: str | None 
         raise FormatError(f"{p}: expected keys R, z, E, F or positions, atomic_numbers, energy, forces; "
                           f"the file has keys {sorted(arrays)}")
     _require(arrays, [names["positions"], names["numbers"]], p)
-    E, F = arrays.get(names["energy"]), arrays.get(names["forces"])
-    labelled = E is not None or F is not None
-    eu = resolve_unit("energy", energy_unit, e_decl, p, _UNKNOWN_ENERGY_HINT, default=None if labelled else "eV")
-    lu = resolve_unit("length", length_unit, r_decl, p, default="Angstrom")
+    E, F, eu, lu = _labels_and_units(arrays, names, energy_unit, length_unit, e_decl, r_decl, p)
     _reject_zero_numbers(p, arrays[names["numbers"]], names["numbers"])
     frames = _frames(p, names, arrays[names["positions"]], arrays[names["numbers"]], E, F, arrays.get("cell"),
                      arrays.get("pbc"), energy_factor(eu), length_factor(lu), padded=False)
@@ -198,10 +205,7 @@ def read_padded_npz(path, energy_unit: str | None = None, length_unit: str | Non
     if unknown_roles:
         raise ValueError(f"keys may only name {sorted(PLAIN_KEYS)}, got {sorted(unknown_roles)}")
     _require(arrays, [names["positions"], names["numbers"]], p)
-    E, F = arrays.get(names["energy"]), arrays.get(names["forces"])
-    labelled = E is not None or F is not None
-    eu = resolve_unit("energy", energy_unit, e_decl, p, _UNKNOWN_ENERGY_HINT, default=None if labelled else "eV")
-    lu = resolve_unit("length", length_unit, r_decl, p, default="Angstrom")
+    E, F, eu, lu = _labels_and_units(arrays, names, energy_unit, length_unit, e_decl, r_decl, p)
     frames = _frames(p, names, arrays[names["positions"]], arrays[names["numbers"]], E, F, None, None,
                      energy_factor(eu), length_factor(lu), padded=True)
     return assemble(p, sha, frames, (eu, lu), min_distance=min_distance)

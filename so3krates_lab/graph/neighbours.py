@@ -45,13 +45,6 @@ class Pairs:
         )
 
 
-def _box_and_pbc(system: System):
-    pbc = np.asarray(system.pbc, dtype=bool)
-    if system.cell is None or not pbc.any():
-        return np.zeros((3, 3)), np.zeros(3, dtype=bool)
-    return np.asarray(system.cell, dtype=np.float64), pbc
-
-
 def _check_distances(d: np.ndarray, i: np.ndarray, j: np.ndarray, min_distance: float) -> None:
     if d.size and d.min() < min_distance:
         k = int(np.argmin(d))
@@ -69,7 +62,7 @@ def neighbour_pairs(system: System, cutoff: float, min_distance: float = 0.1) ->
 
     if not cutoff > 0:
         raise ValueError(f"cutoff must be positive, got {cutoff}")
-    box, pbc = _box_and_pbc(system)
+    box, pbc = system.box_and_pbc()
     nl = NeighborList(cutoff=float(cutoff), full_list=False)
     i, j, s, d = nl.compute(points=system.positions, box=box, periodic=pbc, quantities="ijSd")
     _check_distances(d, i, j, min_distance)
@@ -98,7 +91,7 @@ def brute_force_pairs(system: System, cutoff: float) -> Pairs:
 
     Returns every DIRECTED pair (i, j, S), sorted; compare with `Pairs.directed()` of `neighbour_pairs`.
     """
-    box, pbc = _box_and_pbc(system)
+    box, pbc = system.box_and_pbc()
     pos = system.positions
     n = pos.shape[0]
     ranges = []

@@ -20,9 +20,10 @@ from .so3krates import So3krates
 EnergyFn = Callable[[dict, Graph], jax.Array]
 
 
-# XLA:CPU (jaxlib 0.10) routes dots through YNNPACK fusions by default. For this model's pair-sized matrix
-# products they ran 30-50% slower than XLA's own dot emitter on the 2-core development machines, measured side by
-# side (`benchmarks/speed.py --ynn on|off`). The option is passed per compiled function, never set globally.
+# XLA:CPU (jaxlib 0.10) routes dots through YNNPACK fusions by default. For this model they were slower than
+# XLA's own dot emitter on the 2-core development machines in alternating side-by-side runs
+# (`benchmarks/speed.py --ynn on|off`, see README): 25-40% on the buckyball catcher and water-192, 2-30% on
+# ethanol and aspirin. The option is passed per compiled function, never set globally.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 

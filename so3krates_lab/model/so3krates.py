@@ -40,11 +40,9 @@ class So3krates(nn.Module):
 
     config: So3kratesConfig
 
-    def atomic_energies(self, graph: Graph):
-        return self(graph, per_atom=True)
-
     @nn.compact
     def __call__(self, graph: Graph, per_atom: bool = False):
+        """Energies (G,) in eV; with per_atom=True the atomic energies (A,) instead (0 on padding)."""
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         F, degrees = cfg.features, cfg.degrees
@@ -77,7 +75,6 @@ class So3krates(nn.Module):
             )(x, chi, w_rad[t * n_filters:(t + 1) * n_filters], phi, sph, receivers, senders)
             # Recorded only when applied with mutable=["intermediates"] (tests, analysis); free otherwise.
             self.sow("intermediates", "chi", chi)
-            self.sow("intermediates", "x", x)
 
         e = _dense(1, dtype, name="readout_out")(silu(_dense(F, dtype, name="readout_hidden")(x)))[:, 0]
         shift = self.variable("constants", "element_energy", lambda: jnp.zeros(N_ELEMENTS, dtype))
