@@ -61,15 +61,17 @@ def main(argv=None) -> int:
         if e.get("ph") == "X" and "dur" in e and not name.startswith("$") and not name.startswith(_NOT_KERNELS):
             total[name] += e["dur"]
             count[name] += 1
-    by_kind = collections.Counter()
+    by_kind, kernels_by_kind = collections.Counter(), collections.Counter()
     for name, us in total.items():
-        by_kind[re.sub(r"\.\d+$", "", name)] += us
+        kind = re.sub(r"\.\d+$", "", name)
+        by_kind[kind] += us
+        kernels_by_kind[kind] += count[name]
     n = args.calls
     print(f"{args.system} ({system.n_atoms} atoms, {source}), ynn {args.ynn}: "
           f"{sum(count.values()) / n:.0f} XLA kernels per evaluation, summed kernel time "
           f"{sum(total.values()) / n / 1e3:.2f} ms")
     for kind, us in by_kind.most_common(args.top):
-        print(f"  {us / n / 1e3:8.3f} ms  {kind}")
+        print(f"  {us / n / 1e3:8.3f} ms  {kernels_by_kind[kind] / n:5.0f} kernels  {kind}")
     return 0
 
 
