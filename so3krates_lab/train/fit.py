@@ -1,0 +1,235 @@
+"""Fit a SO3krates model to energies and forces: one function for notebooks and terminals alike.
+
+    result = fit(train, valid, So3kratesConfig.preset("default"), TrainConfig(max_steps=20_000),
+                 checkpoint="runs/ethanol.npz")
+
+Determinism and resumption: the batch order of epoch k is a permutation drawn from (seed, k), so step s
+always sees the same batch. Every `eval_every` steps the run validates and saves `<checkpoint>` (parameters,
+optimiser state, step, history; atomic) and, when validation improved, `<checkpoint stem>_best.npz`.
+Calling `fit` again with the same checkpoint path resumes from the last save and reaches the same result as an
+uninterrupted run (up to floating-point noise). Ctrl-C saves and returns the result so far (interrupted=True).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..data import fit_element_energies
+from ..model import So3kratesConfig, compiler_options, init_variables, make_energy_fn, with_constants
+from ..structures import Dataset
+from .checkpoint import load_checkpoint, restore_opt_state, save_checkpoint
+from .device_data import DeviceData, gather_batch, to_device
+from .loss import absolute_errors, energy_force_loss
+
+
+def default_batch_size(n_train: int) -> int:
+    """The reference code's rule: 1 below 500 structures, 5 below 1000, 10 below 10,000, then 100."""
+    return 1 if n_train < 500 else 5 if n_train < 1000 else 10 if n_train < 10_000 else 100
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (shared spec section 5 defaults).
+
+    learning_rate with exponential decay: lr * decay_rate ** (step / decay_steps); gradients clipped to
+    global norm clip_norm; Adam or AMSGrad. batch_size None follows `default_batch_size`. Validation every
+    eval_every steps; early stopping after `patience` validations without improvement (None: never).
+    """
+
+    max_steps: int = 10_000
+    learning_rate: float = 1e-3
+    decay_rate: float = 0.1
+    decay_steps: int = 100_000
+    clip_norm: float = 10.0
+    amsgrad: bool = False
+    batch_size: int | None = None
+    eval_every: int = 100
+    eval_batch_size: int = 50
+    patience: int | None = None
+    energy_weight: float = 0.01
+    force_weight: float = 0.99
+    seed: int = 0
+
+    def optimizer(self) -> optax.GradientTransformation:
+        schedule = optax.exponential_decay(self.learning_rate, self.decay_steps, self.decay_rate)
+        adam = optax.amsgrad(schedule) if self.amsgrad else optax.adam(schedule)
+        return optax.chain(optax.clip_by_global_norm(self.clip_norm), adam)
+
+
+@dataclasses.dataclass
+class FitResult:
+    variables: dict  # the best-validation variables
+    config: So3kratesConfig
+    history: list[dict]  # one entry per validation: step, train loss, validation MAE/RMSE, seconds
+    step: int
+    best_step: int
+    interrupted: bool = False
+
+
+def _init_variables(config, train: Dataset, data: DeviceData, seed: int) -> dict:
+    graph, _ = gather_batch(data, jnp.zeros(1, jnp.int32))
+    variables = init_variables(config, graph, seed=seed)
+    forces = np.concatenate([s.forces for s in train])
+    # Element energies by least squares; the atomic-energy scale is the RMS force component times 1 A.
+    return with_constants(variables, element_energy=fit_element_energies(train),
+                          energy_scale=float(np.sqrt(np.mean(forces**2))))
+
+
+def evaluate(energy_fn, variables, data: DeviceData, batch_size: int = 50, _step=None) -> dict:
+    """Energy MAE/RMSE (meV) and force MAE/RMSE (meV/A) over all of `data`."""
+    step = _step or jax.jit(lambda v, d, idx, w: absolute_errors(energy_fn, v, *gather_batch(d, idx), w),
+                            compiler_options=compiler_options())
+    n = data.size
+    batch_size = min(batch_size, n)
+    sums = None
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, start + batch_size)
+        weights = (idx < n).astype(np.float32)
+        part = step(variables, data, jnp.asarray(np.minimum(idx, n - 1), jnp.int32), jnp.asarray(weights))
+        sums = part if sums is None else jax.tree.map(jnp.add, sums, part)
+    s = {k: float(v) for k, v in sums.items()}
+    return {
+        "energy_mae_meV": 1e3 * s["energy_abs"] / s["n_structures"],
+        "energy_rmse_meV": 1e3 * math.sqrt(s["energy_sq"] / s["n_structures"]),
+        "force_mae_meV_A": 1e3 * s["force_abs"] / s["n_components"],
+        "force_rmse_meV_A": 1e3 * math.sqrt(s["force_sq"] / s["n_components"]),
+    }
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def fit(
+    train: Dataset,
+    valid: Dataset,
+    config: So3kratesConfig,
+    train_config: TrainConfig = TrainConfig(),
+    *,
+    checkpoint: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    callbacks: Sequence[Callable[[dict], bool | None]] = (),
+    metadata: dict | None = None,
+) -> FitResult:
+    """Train on `train`, validate on `valid`, keep the best-validation parameters.
+
+    callbacks: called with each validation record; returning True stops training (a widget's stop button).
+    metadata: stored in the checkpoints (e.g. data provenance: file hashes and split indices).
+    """
+    tc = train_config
+    batch_size = tc.batch_size or default_batch_size(len(train))
+    if batch_size > len(train):
+        raise ValueError(f"batch_size {batch_size} exceeds the {len(train)} training structures")
+    dtype = np.float64 if config.dtype == "float64" else np.float32
+    train_data = to_device(train, config.cutoff, dtype)
+    valid_data = to_device(valid, config.cutoff, dtype)
+    energy_fn = make_energy_fn(config)
+    tx = tc.optimizer()
+
+    variables = _init_variables(config, train, train_data, tc.seed)
+    opt_state = tx.init(variables["params"])
+    step, history, best = 0, [], {"loss": math.inf, "step": 0, "variables": variables}
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    best_path = checkpoint.with_name(checkpoint.stem + "_best.npz") if checkpoint else None
+    if checkpoint is not None and resume and checkpoint.exists():
+        saved = load_checkpoint(checkpoint)
+        if saved.config != config:
+            raise ValueError(f"{checkpoint} was trained with {saved.config}, not {config}; pass resume=False")
+        variables = jax.tree.map(jnp.asarray, saved.variables)
+        opt_state = restore_opt_state(opt_state, saved.opt_state_leaves)
+        step, history = saved.step, list(saved.metadata.get("history", []))
+        best_saved = load_checkpoint(best_path) if best_path.exists() else saved
+        best = {"loss": saved.metadata.get("best_loss", math.inf), "step": saved.metadata.get("best_step", 0),
+                "variables": jax.tree.map(jnp.asarray, best_saved.variables)}
+
+    def train_step(params, opt_state, constants, data, indices):
+        graph, labels = gather_batch(data, indices)
+
+        def loss_of(p):
+            return energy_force_loss(energy_fn, {"params": p, "constants": constants}, graph, labels,
+                                     tc.energy_weight, tc.force_weight)
+
+        (loss, parts), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, parts
+
+    train_step = jax.jit(train_step, donate_argnums=(0, 1), compiler_options=compiler_options())
+    eval_step = jax.jit(lambda v, d, idx, w: absolute_errors(energy_fn, v, *gather_batch(d, idx), w),
+                        compiler_options=compiler_options())
+
+    def save(current):
+        if checkpoint is None:
+            return
+        meta = dict(metadata or {}, history=history, best_loss=best["loss"], best_step=best["step"],
+                    train_config=dataclasses.asdict(tc), batch_size=batch_size)
+        save_checkpoint(checkpoint, config, current, step=step, opt_state=opt_state, metadata=meta)
+
+    steps_per_epoch = len(train) // batch_size
+    bar = _progress(progress, tc.max_steps, step)
+    params, constants = variables["params"], variables["constants"]
+    interrupted, stop, losses, t0 = False, False, [], time.perf_counter()
+    try:
+        while step < tc.max_steps and not stop:
+            epoch, k = divmod(step, steps_per_epoch)
+            order = _epoch_order(tc.seed, epoch, len(train))
+            indices = jnp.asarray(order[k * batch_size:(k + 1) * batch_size], jnp.int32)
+            params, opt_state, loss, _ = train_step(params, opt_state, constants, train_data, indices)
+            step += 1
+            losses.append(loss)
+            bar.update(1)
+            if step % tc.eval_every == 0 or step == tc.max_steps:
+                current = {"params": params, "constants": constants}
+                metrics = evaluate(energy_fn, current, valid_data, tc.eval_batch_size, eval_step)
+                val_loss = (tc.energy_weight * (metrics["energy_rmse_meV"] / 1e3) ** 2
+                            + tc.force_weight * (metrics["force_rmse_meV_A"] / 1e3) ** 2)
+                record = {"step": step, "train_loss": float(np.mean([float(x) for x in losses])),
+                          "valid_loss": val_loss, **metrics, "seconds": time.perf_counter() - t0}
+                losses = []
+                history.append(record)
+                if val_loss < best["loss"]:
+                    best = {"loss": val_loss, "step": step, "variables": jax.tree.map(jnp.copy, current)}
+                    if best_path is not None:
+                        save_checkpoint(best_path, config, current, step=step, metadata=dict(metadata or {}))
+                save(current)
+                bar.set_postfix(loss=f"{record['train_loss']:.3g}", E_mae=f"{metrics['energy_mae_meV']:.3g}",
+                                F_mae=f"{metrics['force_mae_meV_A']:.3g}", refresh=False)
+                stop = any(bool(cb(record)) for cb in callbacks)
+                if tc.patience is not None and (step - best["step"]) >= tc.patience * tc.eval_every:
+                    stop = True
+    except KeyboardInterrupt:
+        interrupted = True
+        save({"params": params, "constants": constants})
+    finally:
+        bar.close()
+    return FitResult(variables=best["variables"], config=config, history=history, step=step,
+                     best_step=best["step"], interrupted=interrupted)
+
+
+def _progress(enabled: bool, total: int, initial: int):
+    """tqdm (notebook-aware, throttled so a notebook output is not flooded) or a silent stand-in."""
+    if enabled:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=initial, desc="fit", unit="step", mininterval=0.5)
+
+    class _Silent:
+        def update(self, n):
+            pass
+
+        def set_postfix(self, **kw):
+            pass
+
+        def close(self):
+            pass
+
+    return _Silent()

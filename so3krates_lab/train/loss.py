@@ -1,0 +1,40 @@
+"""Losses and error metrics on padded batches (masks respected)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from ..graph import Labels
+from ..model import EnergyFn, energy_and_forces
+from ..structures import Graph
+
+
+def energy_force_loss(energy_fn: EnergyFn, variables: dict, graph: Graph, labels: Labels,
+                      energy_weight: float, force_weight: float):
+    """w_E * MSE(E) + w_F * MSE(F): energy MSE per structure (eV^2), force MSE per component (eV^2/A^2).
+
+    Returns (loss, (energy_mse, force_mse)). Padding structures and atoms are excluded from both means.
+    """
+    energies, forces = energy_and_forces(energy_fn, variables, graph)
+    g = graph.graph_mask.astype(energies.dtype)
+    a = graph.atom_mask.astype(forces.dtype)[:, None]
+    energy_mse = jnp.sum(g * (energies - labels.energy) ** 2) / jnp.maximum(jnp.sum(g), 1.0)
+    force_mse = jnp.sum(a * (forces - labels.forces) ** 2) / jnp.maximum(3.0 * jnp.sum(a), 1.0)
+    return energy_weight * energy_mse + force_weight * force_mse, (energy_mse, force_mse)
+
+
+def absolute_errors(energy_fn: EnergyFn, variables: dict, graph: Graph, labels: Labels, weights):
+    """Sums for MAE/RMSE over a batch whose structures carry `weights` (B,) (0 for filler entries).
+
+    Returns a dict of sums: energy_abs, energy_sq (eV, eV^2), force_abs, force_sq (per component), and the
+    counts n_structures, n_components. Each structure's atoms are weighted by its structure weight.
+    """
+    energies, forces = energy_and_forces(energy_fn, variables, graph)
+    de = (energies - labels.energy) * weights
+    atom_w = graph.atom_mask.astype(forces.dtype) * weights[graph.atom_graph]
+    df = (forces - labels.forces) * atom_w[:, None]
+    return {
+        "energy_abs": jnp.sum(jnp.abs(de)), "energy_sq": jnp.sum(de**2),
+        "force_abs": jnp.sum(jnp.abs(df)), "force_sq": jnp.sum(df**2),
+        "n_structures": jnp.sum(weights), "n_components": 3.0 * jnp.sum(atom_w),
+    }
