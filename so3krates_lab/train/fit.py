@@ -43,9 +43,11 @@ class TrainConfig:
     learning_rate with exponential decay: lr * decay_rate ** (step / decay_steps); gradients clipped to
     global norm clip_norm; Adam or AMSGrad. batch_size None follows `default_batch_size`. Validation every
     eval_every steps; early stopping after `patience` validations without improvement (None: never).
+    max_seconds: stop (after a final validation) once this much wall time has passed in this call.
     """
 
     max_steps: int = 10_000
+    max_seconds: float | None = None
     learning_rate: float = 1e-3
     decay_rate: float = 0.1
     decay_steps: int = 100_000
@@ -187,7 +189,8 @@ def fit(
             step += 1
             losses.append(loss)
             bar.update(1)
-            if step % tc.eval_every == 0 or step == tc.max_steps:
+            out_of_time = tc.max_seconds is not None and time.perf_counter() - t0 > tc.max_seconds
+            if step % tc.eval_every == 0 or step == tc.max_steps or out_of_time:
                 current = {"params": params, "constants": constants}
                 metrics = evaluate(energy_fn, current, valid_data, tc.eval_batch_size, eval_step)
                 val_loss = (tc.energy_weight * (metrics["energy_rmse_meV"] / 1e3) ** 2
@@ -206,6 +209,7 @@ def fit(
                 stop = any(bool(cb(record)) for cb in callbacks)
                 if tc.patience is not None and (step - best["step"]) >= tc.patience * tc.eval_every:
                     stop = True
+                stop = stop or out_of_time
     except KeyboardInterrupt:
         interrupted = True
         save({"params": params, "constants": constants})
