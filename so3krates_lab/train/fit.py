@@ -177,7 +177,8 @@ def fit(
         save_checkpoint(checkpoint, config, current, step=step, opt_state=opt_state, metadata=meta)
 
     steps_per_epoch = len(train) // batch_size
-    bar = _progress(progress, tc.max_steps, step)
+    # With only a time budget the step count is open-ended: show a rate, not a misleading total.
+    bar = _progress(progress, None if tc.max_seconds is not None and tc.max_steps >= 10**8 else tc.max_steps, step)
     params, constants = variables["params"], variables["constants"]
     interrupted, stop, losses, t0 = False, False, [], time.perf_counter()
     try:
@@ -219,7 +220,7 @@ def fit(
                      best_step=best["step"], interrupted=interrupted)
 
 
-def _progress(enabled: bool, total: int, initial: int):
+def _progress(enabled: bool, total: int | None, initial: int):
     """tqdm (notebook-aware, throttled so a notebook output is not flooded) or a silent stand-in."""
     if enabled:
         from tqdm.auto import tqdm
