@@ -1,0 +1,72 @@
+"""An ASE calculator for SO3krates: energy (eV), forces (eV/A) and, for periodic cells, stress (eV/A^3).
+
+Compiled code is reused across structures of similar size: each structure is padded to capacities from the
+same geometric ladder as the batches (`graph.ladder_rung`), so a new structure compiles only when it crosses a
+rung (and the neighbour list of a moving structure rarely changes rung).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from ..graph import Capacity, ladder_rung, neighbour_pairs, pack
+from ..model import (
+    So3kratesConfig, compiler_options, energy_and_forces, energy_forces_stress, make_energy_fn,
+)
+from ..structures import System
+
+
+def system_from_atoms(atoms) -> System:
+    """ase.Atoms -> System (positions and cell in Angstrom; no labels)."""
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    return System(numbers=atoms.numbers, positions=atoms.positions,
+                  cell=atoms.cell.array if pbc.any() else None, pbc=pbc)
+
+
+class So3kratesCalculator(Calculator):
+    """ASE calculator around `energy_fn(variables, graph)`.
+
+    config, variables: a model and its variables (e.g. from `train.load_checkpoint`); see `from_checkpoint`.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(self, config: So3kratesConfig, variables: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.variables = variables
+        energy_fn = make_energy_fn(config)
+        options = compiler_options()
+        self._forces = jax.jit(lambda v, g: energy_and_forces(energy_fn, v, g), compiler_options=options)
+        self._stress = jax.jit(lambda v, g: energy_forces_stress(energy_fn, v, g), compiler_options=options)
+        self._dtype = np.float64 if config.dtype == "float64" else np.float32
+
+    @classmethod
+    def from_checkpoint(cls, path, **kwargs) -> "So3kratesCalculator":
+        from ..train import load_checkpoint
+
+        saved = load_checkpoint(path)
+        return cls(saved.config, jax.tree.map(jax.numpy.asarray, saved.variables), **kwargs)
+
+    @property
+    def compiled_shapes(self) -> int:
+        """How many programs have been compiled so far (one per capacity rung used)."""
+        return self._forces._cache_size() + self._stress._cache_size()
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        system = system_from_atoms(self.atoms)
+        pairs = neighbour_pairs(system, self.config.cutoff)
+        capacity = Capacity(ladder_rung(system.n_atoms + 1), ladder_rung(len(pairs) + 1), 1)
+        graph = pack([system], [pairs], capacity, self._dtype)
+        n = system.n_atoms
+        if system.periodic:
+            energies, forces, stress = self._stress(self.variables, graph)
+            self.results["stress"] = full_3x3_to_voigt_6_stress(np.asarray(stress[0], dtype=np.float64))
+        else:
+            energies, forces = self._forces(self.variables, graph)
+        self.results["energy"] = self.results["free_energy"] = float(energies[0])
+        self.results["forces"] = np.asarray(forces, dtype=np.float64)[:n]
