@@ -1,0 +1,36 @@
+"""Command line: python -m so3krates_lab.reference {ethanol-pbe, ac-ala3-xtb} [options]."""
+
+from __future__ import annotations
+
+import argparse
+
+from so3krates_lab.reference.recipes import ac_ala3_xtb, ethanol_pbe
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m so3krates_lab.reference",
+                                     description="Generate the reference data sets shipped in data/ (resumable).")
+    sub = parser.add_subparsers(dest="recipe", required=True)
+    e = sub.add_parser("ethanol-pbe", help="ethanol, xTB-sampled 500 K MD, PBE/def2-SVP labels")
+    e.add_argument("--frames", type=int, default=500)
+    e.add_argument("--stride", type=int, default=20, help="MD steps (0.5 fs) between frames")
+    a = sub.add_parser("ac-ala3-xtb", help="Ac-Ala3-NHMe, GFN2-xTB MD at 300/400/500/600 K")
+    a.add_argument("--frames-per-temperature", type=int, default=750)
+    a.add_argument("--stride", type=int, default=20, help="MD steps (1 fs) between frames")
+    a.add_argument("--start", default=None, help="start geometry file (default: the first MD22 frame)")
+    for p in (e, a):
+        p.add_argument("--out", default=None, help="output .npz (default under data/)")
+        p.add_argument("--work", default=None, help="folder for resumable chunks (default results/reference/...)")
+        p.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    common = {k: v for k, v in (("out", args.out), ("work", args.work)) if v is not None}
+    if args.recipe == "ethanol-pbe":
+        path = ethanol_pbe(n_frames=args.frames, stride=args.stride, progress=not args.no_progress, **common)
+    else:
+        path = ac_ala3_xtb(frames_per_temperature=args.frames_per_temperature, stride=args.stride,
+                           start_file=args.start, progress=not args.no_progress, **common)
+    print(f"wrote {path} and {path.with_suffix('.provenance.json')}")
+
+
+if __name__ == "__main__":
+    main()

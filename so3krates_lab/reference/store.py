@@ -1,0 +1,109 @@
+"""A crash-safe store of labelled frames: a folder of chunk files, each written atomically.
+
+Each chunk `chunk_00000.npz` holds K consecutive frames of one molecule: numbers (N,), positions (K, N, 3)
+Angstrom, energy (K,) eV, forces (K, N, 3) eV/Angstrom and, for MD, velocities (K, N, 3) Angstrom/fs. A chunk
+is written to a temporary name and renamed into place, so a killed job leaves every finished chunk readable
+and a restart continues after the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from so3krates_lab.structures import Dataset, System
+
+
+class FrameStore:
+    """Chunked frames of one molecule in `directory` (created if missing)."""
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def chunk_paths(self) -> list[Path]:
+        return sorted(self.directory.glob("chunk_*.npz"))
+
+    def __len__(self) -> int:
+        return sum(int(np.load(p)["energy"].shape[0]) for p in self.chunk_paths())
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.chunk_paths())
+
+    def append(self, numbers, positions, energy, forces, velocities=None) -> Path:
+        """Write the next chunk atomically; returns its path."""
+        arrays = dict(numbers=np.asarray(numbers, np.int64), positions=np.asarray(positions, np.float64),
+                      energy=np.asarray(energy, np.float64), forces=np.asarray(forces, np.float64))
+        k, n = arrays["positions"].shape[:2]
+        if arrays["energy"].shape != (k,) or arrays["forces"].shape != (k, n, 3) or arrays["numbers"].shape != (n,):
+            raise ValueError(f"inconsistent chunk shapes: { {key: a.shape for key, a in arrays.items()} }")
+        if velocities is not None:
+            arrays["velocities"] = np.asarray(velocities, np.float64)
+        path = self.directory / f"chunk_{self.n_chunks:05d}.npz"
+        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """All frames concatenated in order: numbers (N,), positions, energy, forces[, velocities]."""
+        paths = self.chunk_paths()
+        if not paths:
+            raise ValueError(f"{self.directory}: no frames stored yet")
+        chunks = [dict(np.load(p)) for p in paths]
+        out = {"numbers": chunks[0]["numbers"]}
+        for key in ("positions", "energy", "forces", "velocities"):
+            if all(key in c for c in chunks):
+                out[key] = np.concatenate([c[key] for c in chunks])
+        return out
+
+    def last(self) -> dict[str, np.ndarray] | None:
+        """The last chunk (to resume an MD run from its final frame), or None."""
+        paths = self.chunk_paths()
+        return dict(np.load(paths[-1])) if paths else None
+
+    def to_dataset(self, name: str = "") -> Dataset:
+        a = self.arrays()
+        systems = [System(numbers=a["numbers"], positions=r, energy=float(e), forces=f)
+                   for r, e, f in zip(a["positions"], a["energy"], a["forces"])]
+        return Dataset.from_systems(systems, name=name or self.directory.name)
+
+
+def write_npz(path, arrays: dict, provenance: dict) -> str:
+    """Write frames as an MD17-style npz that `so3krates_lab.data.load` reads (units declared in the file).
+
+    Keys: z, R (Angstrom), E (eV), F (eV/Angstrom), e_unit, r_unit, provenance (a JSON string). Positions and
+    forces are stored as float32 (their reference precision is far coarser), energies as float64. Atomic.
+    Returns the sha256 of the written file.
+    """
+    import hashlib
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = dict(z=arrays["numbers"].astype(np.int64), R=arrays["positions"].astype(np.float32),
+                   E=arrays["energy"].astype(np.float64), F=arrays["forces"].astype(np.float32),
+                   e_unit=np.array("eV"), r_unit=np.array("Ang"),
+                   provenance=np.array(json.dumps(provenance, sort_keys=True)))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return hashlib.sha256(path.read_bytes()).hexdigest()
