@@ -127,3 +127,24 @@ def test_the_train_step_compiles_once(data, monkeypatch):
     train, valid = data
     fit(train, valid, CONFIG, TrainConfig(max_steps=25, eval_every=25, batch_size=4), progress=False)
     assert len(traces) == 1
+
+
+def test_data_parallel_training_equals_single_device():
+    """Two host CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=2) give the single-device result."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONPATH=str(here))
+    out = subprocess.run([sys.executable, str(here / "_data_parallel_worker.py")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["devices_used"] == [1, 2]
+    one, two = np.array(result["history"]["1"]), np.array(result["history"]["2"])
+    assert one.shape == (2, 2)  # two validations, each (train loss, validation loss)
+    # Forgetting to sum gradients over devices (each applying half a gradient) changes these at 1e-3.
+    np.testing.assert_allclose(two, one, rtol=1e-6)

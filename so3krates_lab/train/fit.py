@@ -8,6 +8,13 @@ always sees the same batch. Every `eval_every` steps the run validates and saves
 optimiser state, step, history; atomic) and, when validation improved, `<checkpoint stem>_best.npz`.
 Calling `fit` again with the same checkpoint path resumes from the last save and reaches the same result as an
 uninterrupted run (up to floating-point noise). Ctrl-C saves and returns the result so far (interrupted=True).
+
+Data parallelism: with several local devices (GPUs, or CPU devices made with
+XLA_FLAGS=--xla_force_host_platform_device_count=N) each training batch is split evenly over a one-axis mesh
+("data"); every device gathers and differentiates its own share of the structures, the gradients are summed
+across devices, and every device applies the same optimiser update. The data set and parameters are replicated.
+With one device the same code runs on a mesh of one. The loss is normalised by the counts of the whole global
+batch, so the result equals single-device training on the same batches up to summation order.
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ from ..model import So3kratesConfig, compiler_options, init_variables, make_ener
 from ..structures import Dataset
 from .checkpoint import load_checkpoint, restore_opt_state, save_checkpoint
 from .device_data import DeviceData, gather_batch, to_device
-from .loss import absolute_errors, energy_force_loss
+from .loss import absolute_errors, energy_force_loss, label_counts
+
+DATA_AXIS = "data"
 
 
 def default_batch_size(n_train: int) -> int:
@@ -60,6 +69,7 @@ class TrainConfig:
     energy_weight: float = 0.01
     force_weight: float = 0.99
     seed: int = 0
+    devices: int | None = None  # how many local devices to train on (None: all of them)
 
     def optimizer(self) -> optax.GradientTransformation:
         schedule = optax.exponential_decay(self.learning_rate, self.decay_steps, self.decay_rate)
@@ -107,6 +117,15 @@ def evaluate(energy_fn, variables, data: DeviceData, batch_size: int = 50, _step
     }
 
 
+def data_mesh(devices: int | None = None) -> jax.sharding.Mesh:
+    """A one-axis ("data") mesh over the first `devices` local devices (None: all)."""
+    local = jax.local_devices()
+    n = len(local) if devices is None else devices
+    if not 1 <= n <= len(local):
+        raise ValueError(f"devices={devices}: this process has {len(local)} local device(s)")
+    return jax.sharding.Mesh(np.array(local[:n]), (DATA_AXIS,))
+
+
 def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
@@ -132,9 +151,16 @@ def fit(
     batch_size = tc.batch_size or default_batch_size(len(train))
     if batch_size > len(train):
         raise ValueError(f"batch_size {batch_size} exceeds the {len(train)} training structures")
+    mesh = data_mesh(tc.devices)
+    n_devices = mesh.devices.size
+    if batch_size % n_devices:
+        raise ValueError(f"batch_size {batch_size} does not split evenly over {n_devices} devices; "
+                         f"pick a multiple of {n_devices} or set TrainConfig(devices=...)")
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
     dtype = np.float64 if config.dtype == "float64" else np.float32
-    train_data = to_device(train, config.cutoff, dtype)
-    valid_data = to_device(valid, config.cutoff, dtype)
+    train_data = jax.device_put(to_device(train, config.cutoff, dtype), replicated)
+    valid_data = jax.device_put(to_device(valid, config.cutoff, dtype), replicated)
     energy_fn = make_energy_fn(config)
     tx = tc.optimizer()
 
@@ -154,18 +180,26 @@ def fit(
         best = {"loss": saved.metadata.get("best_loss", math.inf), "step": saved.metadata.get("best_step", 0),
                 "variables": jax.tree.map(jnp.asarray, best_saved.variables)}
 
-    def train_step(params, opt_state, constants, data, indices):
+    def local_step(params, opt_state, constants, data, indices):
+        # One device's share of the batch; sums over the mesh make loss and gradients those of the whole batch.
         graph, labels = gather_batch(data, indices)
+        counts = jax.lax.psum(label_counts(graph), DATA_AXIS)
 
         def loss_of(p):
             return energy_force_loss(energy_fn, {"params": p, "constants": constants}, graph, labels,
-                                     tc.energy_weight, tc.force_weight)
+                                     tc.energy_weight, tc.force_weight, counts)
 
         (loss, parts), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+        loss, parts, grads = jax.lax.psum((loss, parts, grads), DATA_AXIS)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss, parts
 
-    train_step = jax.jit(train_step, donate_argnums=(0, 1), compiler_options=compiler_options())
+    rep, shard = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec(DATA_AXIS)
+    train_step = jax.jit(jax.shard_map(local_step, mesh=mesh, in_specs=(rep, rep, rep, rep, shard),
+                                       out_specs=(rep, rep, rep, rep)),
+                         donate_argnums=(0, 1), compiler_options=compiler_options())
+    params, opt_state = jax.device_put((variables["params"], opt_state), replicated)
+    variables = {"params": params, "constants": jax.device_put(variables["constants"], replicated)}
     eval_step = jax.jit(lambda v, d, idx, w: absolute_errors(energy_fn, v, *gather_batch(d, idx), w),
                         compiler_options=compiler_options())
 
@@ -185,7 +219,7 @@ def fit(
         while step < tc.max_steps and not stop:
             epoch, k = divmod(step, steps_per_epoch)
             order = _epoch_order(tc.seed, epoch, len(train))
-            indices = jnp.asarray(order[k * batch_size:(k + 1) * batch_size], jnp.int32)
+            indices = jax.device_put(np.asarray(order[k * batch_size:(k + 1) * batch_size], np.int32), split)
             params, opt_state, loss, _ = train_step(params, opt_state, constants, train_data, indices)
             step += 1
             losses.append(loss)

@@ -9,17 +9,31 @@ from ..model import EnergyFn, energy_and_forces
 from ..structures import Graph
 
 
-def energy_force_loss(energy_fn: EnergyFn, variables: dict, graph: Graph, labels: Labels,
-                      energy_weight: float, force_weight: float):
-    """w_E * MSE(E) + w_F * MSE(F): energy MSE per structure (eV^2), force MSE per component (eV^2/A^2).
+def label_counts(graph: Graph):
+    """(number of real structures, number of real force components) in a padded batch."""
+    return jnp.sum(graph.graph_mask.astype(jnp.float32)), 3.0 * jnp.sum(graph.atom_mask.astype(jnp.float32))
 
-    Returns (loss, (energy_mse, force_mse)). Padding structures and atoms are excluded from both means.
-    """
+
+def squared_errors(energy_fn: EnergyFn, variables: dict, graph: Graph, labels: Labels):
+    """(sum of squared energy errors (eV^2), sum of squared force-component errors (eV^2/A^2)); padding excluded."""
     energies, forces = energy_and_forces(energy_fn, variables, graph)
     g = graph.graph_mask.astype(energies.dtype)
     a = graph.atom_mask.astype(forces.dtype)[:, None]
-    energy_mse = jnp.sum(g * (energies - labels.energy) ** 2) / jnp.maximum(jnp.sum(g), 1.0)
-    force_mse = jnp.sum(a * (forces - labels.forces) ** 2) / jnp.maximum(3.0 * jnp.sum(a), 1.0)
+    return jnp.sum(g * (energies - labels.energy) ** 2), jnp.sum(a * (forces - labels.forces) ** 2)
+
+
+def energy_force_loss(energy_fn: EnergyFn, variables: dict, graph: Graph, labels: Labels,
+                      energy_weight: float, force_weight: float, counts=None):
+    """w_E * MSE(E) + w_F * MSE(F): energy MSE per structure (eV^2), force MSE per component (eV^2/A^2).
+
+    Returns (loss, (energy_mse, force_mse)). Padding structures and atoms are excluded from both means.
+    counts: the (structures, force components) to divide by; default this batch's own (`label_counts`). A
+    data-parallel step passes the counts of the whole global batch, so that the per-device losses sum to it.
+    """
+    n_structures, n_components = label_counts(graph) if counts is None else counts
+    energy_sq, force_sq = squared_errors(energy_fn, variables, graph, labels)
+    energy_mse = energy_sq / jnp.maximum(n_structures, 1.0)
+    force_mse = force_sq / jnp.maximum(n_components, 1.0)
     return energy_weight * energy_mse + force_weight * force_mse, (energy_mse, force_mse)
 
 
