@@ -148,3 +148,65 @@ def test_data_parallel_training_equals_single_device():
     assert one.shape == (2, 2)  # two validations, each (train loss, validation loss)
     # Forgetting to sum gradients over devices (each applying half a gradient) changes these at 1e-3.
     np.testing.assert_allclose(two, one, rtol=1e-6)
+
+
+def test_cli_trains_resumes_and_reports(tmp_path, capsys):
+    """The command line over fit: split file, checkpoints, a per-element error report and a parity plot."""
+    import json
+
+    from so3krates_lab.reference import write_npz
+    from so3krates_lab.train.cli import main
+
+    ds = toy_dataset(16, seed=3)
+    arrays = {"numbers": ds[0].numbers, "positions": np.stack([s.positions for s in ds]),
+              "energy": ds.energies, "forces": np.stack([s.forces for s in ds])}
+    write_npz(tmp_path / "toy.npz", arrays, {"method": "harmonic bonds"})
+    cfg = tmp_path / "config.json"
+    cfg.write_text(CONFIG.to_json())
+    argv = [str(tmp_path / "toy.npz"), "--out", str(tmp_path / "run"), "--config", str(cfg), "--n-train", "10",
+            "--n-valid", "3", "--steps", "4", "--eval-every", "2", "--batch-size", "2", "--no-progress"]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "run" / "test_errors.json").read_text())
+    assert report["n_structures"] == 3 and report["steps"] == 4
+    assert set(report["element_force_mae_meV_A"]) == {"C", "H", "O"}
+    assert report["force_mae_meV_A"] > 0
+    assert (tmp_path / "run" / "parity.html").stat().st_size > 10_000
+    ckpt = load_checkpoint(tmp_path / "run" / "model.npz")
+    assert ckpt.metadata["data_sha256"] and len(ckpt.metadata["split"]["train"]) == 10
+    # Same command with more steps resumes from step 4 (and keeps the saved split).
+    assert main(argv[:-5] + ["--steps", "6", "--eval-every", "2", "--batch-size", "2", "--no-progress"]) == 0
+    assert load_checkpoint(tmp_path / "run" / "model.npz").step == 6
+    assert "F H" in capsys.readouterr().out
+
+
+def test_error_report_matches_hand_computed_errors():
+    """error_report with a known analytic potential E = 0.5 k sum |r|^2 (forces -k r) against shifted labels."""
+    from so3krates_lab.train import error_report, error_table, parity_plot
+
+    k = 2.0
+
+    def energy_fn(variables, graph):
+        per_atom = 0.5 * k * jnp.sum(graph.positions**2, axis=-1) * graph.atom_mask
+        return jax.ops.segment_sum(per_atom, graph.atom_graph, num_segments=graph.graph_mask.shape[0])
+
+    rng = np.random.default_rng(0)
+    ref = builtin.ethanol()
+    systems, e_off, f_off = [], [], []
+    for i in range(5):
+        pos = ref.positions + 0.1 * rng.normal(size=ref.positions.shape)
+        de, dfs = 0.01 * (i - 2), 0.02 * rng.normal(size=pos.shape)  # label = exact - offset
+        systems.append(System(numbers=ref.numbers, positions=pos, energy=0.5 * k * np.sum(pos**2) - de,
+                              forces=-k * pos - dfs))
+        e_off.append(de)
+        f_off.append(dfs)
+    report = error_report(energy_fn, {}, Dataset.from_systems(systems), cutoff=5.0, dtype=np.float64, batch_size=2)
+    np.testing.assert_allclose(report.energy_error.values, 1e3 * np.array(e_off), atol=1e-8)
+    f_err = 1e3 * np.concatenate([f.reshape(-1) for f in f_off])
+    assert report.attrs["force_mae_meV_A"] == pytest.approx(np.mean(np.abs(f_err)))
+    assert report.attrs["energy_rmse_meV"] == pytest.approx(1e3 * np.sqrt(np.mean(np.square(e_off))))
+    hydrogen = np.concatenate([np.repeat(ref.numbers == 1, 3)] * 5)
+    assert float(report.element_force_mae.sel(element="H")) == pytest.approx(np.mean(np.abs(f_err[hydrogen])))
+    assert list(report.element.values) == ["H", "C", "O"]
+    np.testing.assert_allclose(report.force_mae.values[1], np.mean(np.abs(1e3 * f_off[1])))
+    assert "F O" in error_table(report)
+    assert len(parity_plot(report).data) == 1 + 3 + 2  # energy, one trace per element, two diagonals

@@ -1,0 +1,116 @@
+"""Command line over `fit`: train a model on a data file, evaluate it on the held-out test frames.
+
+    so3krates-train data/ethanol_pbe_500K.npz --n-train 400 --n-valid 50 --minutes 10 --out runs/ethanol
+    python -m so3krates_lab.train.cli --help          # the same, without the console script
+
+Writes into --out: model.npz (last state, for resuming), model_best.npz (best validation: the model to use),
+split.json (the seeded split, tied to the data file's hash), test_errors.json and parity.html. Rerunning the
+same command resumes from model.npz; --fresh starts over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="so3krates-train", description=__doc__.split("\n\n")[0])
+    p.add_argument("data", help="data file (rMD17/MD17/MD22/padded npz, extxyz, ASE db, ...)")
+    p.add_argument("--energy-unit", default=None, help="energy unit of the file when its format does not say")
+    p.add_argument("--length-unit", default=None)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    g = p.add_argument_group("split")
+    g.add_argument("--n-train", type=int, default=None, help="training frames (default: 80%%)")
+    g.add_argument("--n-valid", type=int, default=None, help="validation frames (default: 10%%)")
+    g.add_argument("--n-test", type=int, default=None, help="test frames (default: all the rest)")
+    g.add_argument("--split", type=Path, default=None, help="use this split.json instead of drawing one")
+    m = p.add_argument_group("model")
+    m.add_argument("--preset", default="default", help="So3kratesConfig preset: default, invariant, small")
+    m.add_argument("--config", type=Path, default=None, help="So3kratesConfig JSON (overrides --preset)")
+    m.add_argument("--dtype", choices=("float32", "float64"), default=None)
+    t = p.add_argument_group("optimisation")
+    t.add_argument("--steps", type=int, default=None, help="training steps (default 10,000 unless --minutes)")
+    t.add_argument("--minutes", type=float, default=None, help="wall-clock budget for this call")
+    t.add_argument("--batch-size", type=int, default=None, help="default: the spec's rule by training set size")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--decay-steps", type=int, default=100_000, help="steps per factor-10 learning-rate decay")
+    t.add_argument("--amsgrad", action="store_true")
+    t.add_argument("--eval-every", type=int, default=100)
+    t.add_argument("--patience", type=int, default=None, help="validations without improvement before stopping")
+    t.add_argument("--energy-weight", type=float, default=0.01)
+    t.add_argument("--force-weight", type=float, default=0.99)
+    t.add_argument("--devices", type=int, default=None, help="local devices to use (default: all)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint instead of resuming")
+    t.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    import numpy as np
+
+    from ..data import Split, load, random_split
+    from ..model import So3kratesConfig, make_energy_fn
+    from .evaluation import error_report, error_table, parity_plot
+    from .fit import TrainConfig, fit
+
+    if args.dtype == "float64":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    data = load(args.data, energy_unit=args.energy_unit, length_unit=args.length_unit)
+    n = len(data)
+    args.out.mkdir(parents=True, exist_ok=True)
+    split_path = args.out / "split.json"
+    if args.split is not None:
+        split = Split.load(args.split)
+    elif split_path.exists() and not args.fresh:
+        split = Split.load(split_path)
+    else:
+        n_train = args.n_train if args.n_train is not None else int(0.8 * n)
+        n_valid = args.n_valid if args.n_valid is not None else max(1, int(0.1 * n))
+        split = random_split(n, n_train, n_valid, args.n_test, seed=args.seed, dataset_sha256=data.sha256)
+    split.save(split_path)
+    train, valid, test = split.apply(data)
+
+    config = So3kratesConfig.from_json(args.config.read_text()) if args.config else So3kratesConfig.preset(args.preset)
+    if args.dtype:
+        config = config.replace(dtype=args.dtype)
+    steps = args.steps if args.steps is not None else (10**9 if args.minutes is not None else 10_000)
+    tc = TrainConfig(max_steps=steps, max_seconds=None if args.minutes is None else 60 * args.minutes,
+                     learning_rate=args.lr, decay_steps=args.decay_steps, amsgrad=args.amsgrad,
+                     batch_size=args.batch_size, eval_every=args.eval_every, patience=args.patience,
+                     energy_weight=args.energy_weight, force_weight=args.force_weight, seed=args.seed,
+                     devices=args.devices)
+    provenance = {"data_file": str(Path(args.data).resolve()), "data_sha256": data.sha256, "split": split.to_dict(),
+                  "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom"},
+                  "command": "so3krates-train " + " ".join(sys.argv[1:] if argv is None else argv)}
+    print(f"{data.name or args.data}: {n} frames -> train {len(train)}, valid {len(valid)}, test {len(test)}")
+    t0 = time.perf_counter()
+    result = fit(train, valid, config, tc, checkpoint=args.out / "model.npz", resume=not args.fresh,
+                 progress=not args.no_progress, metadata=provenance)
+    wall = time.perf_counter() - t0
+    if result.interrupted:
+        print(f"interrupted at step {result.step}; rerun the same command to resume")
+    dtype = np.float64 if config.dtype == "float64" else np.float32
+    report = error_report(make_energy_fn(config), result.variables, test, config.cutoff, dtype,
+                          name=f"test set of {Path(args.data).name}")
+    print(error_table(report))
+    summary = {**report.attrs, "steps": result.step, "best_step": result.best_step,
+               "wall_seconds_this_call": round(wall, 1),
+               "element_force_mae_meV_A": dict(zip(report.element.values.tolist(),
+                                                   report.element_force_mae.values.tolist()))}
+    (args.out / "test_errors.json").write_text(json.dumps(summary, indent=2) + "\n")
+    parity_plot(report).write_html(args.out / "parity.html", include_plotlyjs=True)
+    print(f"best model (step {result.best_step} of {result.step}): {args.out / 'model_best.npz'}; "
+          f"test errors: {args.out / 'test_errors.json'}; parity plot: {args.out / 'parity.html'}")
+    return 130 if result.interrupted else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

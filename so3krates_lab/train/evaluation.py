@@ -1,0 +1,154 @@
+"""Test-set evaluation as an xarray Dataset: totals, per element, per structure; a table and a parity plot.
+
+    report = error_report(energy_fn, variables, test)          # xarray.Dataset, errors in meV and meV/A
+    print(error_table(report))
+    parity_plot(report).write_html("parity.html")
+
+Variables of the report (dims in brackets):
+  energy_ref, energy_pred [structure] eV; energy_error [structure] meV
+  force_mae, force_rmse [structure] meV/A (per structure, over its force components)
+  force_ref, force_pred [component] eV/A (every force component; coordinate `element` per component)
+  element_force_mae, element_force_rmse, element_components [element] meV/A (per chemical element)
+and the data set totals as attributes: energy_mae_meV, energy_rmse_meV, force_mae_meV_A, force_rmse_meV_A.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..model import compiler_options, energy_and_forces
+from ..structures import Dataset
+from .device_data import gather_batch, to_device
+
+_SYMBOLS = None
+
+
+def _symbol(z: int) -> str:
+    global _SYMBOLS
+    if _SYMBOLS is None:
+        from ase.data import chemical_symbols
+
+        _SYMBOLS = chemical_symbols
+    return _SYMBOLS[z]
+
+
+def predict(energy_fn, variables, dataset: Dataset, cutoff: float, dtype=np.float32, batch_size: int = 32):
+    """Model energies (S,) eV and a list of forces (n_atoms, 3) eV/A for every structure of `dataset`.
+
+    The data set is packed once; batches of `batch_size` structures run through one compiled function (the last
+    batch is filled with repeats and the extras dropped), so nothing recompiles within a call.
+    """
+    if len(dataset) == 0:
+        raise ValueError("cannot evaluate an empty data set")
+    data = to_device(dataset, cutoff, dtype)
+    n, a = data.size, data.numbers.shape[1]
+    b = min(batch_size, n)
+
+    def run(v, d, idx):
+        graph, _ = gather_batch(d, idx)
+        e, f = energy_and_forces(energy_fn, v, graph)
+        return e, f.reshape(b, a, 3)
+
+    run = jax.jit(run, compiler_options=compiler_options())
+    energies, forces = [], []
+    for start in range(0, n, b):
+        idx = np.minimum(np.arange(start, start + b), n - 1)
+        e, f = run(variables, data, jnp.asarray(idx, jnp.int32))
+        keep = min(b, n - start)
+        energies.append(np.asarray(e[:keep], np.float64))
+        forces.extend(np.asarray(f[:keep], np.float64))
+    return np.concatenate(energies), [f[: s.n_atoms] for f, s in zip(forces, dataset)]
+
+
+def error_report(energy_fn, variables, dataset: Dataset, cutoff: float, dtype=np.float32, batch_size: int = 32,
+                 name: str | None = None):
+    """Energy and force errors of a model on a labelled data set, as an xarray Dataset (see module doc)."""
+    import xarray as xr
+
+    if any(s.energy is None or s.forces is None for s in dataset):
+        raise ValueError("error_report needs energies and forces on every structure")
+    e_pred, f_pred = predict(energy_fn, variables, dataset, cutoff, dtype, batch_size)
+    e_ref = dataset.energies
+    f_ref = [s.forces for s in dataset]
+    e_err = 1e3 * (e_pred - e_ref)
+    df = [1e3 * (p - r) for p, r in zip(f_pred, f_ref)]
+    all_df = np.concatenate([d.reshape(-1) for d in df])
+    elements = np.concatenate([np.repeat(s.numbers, 3) for s in dataset])
+    zs = np.unique(elements)
+    per_elem_mae = [float(np.mean(np.abs(all_df[elements == z]))) for z in zs]
+    per_elem_rmse = [float(np.sqrt(np.mean(all_df[elements == z] ** 2))) for z in zs]
+    report = xr.Dataset(
+        {
+            "energy_ref": ("structure", e_ref, {"units": "eV"}),
+            "energy_pred": ("structure", e_pred, {"units": "eV"}),
+            "energy_error": ("structure", e_err, {"units": "meV", "description": "predicted - reference"}),
+            "n_atoms": ("structure", dataset.n_atoms),
+            "force_mae": ("structure", [float(np.mean(np.abs(d))) for d in df], {"units": "meV/Angstrom"}),
+            "force_rmse": ("structure", [float(np.sqrt(np.mean(d**2))) for d in df], {"units": "meV/Angstrom"}),
+            "force_ref": ("component", np.concatenate([f.reshape(-1) for f in f_ref]), {"units": "eV/Angstrom"}),
+            "force_pred": ("component", np.concatenate([f.reshape(-1) for f in f_pred]), {"units": "eV/Angstrom"}),
+            "element_force_mae": ("element", per_elem_mae, {"units": "meV/Angstrom"}),
+            "element_force_rmse": ("element", per_elem_rmse, {"units": "meV/Angstrom"}),
+            "element_components": ("element", [int(np.sum(elements == z)) for z in zs]),
+        },
+        coords={"structure": np.arange(len(dataset)), "element": [_symbol(int(z)) for z in zs],
+                "component_element": ("component", [_symbol(int(z)) for z in elements])},
+        attrs={
+            "name": name or dataset.name or "",
+            "energy_mae_meV": float(np.mean(np.abs(e_err))),
+            "energy_rmse_meV": float(np.sqrt(np.mean(e_err**2))),
+            "force_mae_meV_A": float(np.mean(np.abs(all_df))),
+            "force_rmse_meV_A": float(np.sqrt(np.mean(all_df**2))),
+            "n_structures": len(dataset),
+        },
+    )
+    return report
+
+
+def error_table(report) -> str:
+    """A plain-text table of a report: totals, then per-element force errors."""
+    a = report.attrs
+    lines = [f"{a.get('name') or 'data set'}: {a['n_structures']} structures",
+             f"{'':<10}{'MAE':>10}{'RMSE':>10}",
+             f"{'E (meV)':<10}{a['energy_mae_meV']:>10.2f}{a['energy_rmse_meV']:>10.2f}",
+             f"{'F (meV/A)':<10}{a['force_mae_meV_A']:>10.2f}{a['force_rmse_meV_A']:>10.2f}"]
+    for el in report.element.values:
+        sel = report.sel(element=el)
+        lines.append(f"{'F ' + str(el):<10}{float(sel.element_force_mae):>10.2f}"
+                     f"{float(sel.element_force_rmse):>10.2f}")
+    return "\n".join(lines)
+
+
+def parity_plot(report, max_points: int = 20_000, seed: int = 0):
+    """Plotly figure: predicted vs reference energies (relative to the reference mean) and force components,
+    forces coloured by element. At most `max_points` force components are drawn (a seeded random subset)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    a = report.attrs
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        f"energy: MAE {a['energy_mae_meV']:.1f} meV", f"forces: MAE {a['force_mae_meV_A']:.1f} meV/Å"))
+    e_ref = report.energy_ref.values
+    shift = float(np.mean(e_ref))
+    fig.add_trace(go.Scattergl(x=e_ref - shift, y=report.energy_pred.values - shift, mode="markers",
+                               marker={"size": 4}, name="energy"), row=1, col=1)
+    n = report.sizes["component"]
+    pick = np.sort(np.random.default_rng(seed).choice(n, size=min(n, max_points), replace=False))
+    sub = report.isel(component=pick)
+    for el in report.element.values:
+        mask = sub.component_element.values == el
+        fig.add_trace(go.Scattergl(x=sub.force_ref.values[mask], y=sub.force_pred.values[mask], mode="markers",
+                                   marker={"size": 3}, name=f"F {el}"), row=1, col=2)
+    for col, values in ((1, np.concatenate([e_ref - shift, report.energy_pred.values - shift])),
+                        (2, np.concatenate([sub.force_ref.values, sub.force_pred.values]))):
+        lo, hi = float(np.min(values)), float(np.max(values))
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line={"color": "grey", "dash": "dash"},
+                                 showlegend=False), row=1, col=col)
+    fig.update_xaxes(title_text="reference E - mean (eV)", row=1, col=1)
+    fig.update_yaxes(title_text="predicted E - mean (eV)", row=1, col=1)
+    fig.update_xaxes(title_text="reference F (eV/Å)", row=1, col=2)
+    fig.update_yaxes(title_text="predicted F (eV/Å)", row=1, col=2)
+    fig.update_layout(title=a.get("name") or "parity", width=1000, height=480)
+    return fig
