@@ -1,0 +1,211 @@
+"""Molecular-dynamics integrators as pure (init, step) pairs over a frozen state.
+
+Units: positions Angstrom, velocities Angstrom/fs, time fs, masses amu, energies eV, temperatures K.
+`force_fn(positions, aux) -> (potential energy eV, forces eV/Angstrom, aux)` is any JAX-traceable function (the
+model's, or an analytic test potential); `aux` is state the force function carries along the trajectory (the
+neighbour list of the model's force function; None for analytic potentials). Each integrator returns `init(positions, velocities, masses, key=None)` and
+`step(state) -> state`, both jittable; a driver scans `step` over many steps in one compiled call.
+
+- `velocity_verlet`: NVE.
+- `langevin_baoab`: NVT, BAOAB splitting (Leimkuhler and Matthews), friction in 1/fs.
+- `nose_hoover_chain`: NVT, a Nose-Hoover chain (Martyna, Klein, Tuckerman 1992) with the Trotter scheme of
+  Martyna et al. (1996) (a chain half-step around each velocity-Verlet step). Its extended energy is conserved,
+  which `conserved_energy` returns for checking.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+KB_EV_PER_K = 8.617333262e-5  # Boltzmann constant, eV/K (CODATA 2018)
+ACCEL = 9.648533212e-3  # 1 eV/(Angstrom amu) in Angstrom/fs^2; 1/ACCEL = 1 amu Angstrom^2/fs^2 in eV
+
+ForceFn = Callable[[jax.Array, object], tuple[jax.Array, jax.Array, object]]
+
+
+def masses_of(numbers) -> np.ndarray:
+    """Atomic masses (amu) of the elements, standard atomic weights as tabulated by ASE."""
+    from ase.data import atomic_masses
+
+    return np.asarray(atomic_masses)[np.asarray(numbers)]
+
+
+def kinetic_energy(velocities, masses):
+    """0.5 sum m v^2 in eV."""
+    return 0.5 * jnp.sum(masses[:, None] * velocities**2) / ACCEL
+
+
+def degrees_of_freedom(n_atoms: int, periodic: bool = False) -> int:
+    """3N minus the conserved momenta removed at start: 6 for a free molecule (3 for N = 2, 0 for N = 1), 3 for
+    a periodic system."""
+    if periodic:
+        return max(3 * n_atoms - 3, 1)
+    return max(3 * n_atoms - (6 if n_atoms > 2 else 5 if n_atoms == 2 else 3), 1)
+
+
+def temperature(velocities, masses, dof: int):
+    """Instantaneous kinetic temperature (K) for `dof` degrees of freedom."""
+    return 2.0 * kinetic_energy(velocities, masses) / (dof * KB_EV_PER_K)
+
+
+@struct.dataclass
+class MDState:
+    """The dynamic state of one system. thermostat: integrator-specific arrays (empty for NVE); aux: the force
+    function's own state (e.g. its neighbour list)."""
+
+    positions: jax.Array
+    velocities: jax.Array
+    forces: jax.Array
+    potential: jax.Array
+    masses: jax.Array
+    step: jax.Array
+    thermostat: dict = struct.field(default_factory=dict)
+    aux: object = None
+
+
+def _kick(state: MDState, dt: float) -> MDState:
+    return state.replace(velocities=state.velocities + dt * ACCEL * state.forces / state.masses[:, None])
+
+
+def _drift(state: MDState, dt: float) -> MDState:
+    return state.replace(positions=state.positions + dt * state.velocities)
+
+
+def _new_forces(state: MDState, force_fn: ForceFn) -> MDState:
+    potential, forces, aux = force_fn(state.positions, state.aux)
+    return state.replace(potential=potential, forces=forces.astype(state.velocities.dtype), aux=aux)
+
+
+def _init_state(force_fn: ForceFn, positions, velocities, masses, thermostat=None, aux=None) -> MDState:
+    positions = jnp.asarray(positions)
+    velocities = jnp.asarray(velocities, positions.dtype)
+    potential, forces, aux = force_fn(positions, aux)
+    return MDState(positions=positions, velocities=velocities, forces=forces.astype(positions.dtype),
+                   potential=potential, masses=jnp.asarray(masses, positions.dtype), step=jnp.zeros((), jnp.int32),
+                   thermostat=thermostat or {}, aux=aux)
+
+
+def velocity_verlet(force_fn: ForceFn, timestep_fs: float):
+    """NVE velocity Verlet: (init(positions, velocities, masses), step(state))."""
+    dt = float(timestep_fs)
+
+    def init(positions, velocities, masses, key=None, aux=None):
+        return _init_state(force_fn, positions, velocities, masses, aux=aux)
+
+    def step(state: MDState) -> MDState:
+        state = _drift(_kick(state, 0.5 * dt), dt)
+        state = _kick(_new_forces(state, force_fn), 0.5 * dt)
+        return state.replace(step=state.step + 1)
+
+    return init, step
+
+
+def langevin_baoab(force_fn: ForceFn, timestep_fs: float, temperature_K: float, friction_per_fs: float = 0.01):
+    """NVT Langevin dynamics, BAOAB splitting. init needs a PRNG `key` (jax.random.key)."""
+    dt = float(timestep_fs)
+    c1 = float(np.exp(-friction_per_fs * dt))
+    c2 = float(np.sqrt(1.0 - c1 * c1))
+    kt = KB_EV_PER_K * float(temperature_K)
+
+    def init(positions, velocities, masses, key=None, aux=None):
+        if key is None:
+            raise ValueError("langevin_baoab needs a PRNG key: init(..., key=jax.random.key(seed))")
+        return _init_state(force_fn, positions, velocities, masses, {"key": key}, aux)
+
+    def step(state: MDState) -> MDState:
+        state = _drift(_kick(state, 0.5 * dt), 0.5 * dt)
+        key, sub = jax.random.split(state.thermostat["key"])
+        noise = jax.random.normal(sub, state.velocities.shape, state.velocities.dtype)
+        sigma = jnp.sqrt(kt * ACCEL / state.masses)[:, None]
+        state = state.replace(velocities=c1 * state.velocities + c2 * sigma * noise, thermostat={"key": key})
+        state = _kick(_new_forces(_drift(state, 0.5 * dt), force_fn), 0.5 * dt)
+        return state.replace(step=state.step + 1)
+
+    return init, step
+
+
+def nose_hoover_chain(force_fn: ForceFn, timestep_fs: float, temperature_K: float, n_atoms: int,
+                      tau_fs: float = 50.0, chain_length: int = 3, periodic: bool = False):
+    """NVT Nose-Hoover chain of `chain_length` thermostats with relaxation time tau_fs.
+
+    Thermostat masses Q_1 = N_f kT tau^2 and Q_j = kT tau^2 (N_f: `degrees_of_freedom`). The thermostat
+    state holds positions xi (dimensionless) and velocities v_xi (1/fs) of the chain.
+    """
+    dt = float(timestep_fs)
+    kt = KB_EV_PER_K * float(temperature_K)
+    dof = degrees_of_freedom(n_atoms, periodic)
+    q = np.full(chain_length, kt * tau_fs**2)
+    q[0] *= dof
+    q = jnp.asarray(q)
+
+    def half_chain(state: MDState, h: float) -> MDState:
+        """Propagate the chain and scale the velocities over a time h (half a step), MTK ordering."""
+        xi, vxi = state.thermostat["xi"], state.thermostat["vxi"]
+        ke2 = 2.0 * kinetic_energy(state.velocities, state.masses)
+        m = chain_length
+
+        def force_on(j, vxi, ke2):
+            return jnp.where(j == 0, (ke2 - dof * kt) / q[0], (q[j - 1] * vxi[j - 1] ** 2 - kt) / q[j])
+
+        # backward sweep: top of the chain down to the first thermostat
+        vxi = vxi.at[m - 1].add(0.5 * h * force_on(m - 1, vxi, ke2))
+        for j in range(m - 2, -1, -1):
+            damp = jnp.exp(-0.25 * h * vxi[j + 1])
+            vxi = vxi.at[j].set((vxi[j] * damp + 0.5 * h * force_on(j, vxi, ke2)) * damp)
+        scale = jnp.exp(-h * vxi[0])
+        velocities = state.velocities * scale
+        ke2 = ke2 * scale**2
+        xi = xi + h * vxi
+        # forward sweep
+        for j in range(m - 1):
+            damp = jnp.exp(-0.25 * h * vxi[j + 1])
+            vxi = vxi.at[j].set((vxi[j] * damp + 0.5 * h * force_on(j, vxi, ke2)) * damp)
+        vxi = vxi.at[m - 1].add(0.5 * h * force_on(m - 1, vxi, ke2))
+        return state.replace(velocities=velocities, thermostat={"xi": xi, "vxi": vxi})
+
+    def init(positions, velocities, masses, key=None, aux=None):
+        dtype = jnp.asarray(positions).dtype
+        chain = {"xi": jnp.zeros(chain_length, dtype), "vxi": jnp.zeros(chain_length, dtype)}
+        return _init_state(force_fn, positions, velocities, masses, chain, aux)
+
+    def step(state: MDState) -> MDState:
+        state = half_chain(state, 0.5 * dt)
+        state = _drift(_kick(state, 0.5 * dt), dt)
+        state = _kick(_new_forces(state, force_fn), 0.5 * dt)
+        state = half_chain(state, 0.5 * dt)
+        return state.replace(step=state.step + 1)
+
+    def conserved_energy(state: MDState):
+        """Potential + kinetic + thermostat energy (eV): constant along an exact trajectory."""
+        xi, vxi = state.thermostat["xi"], state.thermostat["vxi"]
+        return (state.potential + kinetic_energy(state.velocities, state.masses)
+                + 0.5 * jnp.sum(q * vxi**2) + dof * kt * xi[0] + kt * jnp.sum(xi[1:]))
+
+    step.conserved_energy = conserved_energy
+    return init, step
+
+
+def maxwell_boltzmann(masses, temperature_K: float, seed: int = 0, positions=None) -> np.ndarray:
+    """Velocities (N, 3) Angstrom/fs drawn at temperature_K, with zero linear momentum and, when positions are
+    given (a free molecule), zero angular momentum; then rescaled to exactly temperature_K for the remaining
+    degrees of freedom."""
+    masses = np.asarray(masses, np.float64)
+    n = len(masses)
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(n, 3)) * np.sqrt(KB_EV_PER_K * temperature_K * ACCEL / masses)[:, None]
+    v -= (masses[:, None] * v).sum(0) / masses.sum()
+    if positions is not None and n > 2:
+        r = np.asarray(positions, np.float64)
+        r = r - (masses[:, None] * r).sum(0) / masses.sum()
+        angular = (masses[:, None] * np.cross(r, v)).sum(0)
+        inertia = np.einsum("i,ij->", masses, r**2) * np.eye(3) - np.einsum("i,ij,ik->jk", masses, r, r)
+        omega = np.linalg.solve(inertia, angular)
+        v -= np.cross(omega, r)
+    dof = degrees_of_freedom(n, periodic=positions is None)
+    current = (masses[:, None] * v**2).sum() / ACCEL / (dof * KB_EV_PER_K)
+    return v * np.sqrt(temperature_K / current) if current > 0 else v

@@ -1,0 +1,117 @@
+"""MD integrators on a smooth analytic potential (a 7-atom Morse cluster): NVE conserves energy with the
+expected dt^2 scaling, momentum stays zero, the thermostats reach their temperature, the Nose-Hoover chain
+conserves its extended energy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from so3krates_lab.md import (
+    degrees_of_freedom, kinetic_energy, langevin_baoab, maxwell_boltzmann, nose_hoover_chain, temperature,
+    velocity_verlet,
+)
+
+N = 7
+MASSES = np.array([12.0, 1.0, 16.0, 12.0, 1.0, 14.0, 1.0])
+
+
+def morse_force_fn(depth=0.5, a=1.6, r0=1.5):
+    iu = np.triu_indices(N, 1)
+
+    def energy(pos):
+        d = jnp.linalg.norm(pos[iu[0]] - pos[iu[1]], axis=-1)
+        return jnp.sum(depth * (1.0 - jnp.exp(-a * (d - r0))) ** 2 - depth)
+
+    grad = jax.value_and_grad(energy)
+
+    def force_fn(positions, aux):
+        e, g = grad(positions)
+        return e, -g, aux
+
+    return force_fn
+
+
+def cluster_positions():
+    """A compact 7-atom cluster near the Morse minimum (pentagonal bipyramid, edge 1.5 A)."""
+    ring = 1.5 / (2 * np.sin(np.pi / 5))
+    ang = 2 * np.pi * np.arange(5) / 5
+    pts = np.c_[ring * np.cos(ang), ring * np.sin(ang), np.zeros(5)]
+    h = np.sqrt(1.5**2 - ring**2)
+    return np.vstack([pts, [[0, 0, h], [0, 0, -h]]])
+
+
+def run(step, state, n):
+    def body(s, _):
+        s = step(s)
+        return s, (s.potential, kinetic_energy(s.velocities, s.masses), s.velocities)
+
+    return jax.jit(lambda s: jax.lax.scan(body, s, None, length=n))(state)
+
+
+def test_nve_conserves_energy_with_dt_squared_error_and_zero_momentum():
+    force_fn = morse_force_fn()
+    r0 = cluster_positions()
+    v0 = maxwell_boltzmann(MASSES, 300.0, seed=1, positions=r0)
+    assert np.allclose((MASSES[:, None] * v0).sum(0), 0, atol=1e-12)
+    fluctuation = {}
+    for dt in (0.5, 0.25):
+        init, step = velocity_verlet(force_fn, dt)
+        state = init(jnp.asarray(r0), jnp.asarray(v0), MASSES)
+        n = int(400 / dt)  # 400 fs
+        _, (pot, kin, vel) = run(step, state, n)
+        total = np.asarray(pot + kin)
+        fluctuation[dt] = np.std(total)
+        momentum = np.einsum("i,tij->tj", MASSES, np.asarray(vel))
+        assert np.abs(momentum).max() < 1e-10
+        # no secular drift: the last quarter's mean equals the first quarter's within the fluctuation
+        q = len(total) // 4
+        assert abs(total[-q:].mean() - total[:q].mean()) < 3 * fluctuation[dt] + 1e-9
+        assert np.ptp(np.asarray(pot)) > 20 * fluctuation[dt]  # energy really flows between pot and kin
+    assert 3.0 < fluctuation[0.5] / fluctuation[0.25] < 5.0  # velocity Verlet: error ~ dt^2
+
+
+def _mean_temperature(step, init, key=None, n=40_000, dt=0.5):
+    r0 = cluster_positions()
+    v0 = maxwell_boltzmann(MASSES, 300.0, seed=2, positions=r0)
+    state = init(jnp.asarray(r0), jnp.asarray(v0), MASSES, key=key)
+    final, (pot, kin, vel) = run(step, state, n)
+    t = 2 * np.asarray(kin) / (degrees_of_freedom(N) * 8.617333262e-5)
+    return t[n // 4:], final, np.asarray(pot + kin)
+
+
+def test_langevin_reaches_the_target_temperature():
+    init, step = langevin_baoab(morse_force_fn(), 0.5, temperature_K=500.0, friction_per_fs=0.05)
+    t, _, _ = _mean_temperature(step, init, key=jax.random.key(0))
+    # Langevin thermalises all 3N degrees of freedom (momentum is not conserved): <T_15dof> = 500 * 21/15
+    assert np.mean(t) == pytest.approx(500.0 * 3 * N / degrees_of_freedom(N), rel=0.08)
+
+
+def test_nose_hoover_chain_temperature_and_conserved_energy():
+    init, step = nose_hoover_chain(morse_force_fn(), 0.5, temperature_K=500.0, n_atoms=N, tau_fs=20.0)
+    t, final, total = _mean_temperature(step, init)
+    assert np.mean(t) == pytest.approx(500.0, rel=0.1)
+    momentum = (MASSES[:, None] * np.asarray(final.velocities)).sum(0)
+    assert np.abs(momentum).max() < 1e-10
+    # The physical energy changes under the thermostat; the extended energy is conserved up to the
+    # integrator's O(dt^2) error.
+    r0 = cluster_positions()
+    spread = {}
+    for dt in (0.5, 0.25):
+        init, step = nose_hoover_chain(morse_force_fn(), dt, temperature_K=500.0, n_atoms=N, tau_fs=20.0)
+        state = init(jnp.asarray(r0), jnp.asarray(maxwell_boltzmann(MASSES, 300.0, 2, r0)), MASSES)
+
+        def body(c, _):
+            c = step(c)
+            return c, (step.conserved_energy(c), c.potential + kinetic_energy(c.velocities, c.masses))
+
+        _, (extended, physical) = jax.jit(lambda s: jax.lax.scan(body, s, None, length=int(1000 / dt)))(state)
+        spread[dt] = np.ptp(np.asarray(extended))
+        assert spread[dt] < 0.05 * np.ptp(np.asarray(physical))
+    assert 3.0 < spread[0.5] / spread[0.25] < 5.5
+
+
+def test_instantaneous_temperature_of_maxwell_boltzmann_start():
+    r0 = cluster_positions()
+    v = maxwell_boltzmann(MASSES, 300.0, seed=5, positions=r0)
+    assert float(temperature(jnp.asarray(v), jnp.asarray(MASSES), degrees_of_freedom(N))) == pytest.approx(300.0)
