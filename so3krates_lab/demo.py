@@ -25,21 +25,6 @@ DATA = ROOT / "data" / "ethanol_pbe_500K.npz"
 MODEL = ROOT / "data" / "models" / "ethanol_pbe.npz"
 
 
-def _md_figure(times_fs, potential, kinetic, temperature):
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, subplot_titles=("energy (eV, relative to start)",
-                                                                           "temperature (K)"))
-    e0 = potential[0] + kinetic[0]
-    for name, y in (("potential", potential - e0), ("kinetic", kinetic), ("total", potential + kinetic - e0)):
-        fig.add_trace(go.Scatter(x=times_fs, y=y, name=name, mode="lines"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=times_fs, y=temperature, name="T", mode="lines"), row=2, col=1)
-    fig.update_xaxes(title_text="time (fs)", row=2, col=1)
-    fig.update_layout(title="ethanol NVE with the shipped SO3krates model", height=600, width=900)
-    return fig
-
-
 def run_md(calculator, start, *, temperature_K: float, steps: int, timestep_fs: float, record_every: int,
            seed: int, trajectory: Path):
     """NVE (velocity Verlet, ASE) from Maxwell-Boltzmann velocities; returns times, energies, temperatures."""
@@ -91,13 +76,14 @@ def main(argv=None) -> int:
     from .data import Split, load
     from .interop import So3kratesCalculator
     from .model import make_energy_fn
-    from .train import error_report, error_table, load_checkpoint, parity_plot
+    from .train import error_report, error_table, load_checkpoint
+    from .widgets.plots import md_energy_plot, parity_plot
 
     t_start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     data = load(args.data)
     if args.train is not None:
-        from .train.cli import main as train_main
+        from .cli import main as train_main
 
         run = args.out / "trained"
         code = train_main([str(args.data), "--out", str(run), "--n-train", "400", "--n-valid", "50",
@@ -129,7 +115,7 @@ def main(argv=None) -> int:
     md_seconds = time.perf_counter() - t_md
     times, potential, kinetic, temperature = rows.T
     total = potential + kinetic
-    _md_figure(times, potential, kinetic, temperature).write_html(args.out / "md.html", include_plotlyjs=True)
+    md_energy_plot(times, potential, kinetic, temperature, "ethanol NVE with the shipped SO3krates model").write_html(args.out / "md.html", include_plotlyjs=True)
     summary = {
         "test_errors": {k: report.attrs[k] for k in ("energy_mae_meV", "energy_rmse_meV", "force_mae_meV_A",
                                                      "force_rmse_meV_A", "n_structures")},

@@ -19,6 +19,7 @@ FORBIDDEN = {
     "train": {"md", "widgets", "interop"},
     "md": {"model", "train", "widgets", "interop"},
     "analysis": {"model", "train", "widgets", "interop"},
+    "autodiff": {"data", "graph", "model", "train", "md", "analysis", "widgets", "interop", "cli"},
 }
 CORE_FORBIDDEN_THIRD_PARTY = {"plotly", "nglview", "ipywidgets", "matplotlib"}
 

@@ -83,7 +83,7 @@ def test_overflow_reallocation_reproduces_the_ample_capacity_trajectory():
     from so3krates_lab.graph import graph_from_system
     from so3krates_lab.md import masses_of
     from so3krates_lab.md.forces import model_force_fn
-    from so3krates_lab.model import So3kratesConfig, init_variables, with_constants
+    from so3krates_lab.model import So3kratesConfig, init_variables, make_energy_fn, with_constants
 
     config = So3kratesConfig.preset("small", dtype="float64", features=8, layers=1, heads=1, degrees=(1,),
                                     radial_basis=8, cutoff=2.5)
@@ -96,8 +96,8 @@ def test_overflow_reallocation_reproduces_the_ample_capacity_trajectory():
     v0 = maxwell_boltzmann(masses, 500.0, 3, system.positions)
     runs = {}
     for capacity in (None, 12):
-        force_fn, nbrs = model_force_fn(config, variables, system.numbers, system.positions, skin=0.1,
-                                        capacity=capacity)
+        force_fn, nbrs = model_force_fn(make_energy_fn(config), variables, config.cutoff, system.numbers,
+                                        system.positions, skin=0.1, capacity=capacity, dtype=jnp.float64)
         init, step = velocity_verlet(force_fn, 0.5)
         state = init(jnp.asarray(system.positions), jnp.asarray(v0), masses, aux=nbrs)
         sim = Simulation(step, state, timestep_fs=0.5, dof=degrees_of_freedom(9), record_every=10,

@@ -26,7 +26,8 @@ def test_skin_list_force_fn_matches_the_model(kind):
     system = builtin.ethanol() if kind == "ethanol" else builtin.water_box(2, seed=1)  # 6.2 A cell < 2 x cutoff
     variables = init_variables(CONFIG, graph_from_system(system, CONFIG.cutoff, dtype=np.float64), seed=3)
     cell, pbc = (system.cell, system.pbc) if system.periodic else (None, (False,) * 3)
-    force_fn, nbrs = model_force_fn(CONFIG, variables, system.numbers, system.positions, cell, pbc, skin=1.0)
+    force_fn, nbrs = model_force_fn(make_energy_fn(CONFIG), variables, CONFIG.cutoff, system.numbers, system.positions, cell,
+                                   pbc, skin=1.0, dtype=jnp.float64)
     step = fast_jit(force_fn)
     rng = np.random.default_rng(0)
     # A displacement below skin/2 keeps the list; one above it forces a rebuild; unwrapped coordinates (whole
@@ -52,7 +53,8 @@ def test_skin_list_force_fn_matches_the_model(kind):
 def test_overflow_is_flagged_and_sticky():
     system = builtin.ethanol()
     variables = init_variables(CONFIG, graph_from_system(system, CONFIG.cutoff, dtype=np.float64), seed=3)
-    force_fn, nbrs = model_force_fn(CONFIG, variables, system.numbers, system.positions, capacity=10)
+    force_fn, nbrs = model_force_fn(make_energy_fn(CONFIG), variables, CONFIG.cutoff, system.numbers,
+                                   system.positions, capacity=10, dtype=jnp.float64)
     assert bool(nbrs.overflow) and int(nbrs.n_pairs) == 36  # 9 atoms, all 36 pairs within 5.5 A
     grown = force_fn.reallocate(nbrs, system.positions, 40)
     assert not bool(grown.overflow) and int(jnp.sum(grown.pair_mask)) == 36

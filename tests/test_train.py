@@ -155,7 +155,7 @@ def test_cli_trains_resumes_and_reports(tmp_path, capsys):
     import json
 
     from so3krates_lab.reference import write_npz
-    from so3krates_lab.train.cli import main
+    from so3krates_lab.cli import main
 
     ds = toy_dataset(16, seed=3)
     arrays = {"numbers": ds[0].numbers, "positions": np.stack([s.positions for s in ds]),
@@ -181,7 +181,8 @@ def test_cli_trains_resumes_and_reports(tmp_path, capsys):
 
 def test_error_report_matches_hand_computed_errors():
     """error_report with a known analytic potential E = 0.5 k sum |r|^2 (forces -k r) against shifted labels."""
-    from so3krates_lab.train import error_report, error_table, parity_plot
+    from so3krates_lab.train import error_report, error_table
+    from so3krates_lab.widgets import parity_plot
 
     k = 2.0
 

@@ -20,10 +20,9 @@ import dataclasses
 from typing import Callable, Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ..model import compiler_options
+from ..autodiff import compiler_options
 from .integrators import KB_EV_PER_K, MDState, kinetic_energy
 
 

@@ -5,30 +5,31 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from ..model import So3kratesConfig, energy_and_forces, make_energy_fn
+from ..autodiff import energy_and_forces
 from ..structures import Graph
 from . import neighbours as nl
 
 
-def model_force_fn(config: So3kratesConfig, variables, numbers, positions, cell=None, pbc=(False, False, False),
-                   skin: float = 0.5, capacity: int | None = None, headroom: float = 1.3):
-    """(force_fn, neighbour list) for one structure.
+def model_force_fn(energy_fn, variables, cutoff: float, numbers, positions, cell=None,
+                   pbc=(False, False, False), skin: float = 0.5, capacity: int | None = None, headroom: float = 1.3,
+                   dtype=jnp.float32):
+    """(force_fn, neighbour list) for one structure and any energy_fn(variables, graph) -> (G,) energies.
 
-    force_fn(positions, nbrs) -> (energy eV, forces (N, 3) eV/A, nbrs) updates the list in-jit when needed.
-    capacity: pair slots (default: pairs at the start geometry times `headroom`). The cell is fixed (NVE/NVT).
+    force_fn(positions, nbrs) -> (energy eV, forces (N, 3) eV/A, nbrs) updates the list in-jit when needed;
+    force_fn.reallocate(nbrs, positions, capacity) builds a larger list (the driver calls it on overflow).
+    cutoff: the model's cutoff (Angstrom). capacity: pair slots (default: pairs at the start geometry times
+    `headroom`). dtype: the model's float type. The cell is fixed (NVE/NVT).
     """
     numbers = np.asarray(numbers)
     n = len(numbers)
-    dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
     pbc = tuple(bool(p) for p in pbc) if cell is not None else (False, False, False)
     cell_arr = jnp.asarray(np.zeros((3, 3)) if cell is None else np.asarray(cell, float), dtype)
-    reach = config.cutoff + skin
+    reach = cutoff + skin
     shifts = nl.image_shifts(None if cell is None else np.asarray(cell), pbc, reach)
     if capacity is None:
         probe = nl.build(jnp.asarray(positions, dtype), cell_arr, shifts, reach, 1, pbc)
         capacity = max(int(np.ceil(int(probe.n_pairs) * headroom)), 8)
     nbrs = nl.build(jnp.asarray(positions, dtype), cell_arr, shifts, reach, capacity, pbc)
-    energy_fn = make_energy_fn(config)
     z = jnp.asarray(numbers, jnp.int32)
 
     def force_fn(positions, nbrs):

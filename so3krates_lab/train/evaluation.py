@@ -1,8 +1,8 @@
-"""Test-set evaluation as an xarray Dataset: totals, per element, per structure; a table and a parity plot.
+"""Test-set evaluation as an xarray Dataset: totals, per element, per structure; a printable table.
 
     report = error_report(energy_fn, variables, test)          # xarray.Dataset, errors in meV and meV/A
     print(error_table(report))
-    parity_plot(report).write_html("parity.html")
+    parity_plot(report).write_html("parity.html")       # so3krates_lab.widgets.plots (plotly)
 
 Variables of the report (dims in brackets):
   energy_ref, energy_pred [structure] eV; energy_error [structure] meV
@@ -119,36 +119,3 @@ def error_table(report) -> str:
         lines.append(f"{'F ' + str(el):<10}{float(sel.element_force_mae):>10.2f}"
                      f"{float(sel.element_force_rmse):>10.2f}")
     return "\n".join(lines)
-
-
-def parity_plot(report, max_points: int = 20_000, seed: int = 0):
-    """Plotly figure: predicted vs reference energies (relative to the reference mean) and force components,
-    forces coloured by element. At most `max_points` force components are drawn (a seeded random subset)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    a = report.attrs
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(
-        f"energy: MAE {a['energy_mae_meV']:.1f} meV", f"forces: MAE {a['force_mae_meV_A']:.1f} meV/Å"))
-    e_ref = report.energy_ref.values
-    shift = float(np.mean(e_ref))
-    fig.add_trace(go.Scattergl(x=e_ref - shift, y=report.energy_pred.values - shift, mode="markers",
-                               marker={"size": 4}, name="energy"), row=1, col=1)
-    n = report.sizes["component"]
-    pick = np.sort(np.random.default_rng(seed).choice(n, size=min(n, max_points), replace=False))
-    sub = report.isel(component=pick)
-    for el in report.element.values:
-        mask = sub.component_element.values == el
-        fig.add_trace(go.Scattergl(x=sub.force_ref.values[mask], y=sub.force_pred.values[mask], mode="markers",
-                                   marker={"size": 3}, name=f"F {el}"), row=1, col=2)
-    for col, values in ((1, np.concatenate([e_ref - shift, report.energy_pred.values - shift])),
-                        (2, np.concatenate([sub.force_ref.values, sub.force_pred.values]))):
-        lo, hi = float(np.min(values)), float(np.max(values))
-        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line={"color": "grey", "dash": "dash"},
-                                 showlegend=False), row=1, col=col)
-    fig.update_xaxes(title_text="reference E - mean (eV)", row=1, col=1)
-    fig.update_yaxes(title_text="predicted E - mean (eV)", row=1, col=1)
-    fig.update_xaxes(title_text="reference F (eV/Å)", row=1, col=2)
-    fig.update_yaxes(title_text="predicted F (eV/Å)", row=1, col=2)
-    fig.update_layout(title=a.get("name") or "parity", width=1000, height=480)
-    return fig

@@ -1,7 +1,7 @@
 """Command line over `fit`: train a model on a data file, evaluate it on the held-out test frames.
 
     so3krates-train data/ethanol_pbe_500K.npz --n-train 400 --n-valid 50 --minutes 10 --out runs/ethanol
-    python -m so3krates_lab.train.cli --help          # the same, without the console script
+    python -m so3krates_lab.cli --help          # the same, without the console script
 
 Writes into --out: model.npz (last state, for resuming), model_best.npz (best validation: the model to use),
 split.json (the seeded split, tied to the data file's hash), test_errors.json and parity.html. Rerunning the
@@ -54,10 +54,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     import numpy as np
 
-    from ..data import Split, load, random_split
-    from ..model import So3kratesConfig, make_energy_fn
-    from .evaluation import error_report, error_table, parity_plot
-    from .fit import TrainConfig, fit
+    from .data import Split, load, random_split
+    from .model import So3kratesConfig, make_energy_fn
+    from .train import TrainConfig, error_report, error_table, fit
+    from .widgets.plots import parity_plot
 
     if args.dtype == "float64":
         import jax
