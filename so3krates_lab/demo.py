@@ -6,9 +6,10 @@
 1. Load the shipped PBE/def2-SVP ethanol data (data/ethanol_pbe_500K.npz) and model (data/models/ethanol_pbe.npz).
    The model's checkpoint records the split it was trained with; its test frames are evaluated here.
 2. Print the test errors (energy and per-element force MAE/RMSE) and write a parity plot.
-3. Run NVE molecular dynamics with the model (through the ASE calculator), Maxwell-Boltzmann start.
-4. Write results/demo/: ethanol_nve.extxyz (trajectory), md.html (energies and temperature), parity.html,
-   summary.json.
+3. Run NVE molecular dynamics with the model in the compiled MD engine (so3krates_lab.md), Maxwell-Boltzmann
+   start, with watchdogs.
+4. Write results/demo/: trajectory/ (append-safe netCDF store), ethanol_nve.extxyz, md.html (energies and
+   temperature), parity.html, summary.json.
 """
 
 from __future__ import annotations
@@ -25,36 +26,41 @@ DATA = ROOT / "data" / "ethanol_pbe_500K.npz"
 MODEL = ROOT / "data" / "models" / "ethanol_pbe.npz"
 
 
-def run_md(calculator, start, *, temperature_K: float, steps: int, timestep_fs: float, record_every: int,
-           seed: int, trajectory: Path):
-    """NVE (velocity Verlet, ASE) from Maxwell-Boltzmann velocities; returns times, energies, temperatures."""
-    from ase import units
-    from ase.io import write
-    from ase.md import velocitydistribution as vd
-    from ase.md.verlet import VelocityVerlet
-    from tqdm.auto import tqdm
+def run_md(config, variables, start_positions, numbers, *, temperature_K: float, steps: int, timestep_fs: float,
+           seed: int, store_dir: Path):
+    """Compiled NVE (velocity Verlet, skin neighbour list, chunks of 1000 steps recorded every 10) from
+    Maxwell-Boltzmann velocities with zero momenta. Returns (frames, ms per step after the first chunk, reason
+    the run stopped or None)."""
+    import shutil
 
-    atoms = start.copy()
-    atoms.calc = calculator
-    rng = np.random.default_rng(seed)
-    if hasattr(vd, "thermalize_momenta"):
-        vd.thermalize_momenta(atoms, temperature_K, rng=rng)
-    else:
-        vd.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
-    vd.Stationary(atoms)
-    vd.ZeroRotation(atoms)
-    trajectory.unlink(missing_ok=True)
-    dyn = VelocityVerlet(atoms, timestep_fs * units.fs)
-    rows = []
-    with tqdm(total=steps, desc="NVE MD", unit="step", mininterval=0.5) as bar:
-        for k in range(0, steps + 1, record_every):
-            if k:
-                dyn.run(record_every)
-                bar.update(record_every)
-            rows.append((k * timestep_fs, atoms.get_potential_energy(), atoms.get_kinetic_energy(),
-                         atoms.get_temperature()))
-            write(trajectory, atoms, format="extxyz", append=True)  # one frame appended per record
-    return np.array(rows)
+    import jax.numpy as jnp
+
+    from .md import (
+        Simulation, TrajectoryStore, Watchdogs, degrees_of_freedom, masses_of, maxwell_boltzmann, model_force_fn,
+        velocity_verlet,
+    )
+    from .model import make_energy_fn
+
+    dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
+    force_fn, nbrs = model_force_fn(make_energy_fn(config), variables, config.cutoff, numbers, start_positions,
+                                    dtype=dtype)
+    masses = masses_of(numbers)
+    velocities = maxwell_boltzmann(masses, temperature_K, seed=seed, positions=start_positions)
+    init, step = velocity_verlet(force_fn, timestep_fs)
+    state = init(jnp.asarray(start_positions, dtype), jnp.asarray(velocities, dtype), masses, aux=nbrs)
+    shutil.rmtree(store_dir, ignore_errors=True)
+    store = TrajectoryStore(store_dir, numbers=numbers, timestep_fs=timestep_fs)
+    sim = Simulation(step, state, timestep_fs=timestep_fs, dof=degrees_of_freedom(len(numbers)), record_every=10,
+                     chunk_steps=1000, store=store, force_fn=force_fn,
+                     watchdogs=Watchdogs().with_bonds(numbers, start_positions, max_bond_deviation=0.5))
+    parts, t_first = [], None
+    for frames in sim.chunks(steps):
+        parts.append(frames)
+        if t_first is None:
+            t_first, steps_first = time.perf_counter(), int(sim.state.step)
+    timed_steps = int(sim.state.step) - steps_first
+    ms = 1e3 * (time.perf_counter() - t_first) / timed_steps if timed_steps > 0 else float("nan")
+    return store, ms, sim.stop_reason
 
 
 def main(argv=None) -> int:
@@ -63,7 +69,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", type=Path, default=MODEL)
     p.add_argument("--train", type=float, default=None, metavar="MINUTES",
                    help="train a new model on --data for this many minutes instead of loading --model")
-    p.add_argument("--steps", type=int, default=4000, help="MD steps")
+    p.add_argument("--steps", type=int, default=10_000, help="MD steps (rounded up to chunks of 1000)")
     p.add_argument("--timestep", type=float, default=0.5, help="fs")
     p.add_argument("--temperature", type=float, default=600.0,
                    help="K of the Maxwell-Boltzmann start (NVE equipartition halves it)")
@@ -71,10 +77,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    from ase import Atoms
-
     from .data import Split, load
-    from .interop import So3kratesCalculator
     from .model import make_energy_fn
     from .train import error_report, error_table, load_checkpoint
     from .widgets.plots import md_energy_plot, parity_plot
@@ -106,32 +109,35 @@ def main(argv=None) -> int:
     print(error_table(report))
     parity_plot(report).write_html(args.out / "parity.html", include_plotlyjs=True)
 
-    calc = So3kratesCalculator.from_checkpoint(args.model)
-    start = Atoms(numbers=test[0].numbers, positions=test[0].positions, calculator=calc)
-    start.get_forces()  # compile once here, so that ms_per_step measures steps only
-    t_md = time.perf_counter()
-    rows = run_md(calc, start, temperature_K=args.temperature, steps=args.steps, timestep_fs=args.timestep,
-                  record_every=10, seed=args.seed, trajectory=args.out / "ethanol_nve.extxyz")
-    md_seconds = time.perf_counter() - t_md
-    times, potential, kinetic, temperature = rows.T
+    store, ms_per_step, stop_reason = run_md(
+        saved.config, saved.variables, test[0].positions, test[0].numbers, temperature_K=args.temperature,
+        steps=args.steps, timestep_fs=args.timestep, seed=args.seed, store_dir=args.out / "trajectory")
+    traj = store.open()
+    store.to_extxyz(args.out / "ethanol_nve.extxyz")
+    times = traj.time.values
+    potential, kinetic = traj.potential_energy.values, traj.kinetic_energy.values
+    temperature = traj.temperature.values
     total = potential + kinetic
     md_energy_plot(times, potential, kinetic, temperature, "ethanol NVE with the shipped SO3krates model").write_html(args.out / "md.html", include_plotlyjs=True)
     summary = {
         "test_errors": {k: report.attrs[k] for k in ("energy_mae_meV", "energy_rmse_meV", "force_mae_meV_A",
                                                      "force_rmse_meV_A", "n_structures")},
-        "md": {"steps": args.steps, "timestep_fs": args.timestep, "start_temperature_K": args.temperature,
+        "md": {"steps": int(len(times) * 10), "timestep_fs": args.timestep, "start_temperature_K": args.temperature,
+               "stopped": stop_reason,
                "mean_temperature_K": float(np.mean(temperature[len(temperature) // 4:])),
                "total_energy_std_meV": float(1e3 * np.std(total)),
                "total_energy_drift_meV_per_ps": float(1e3 * np.polyfit(times / 1e3, total, 1)[0]),
-               "ms_per_step": 1e3 * md_seconds / args.steps},
+               "ms_per_step": ms_per_step},
         "wall_seconds": time.perf_counter() - t_start,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     md = summary["md"]
-    print(f"\nNVE {args.steps} steps x {args.timestep} fs: mean T {md['mean_temperature_K']:.0f} K, total-energy "
+    print(f"\nNVE {md['steps']} steps x {args.timestep} fs: mean T {md['mean_temperature_K']:.0f} K, total-energy "
           f"fluctuation {md['total_energy_std_meV']:.2f} meV (std), drift {md['total_energy_drift_meV_per_ps']:.2f}"
-          f" meV/ps, {md['ms_per_step']:.2f} ms/step (ASE velocity Verlet + our calculator)")
-    print(f"wrote {args.out}/: ethanol_nve.extxyz (trajectory), md.html, parity.html, summary.json "
+          f" meV/ps, {md['ms_per_step']:.2f} ms/step (compiled velocity Verlet, after the first chunk)")
+    if stop_reason:
+        print(f"the MD stopped early: {stop_reason}")
+    print(f"wrote {args.out}/: ethanol_nve.extxyz and trajectory/ (netCDF), md.html, parity.html, summary.json "
           f"[{summary['wall_seconds']:.0f} s in all]")
     return 0
 
