@@ -115,3 +115,25 @@ def test_instantaneous_temperature_of_maxwell_boltzmann_start():
     r0 = cluster_positions()
     v = maxwell_boltzmann(MASSES, 300.0, seed=5, positions=r0)
     assert float(temperature(jnp.asarray(v), jnp.asarray(MASSES), degrees_of_freedom(N))) == pytest.approx(300.0)
+
+
+def test_fire_relaxes_a_batch_to_minima_with_small_forces():
+    from so3krates_lab.md.minimize import fire, relax_batch
+
+    init, step = fire(morse_force_fn())
+    rng = np.random.default_rng(0)
+    starts = cluster_positions()[None] + 0.25 * rng.normal(size=(4, N, 3))
+    final, converged = relax_batch(init, step, starts, fmax=1e-4, max_steps=3000)
+    assert bool(np.all(np.asarray(converged)))
+    energies = np.asarray(final.energy)
+    start_energies = np.array([float(morse_force_fn()(jnp.asarray(s), None)[0]) for s in starts])
+    assert np.all(energies < start_energies)
+    # a true minimum: the Hessian at the relaxed geometry has no negative curvature beyond the 6 zero modes
+    iu = np.triu_indices(N, 1)
+
+    def energy(x):
+        d = jnp.linalg.norm(x.reshape(N, 3)[iu[0]] - x.reshape(N, 3)[iu[1]], axis=-1)
+        return jnp.sum(0.5 * (1.0 - jnp.exp(-1.6 * (d - 1.5))) ** 2 - 0.5)
+
+    eig = np.linalg.eigvalsh(np.asarray(jax.hessian(energy)(final.positions[0].reshape(-1))))
+    assert eig[0] > -1e-3 and np.sum(eig > 1e-2) == 3 * N - 6
