@@ -102,6 +102,7 @@ def write_npz(path, arrays: dict, provenance: dict) -> str:
             np.savez_compressed(fh, **payload)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a shipped data file is world-readable
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
