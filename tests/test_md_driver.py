@@ -109,3 +109,30 @@ def test_overflow_reallocation_reproduces_the_ample_capacity_trajectory():
     assert np.isfinite(ample.potential).all()
     np.testing.assert_allclose(small.positions, ample.positions, atol=1e-10)
     np.testing.assert_allclose(small.potential, ample.potential, atol=1e-10)
+
+
+def test_replicas_run_in_one_call_and_a_tripped_replica_freezes_alone():
+    from so3krates_lab.md import ReplicaSimulation, stack_states
+
+    init, step = velocity_verlet(morse_force_fn(), 0.5)
+    r0 = cluster_positions()
+    temps = (300.0, 3e4, 300.0)  # the middle replica flies apart
+    states = stack_states([init(jnp.asarray(r0), jnp.asarray(maxwell_boltzmann(MASSES, t, k, r0)), MASSES)
+                           for k, t in enumerate(temps)])
+    dogs = Watchdogs().with_bonds(NUMBERS, r0, max_bond_deviation=0.5)
+    sim = ReplicaSimulation(step, states, timestep_fs=0.5, dof=degrees_of_freedom(N), record_every=10,
+                            chunk_steps=100, watchdogs=dogs)
+    frames = sim.run(600, progress=False)
+    assert frames.positions.shape == (60, 3, N, 3) and frames.potential.shape == (60, 3)
+    assert list(sim.active) == [True, False, True]
+    assert np.isinf(sim.stop_time_fs[[0, 2]]).all() and sim.stop_time_fs[1] < 300
+    assert "bond" in sim.stop_reasons[1]
+    # replica 0 is the same trajectory as a single-system run
+    single = Simulation(step, init(jnp.asarray(r0), jnp.asarray(maxwell_boltzmann(MASSES, 300.0, 0, r0)), MASSES),
+                        timestep_fs=0.5, dof=degrees_of_freedom(N), record_every=10, chunk_steps=100,
+                        watchdogs=dogs).run(600, progress=False)
+    np.testing.assert_allclose(frames.positions[:, 0], single.positions, atol=1e-9)
+    # the frozen replica's state is its last good one: its bonds are intact
+    b = dogs.bonds
+    frozen = np.asarray(sim.state.positions[1])
+    assert np.abs(np.linalg.norm(frozen[b[:, 0]] - frozen[b[:, 1]], axis=-1) - dogs.bond_lengths).max() <= 0.5
