@@ -71,8 +71,8 @@ def main(argv=None) -> int:
                    help="train a new model on --data for this many minutes instead of loading --model")
     p.add_argument("--steps", type=int, default=10_000, help="MD steps (rounded up to chunks of 1000)")
     p.add_argument("--timestep", type=float, default=0.5, help="fs")
-    p.add_argument("--temperature", type=float, default=600.0,
-                   help="K of the Maxwell-Boltzmann start (NVE equipartition halves it)")
+    p.add_argument("--temperature", type=float, default=500.0,
+                   help="K of the Maxwell-Boltzmann start (the start geometry is itself a 500 K sample)")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "demo")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     md = summary["md"]
     print(f"\nNVE {md['steps']} steps x {args.timestep} fs: mean T {md['mean_temperature_K']:.0f} K, total-energy "
-          f"fluctuation {md['total_energy_std_meV']:.2f} meV (std), drift {md['total_energy_drift_meV_per_ps']:.2f}"
+          f"fluctuation {md['total_energy_std_meV']:.2f} meV (std), drift {md['total_energy_drift_meV_per_ps']:.3g}"
           f" meV/ps, {md['ms_per_step']:.2f} ms/step (compiled velocity Verlet, after the first chunk)")
     if stop_reason:
         print(f"the MD stopped early: {stop_reason}")
