@@ -210,4 +210,21 @@ def test_error_report_matches_hand_computed_errors():
     assert list(report.element.values) == ["H", "C", "O"]
     np.testing.assert_allclose(report.force_mae.values[1], np.mean(np.abs(1e3 * f_off[1])))
     assert "F O" in error_table(report)
+    # refitting element energies on these structures removes the mean energy error, forces untouched
+    from so3krates_lab.train import refit_element_energies
+
+    constants = {"element_energy": jnp.zeros(119), "energy_scale": jnp.ones(())}
+
+    def shifted_fn(variables, graph):  # the analytic energy plus per-atom element energies
+        per_atom = variables["constants"]["element_energy"][graph.numbers] * graph.atom_mask
+        return energy_fn(variables, graph) + jax.ops.segment_sum(per_atom, graph.atom_graph,
+                                                                 num_segments=graph.graph_mask.shape[0])
+
+    data = Dataset.from_systems(systems)
+    refit = refit_element_energies(shifted_fn, {"constants": constants}, data, cutoff=5.0, dtype=np.float64)
+    after = error_report(shifted_fn, refit, data, cutoff=5.0, dtype=np.float64)
+    assert abs(float(after.energy_error.mean())) < 1e-6
+    np.testing.assert_allclose(after.energy_error.values, report.energy_error.values
+                               - report.energy_error.values.mean(), atol=1e-6)
+    np.testing.assert_allclose(after.force_pred.values, report.force_pred.values)
     assert len(parity_plot(report).data) == 1 + 3 + 2  # energy, one trace per element, two diagonals

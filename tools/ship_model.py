@@ -26,6 +26,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", type=Path, help="the --out folder of so3krates-train")
     p.add_argument("name", help="file stem under data/models/")
+    p.add_argument("--note", default=None, help="free text stored in the provenance (e.g. how training was split)")
     args = p.parse_args(argv)
 
     from so3krates_lab.train import load_checkpoint
@@ -57,10 +58,12 @@ def main(argv=None) -> int:
         "model_config": json.loads(ckpt.config.to_json()),
         "train_config": meta.get("train_config"),
         "steps_trained": last.step,
+        "element_energies": ckpt.metadata.get("element_energies", "as trained"),
         "best_step": meta.get("best_step"),
         "test_errors": {k: errors[k] for k in ("energy_mae_meV", "energy_rmse_meV", "force_mae_meV_A",
                                                "force_rmse_meV_A", "n_structures", "element_force_mae_meV_A")},
         "training_wall_seconds_last_call": errors.get("wall_seconds_this_call"),
+        "note": args.note,
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "versions": versions,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},

@@ -119,3 +119,27 @@ def error_table(report) -> str:
         lines.append(f"{'F ' + str(el):<10}{float(sel.element_force_mae):>10.2f}"
                      f"{float(sel.element_force_rmse):>10.2f}")
     return "\n".join(lines)
+
+
+def refit_element_energies(energy_fn, variables, dataset: Dataset, cutoff: float, dtype=np.float32,
+                           batch_size: int = 32) -> dict:
+    """Variables whose per-element energies absorb the model's mean energy error on `dataset` (least squares).
+
+    The loss weights forces 99:1 over energies, so a trained model's energies can carry a near-constant offset
+    that forces cannot see. Adding per-element corrections delta_z fitted by least squares to the residuals
+    E_ref - E_pred (with the element counts of each structure as regressors) removes it without touching forces.
+    For data sets of one composition only the composition-weighted sum of the corrections is determined; the
+    minimum-norm solution is used. Fit on the training set, never on the test set.
+    """
+    from ..model import with_constants
+
+    e_pred, _ = predict(energy_fn, variables, dataset, cutoff, dtype, batch_size)
+    residual = dataset.energies - e_pred
+    counts = np.zeros((len(dataset), 119))
+    for k, s in enumerate(dataset):
+        np.add.at(counts[k], s.numbers, 1.0)
+    used = np.nonzero(counts.sum(0))[0]
+    delta, *_ = np.linalg.lstsq(counts[:, used], residual, rcond=None)
+    element_energy = np.array(variables["constants"]["element_energy"], dtype=np.float64)
+    element_energy[used] += delta
+    return with_constants(variables, element_energy=element_energy)
