@@ -84,7 +84,7 @@ class Split:
     def from_dict(cls, d: dict, where: str = "split") -> "Split":
         """Inverse of to_dict (e.g. the split stored in a checkpoint's metadata)."""
         if d.get("format") != _FORMAT:
-            raise ValueError(f"{where}: not a split (format {d.get('format')!r}, expected {_FORMAT!r})")
+            raise ValueError(f"{where}: not a split file (format {d.get('format')!r}, expected {_FORMAT!r})")
         return cls(train=np.asarray(d["train"], dtype=np.int64), valid=np.asarray(d["valid"], dtype=np.int64),
                    test=np.asarray(d["test"], dtype=np.int64), seed=d["seed"], n_total=d["n_total"],
                    dataset_sha256=d.get("dataset_sha256", ""))
