@@ -13,26 +13,12 @@ run, `offending.nc` with the frames from the first bad one on and `stop_reason.t
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import jax
 import numpy as np
 
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from .._io import atomic_write
 
 
 class TrajectoryStore:
@@ -48,7 +34,7 @@ class TrajectoryStore:
             if numbers is None:
                 raise ValueError(f"{self.directory} is not a trajectory store yet: pass numbers= to create one")
             self.meta = {"numbers": [int(z) for z in numbers], "timestep_fs": timestep_fs, **meta}
-            _atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(self.meta, indent=1)))
+            atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(self.meta, indent=1)))
 
     # frames -------------------------------------------------------------------------------------------------
     def _dataset(self, frames):
@@ -72,7 +58,7 @@ class TrajectoryStore:
     def append(self, frames) -> Path:
         path = self.directory / f"frames_{len(self.chunk_paths()):05d}.nc"
         ds = self._dataset(frames)
-        _atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
+        atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
         return path
 
     def open(self):
@@ -93,8 +79,8 @@ class TrajectoryStore:
 
     def save_offending(self, frames, reason: str) -> None:
         ds = self._dataset(frames)
-        _atomic_write(self.directory / "offending.nc", lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
-        _atomic_write(self.directory / "stop_reason.txt", lambda tmp: Path(tmp).write_text(reason + "\n"))
+        atomic_write(self.directory / "offending.nc", lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
+        atomic_write(self.directory / "stop_reason.txt", lambda tmp: Path(tmp).write_text(reason + "\n"))
 
     # integrator state --------------------------------------------------------------------------------------
     def save_state(self, state) -> None:
@@ -107,7 +93,7 @@ class TrajectoryStore:
             else:
                 arrays[f"thermostat__{name}"] = value
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
-        _atomic_write(self.directory / "state.npz", lambda tmp: _savez_to(tmp, arrays))
+        atomic_write(self.directory / "state.npz", lambda tmp: _savez_to(tmp, arrays))
 
     def has_state(self) -> bool:
         return (self.directory / "state.npz").exists()
@@ -145,7 +131,7 @@ class TrajectoryStore:
 
         path = Path(path)
         frames = self.to_ase(stride)
-        _atomic_write(path, lambda tmp: write(tmp, frames, format="extxyz"))
+        atomic_write(path, lambda tmp: write(tmp, frames, format="extxyz"))
         return path
 
 

@@ -9,13 +9,17 @@ and a restart continues after the last one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from so3krates_lab._io import atomic_write
 from so3krates_lab.structures import Dataset, System
+
+
+def _savez(path: str, arrays: dict, compressed: bool = False) -> None:
+    with open(path, "wb") as fh:
+        (np.savez_compressed if compressed else np.savez)(fh, **arrays)
 
 
 class FrameStore:
@@ -44,18 +48,7 @@ class FrameStore:
             raise ValueError(f"inconsistent chunk shapes: { {key: a.shape for key, a in arrays.items()} }")
         if velocities is not None:
             arrays["velocities"] = np.asarray(velocities, np.float64)
-        path = self.directory / f"chunk_{self.n_chunks:05d}.npz"
-        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write(self.directory / f"chunk_{self.n_chunks:05d}.npz", lambda tmp: _savez(tmp, arrays))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """All frames concatenated in order: numbers (N,), positions, energy, forces[, velocities]."""
@@ -96,15 +89,5 @@ def write_npz(path, arrays: dict, provenance: dict) -> str:
                    E=arrays["energy"].astype(np.float64), F=arrays["forces"].astype(np.float32),
                    e_unit=np.array("eV"), r_unit=np.array("Ang"),
                    provenance=np.array(json.dumps(provenance, sort_keys=True)))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a shipped data file is world-readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: _savez(tmp, payload, compressed=True))
     return hashlib.sha256(path.read_bytes()).hexdigest()
