@@ -136,3 +136,38 @@ def test_replicas_run_in_one_call_and_a_tripped_replica_freezes_alone():
     b = dogs.bonds
     frozen = np.asarray(sim.state.positions[1])
     assert np.abs(np.linalg.norm(frozen[b[:, 0]] - frozen[b[:, 1]], axis=-1) - dogs.bond_lengths).max() <= 0.5
+
+
+def test_cell_list_md_with_full_bins_repaired_equals_all_pairs_md():
+    """A periodic water box run with the cell list, starting from bins far too small (overflow at once), gives
+    the same trajectory as the all-pairs list: the driver grows the bins and redoes the chunk."""
+    from so3krates_lab.data import builtin
+    from so3krates_lab.graph import graph_from_system
+    from so3krates_lab.md import masses_of
+    from so3krates_lab.md.forces import model_force_fn
+    from so3krates_lab.model import So3kratesConfig, init_variables, make_energy_fn, with_constants
+
+    config = So3kratesConfig.preset("small", dtype="float64", features=8, layers=1, heads=1, degrees=(1,),
+                                    radial_basis=8, cutoff=2.5)
+    system = builtin.water_box(3, seed=2)  # 9.3 A cell: three bins of 2.6 A per direction
+    variables = init_variables(config, graph_from_system(system, config.cutoff, dtype=np.float64), seed=0)
+    variables = with_constants(variables, element_energy=np.zeros(119), energy_scale=0.02)
+    masses = masses_of(system.numbers)
+    v0 = maxwell_boltzmann(masses, 500.0, 3)
+    runs = {}
+    for cell_list in (False, True):
+        force_fn, nbrs = model_force_fn(make_energy_fn(config), variables, config.cutoff, system.numbers,
+                                        system.positions, system.cell, system.pbc, skin=0.1,
+                                        dtype=jnp.float64, cell_list=cell_list)
+        assert (force_fn.grid is not None) == cell_list
+        if cell_list:  # two slots per bin and a stale reference: the first build overflows
+            nbrs = nbrs.replace(bin_capacity=2, reference=nbrs.reference + 100.0)
+        init, step = velocity_verlet(force_fn, 0.5)
+        state = init(jnp.asarray(system.positions), jnp.asarray(v0), masses, aux=nbrs)
+        sim = Simulation(step, state, timestep_fs=0.5, dof=degrees_of_freedom(system.n_atoms, True),
+                         record_every=10, chunk_steps=100, force_fn=force_fn, watchdogs=None, periodic=True)
+        runs[cell_list] = (sim.run(200, progress=False), sim.reallocations, sim.state.aux)
+    (pairs, _, _), (binned, n_realloc, aux) = runs[False], runs[True]
+    assert n_realloc >= 1 and aux.bin_capacity > 2 and int(aux.builds) > 2
+    np.testing.assert_allclose(binned.positions, pairs.positions, atol=1e-10)
+    np.testing.assert_allclose(binned.potential, pairs.potential, atol=1e-10)

@@ -60,3 +60,52 @@ def test_overflow_is_flagged_and_sticky():
     assert not bool(grown.overflow) and int(jnp.sum(grown.pair_mask)) == 36
     _, _, after = jax.jit(force_fn)(jnp.asarray(system.positions + 2.0), nbrs)  # rebuild keeps the flag
     assert bool(after.overflow)
+
+
+def _pair_set(nbrs):
+    """Pairs as a set of (i, j, shift) with each unordered pair written one canonical way."""
+    m = np.asarray(nbrs.pair_mask)
+    found = set()
+    for i, j, s in zip(np.asarray(nbrs.receivers)[m], np.asarray(nbrs.senders)[m], np.asarray(nbrs.cell_shifts)[m]):
+        key = min((int(i), int(j), tuple(int(x) for x in s)), (int(j), int(i), tuple(-int(x) for x in s)))
+        assert key not in found, f"pair {key} listed twice"
+        found.add(key)
+    return found
+
+
+@pytest.mark.parametrize("kind", ["triclinic", "free"])
+def test_cell_list_finds_exactly_the_all_pairs_list(kind):
+    from so3krates_lab.md import neighbours as nl
+
+    rng = np.random.default_rng(7)
+    reach = 5.5
+    if kind == "triclinic":
+        cell = np.array([[18.0, 0, 0], [3.0, 17.0, 0], [2.0, 1.5, 17.5]])
+        pbc = (True,) * 3
+        # unwrapped positions: atoms scattered over many periodic images
+        positions = rng.uniform(size=(450, 3)) @ cell + rng.normal(scale=8.0, size=(450, 3))
+    else:
+        cell, pbc = None, (False,) * 3
+        positions = rng.uniform(size=(450, 3)) * 22.0
+    grid = nl.cell_grid(positions, cell, pbc, reach, min_atoms=0)
+    assert grid is not None and min(grid.counts) >= 3
+    if kind == "free":  # atoms that wandered far outside the binned box still find their neighbours
+        positions[:40] += np.array([30.0, -25.0, 12.0])
+    cell_j = jnp.zeros((3, 3)) if cell is None else jnp.asarray(cell)
+    shifts = nl.image_shifts(cell, pbc, reach)
+    everything = nl.build(jnp.asarray(positions), cell_j, shifts, reach, 30_000, pbc)
+    binned = nl.build(jnp.asarray(positions), cell_j, None, reach, 30_000, pbc, grid=grid, bin_capacity=80)
+    assert not bool(everything.overflow) and not bool(binned.overflow)
+    assert int(binned.n_pairs) == int(everything.n_pairs) > 1000
+    assert _pair_set(binned) == _pair_set(everything)
+    # a bin with more atoms than slots is an overflow, never a silently shorter list
+    starved = nl.build(jnp.asarray(positions), cell_j, None, reach, 30_000, pbc, grid=grid, bin_capacity=4)
+    assert bool(starved.overflow) and int(starved.max_bin_count) > 4
+
+
+def test_no_cell_list_where_the_cell_is_too_narrow():
+    system = builtin.water_box(2, seed=1)  # 6.2 A cell: fewer than three bins of cutoff + skin
+    variables = init_variables(CONFIG, graph_from_system(system, CONFIG.cutoff, dtype=np.float64), seed=3)
+    with pytest.raises(ValueError, match="no cell list possible"):
+        model_force_fn(make_energy_fn(CONFIG), variables, CONFIG.cutoff, system.numbers, system.positions,
+                       system.cell, system.pbc, cell_list=True, dtype=jnp.float64)

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..autodiff import compiler_options
 from .integrators import KB_EV_PER_K, MDState, kinetic_energy
+from .neighbours import grown_capacities
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,8 +165,8 @@ class Simulation:
                 return end, steps, pos, vel, pot, ke, cons
             if self.force_fn is None or not hasattr(self.force_fn, "reallocate"):
                 raise RuntimeError("the neighbour list overflowed; pass Simulation(force_fn=...) to reallocate it")
-            capacity = max(int(np.ceil(int(end.aux.n_pairs) * self.headroom)), start.aux.capacity + 1)
-            aux = self.force_fn.reallocate(start.aux, start.positions, capacity)
+            capacity, bins = grown_capacities(start.aux, end.aux, self.headroom)
+            aux = self.force_fn.reallocate(start.aux, start.positions, capacity, bins)
             # The start state's forces may themselves come from a truncated list (an overflow at init): redo them.
             potential, forces, aux = self.force_fn(start.positions, aux)
             start = start.replace(aux=aux, potential=potential, forces=forces.astype(start.velocities.dtype))

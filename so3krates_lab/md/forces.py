@@ -12,13 +12,15 @@ from . import neighbours as nl
 
 def model_force_fn(energy_fn, variables, cutoff: float, numbers, positions, cell=None,
                    pbc=(False, False, False), skin: float = 0.5, capacity: int | None = None, headroom: float = 1.3,
-                   dtype=jnp.float32):
+                   dtype=jnp.float32, cell_list: bool | None = None):
     """(force_fn, neighbour list) for one structure and any energy_fn(variables, graph) -> (G,) energies.
 
     force_fn(positions, nbrs) -> (energy eV, forces (N, 3) eV/A, nbrs) updates the list in-jit when needed;
-    force_fn.reallocate(nbrs, positions, capacity) builds a larger list (the driver calls it on overflow).
-    cutoff: the model's cutoff (Angstrom). capacity: pair slots (default: pairs at the start geometry times
-    `headroom`). dtype: the model's float type. The cell is fixed (NVE/NVT).
+    force_fn.reallocate(nbrs, positions, capacity, bin_capacity=None) builds a larger list (the driver calls it
+    on overflow). cutoff: the model's cutoff (Angstrom). capacity: pair slots (default: pairs at the start
+    geometry times `headroom`). dtype: the model's float type. The cell is fixed (NVE/NVT).
+    cell_list: build the list with a cell list (O(N)) instead of all pairs (O(N^2)); None picks by
+    `neighbours.cell_grid` (a cell list from a few hundred atoms on, where the cell allows one).
     """
     numbers = np.asarray(numbers)
     n = len(numbers)
@@ -26,14 +28,26 @@ def model_force_fn(energy_fn, variables, cutoff: float, numbers, positions, cell
     cell_arr = jnp.asarray(np.zeros((3, 3)) if cell is None else np.asarray(cell, float), dtype)
     reach = cutoff + skin
     shifts = nl.image_shifts(None if cell is None else np.asarray(cell), pbc, reach)
+    grid = None
+    if cell_list is not False:
+        grid = nl.cell_grid(positions, None if cell is None else np.asarray(cell), pbc, reach,
+                            min_atoms=0 if cell_list else 400)
+        if cell_list and grid is None:
+            raise ValueError("no cell list possible here: the cell is partly periodic or narrower than three "
+                             f"times cutoff + skin ({reach} A) in some periodic direction; use cell_list=False")
+    start = jnp.asarray(positions, dtype)
+    bin_capacity = 0
+    if grid is not None:
+        probe = nl.build(start, cell_arr, shifts, reach, 1, pbc, grid=grid, bin_capacity=1)
+        bin_capacity = max(int(np.ceil(int(probe.max_bin_count) * headroom)), 4)
     if capacity is None:
-        probe = nl.build(jnp.asarray(positions, dtype), cell_arr, shifts, reach, 1, pbc)
+        probe = nl.build(start, cell_arr, shifts, reach, 1, pbc, grid=grid, bin_capacity=bin_capacity)
         capacity = max(int(np.ceil(int(probe.n_pairs) * headroom)), 8)
-    nbrs = nl.build(jnp.asarray(positions, dtype), cell_arr, shifts, reach, capacity, pbc)
+    nbrs = nl.build(start, cell_arr, shifts, reach, capacity, pbc, grid=grid, bin_capacity=bin_capacity)
     z = jnp.asarray(numbers, jnp.int32)
 
     def force_fn(positions, nbrs):
-        nbrs = nl.update(nbrs, positions, cell_arr, shifts, reach, skin, pbc)
+        nbrs = nl.update(nbrs, positions, cell_arr, shifts, reach, skin, pbc, grid)
         graph = Graph(numbers=z, positions=positions.astype(dtype), atom_graph=jnp.zeros(n, jnp.int32),
                       receivers=nbrs.receivers, senders=nbrs.senders, cell_shifts=nbrs.cell_shifts,
                       cell=cell_arr[None], atom_mask=jnp.ones(n, bool), pair_mask=nbrs.pair_mask,
@@ -41,8 +55,12 @@ def model_force_fn(energy_fn, variables, cutoff: float, numbers, positions, cell
         energies, forces = energy_and_forces(energy_fn, variables, graph)
         return energies[0], forces, nbrs
 
-    def reallocate(nbrs, positions, capacity: int):
-        return nl.build(jnp.asarray(positions, dtype), cell_arr, shifts, reach, capacity, pbc, nbrs.builds)
+    def reallocate(nbrs, positions, capacity: int, bin_capacity: int | None = None):
+        """A list with `capacity` pair slots (and, for a cell list, at least `bin_capacity` slots per bin)."""
+        bins = max(nbrs.bin_capacity, bin_capacity or 0) if grid is not None else 0
+        return nl.build(jnp.asarray(positions, dtype), cell_arr, shifts, reach, capacity, pbc, nbrs.builds, grid,
+                        bins)
 
     force_fn.reallocate = reallocate
+    force_fn.grid = grid
     return force_fn, nbrs

@@ -25,6 +25,7 @@ import numpy as np
 from ..autodiff import compiler_options
 from .driver import Frames, Simulation
 from .integrators import KB_EV_PER_K, kinetic_energy
+from .neighbours import grown_capacities
 
 
 def stack_states(states):
@@ -71,9 +72,8 @@ class ReplicaSimulation(Simulation):
                 return end, out
             if self.force_fn is None or not hasattr(self.force_fn, "reallocate"):
                 raise RuntimeError("the neighbour list overflowed; pass force_fn=... to reallocate it")
-            capacity = max(int(np.ceil(int(np.max(np.asarray(end.aux.n_pairs))) * self.headroom)),
-                           start.aux.capacity + 1)
-            aux = jax.vmap(lambda a, r: self.force_fn.reallocate(a, r, capacity))(start.aux, start.positions)
+            capacity, bins = grown_capacities(start.aux, end.aux, self.headroom)
+            aux = jax.vmap(lambda a, r: self.force_fn.reallocate(a, r, capacity, bins))(start.aux, start.positions)
             potential, forces, aux = jax.vmap(self.force_fn)(start.positions, aux)
             start = start.replace(aux=aux, potential=potential, forces=forces.astype(start.velocities.dtype))
             self.reallocations += 1
