@@ -11,9 +11,11 @@ The model is the default configuration with random parameters whose forces are s
 rate; speed does not depend on the parameter values. float32.
 
     .venv/bin/python benchmarks/md_speed.py                       # ethanol, aspirin, water-192
-    .venv/bin/python benchmarks/md_speed.py --systems ethanol,water-1536 --steps 200
+    .venv/bin/python benchmarks/md_speed.py --systems water-192,water-1536,water-5184,water-12288   # scaling
 
-The neighbour list is all-pairs (O(N^2) per rebuild); large boxes need the cell list that is not built yet.
+Steps per timed block shrink with system size (`--atom-steps` / atoms, between 4 and `--steps`) so that large
+boxes finish. The neighbour list switches to the cell list (O(N) rebuilds) from a few hundred atoms on where the
+cell allows it; the `list` column says which one ran.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--systems", default="ethanol,aspirin,water-192")
     p.add_argument("--steps", type=int, default=500, help="steps per engine chunk (and per ASE block)")
+    p.add_argument("--atom-steps", type=int, default=100_000,
+                   help="steps per block are at most this divided by the number of atoms (at least 4)")
     p.add_argument("--repeats", type=int, default=5, help="timed chunks/blocks per method")
     p.add_argument("--data-dir", type=Path, default=default_data_dir())
     args = p.parse_args(argv)
@@ -70,43 +74,47 @@ def main(argv=None) -> int:
                                         cell, pbc, skin=0.5)
         masses = masses_of(system.numbers)
         v0 = maxwell_boltzmann(masses, 300.0, 0, None if system.periodic else system.positions)
+        steps = max(4, min(args.steps, args.atom_steps // n))
         init, step = velocity_verlet(force_fn, 0.5)
         state = init(jnp.asarray(system.positions, jnp.float32), jnp.asarray(v0, jnp.float32), masses, aux=nbrs)
         sim = Simulation(step, state, timestep_fs=0.5, dof=degrees_of_freedom(n, system.periodic),
-                         record_every=args.steps, chunk_steps=args.steps, watchdogs=None, force_fn=force_fn,
+                         record_every=steps, chunk_steps=steps, watchdogs=None, force_fn=force_fn,
                          periodic=system.periodic)
-        chunks = sim.chunks(args.steps * (args.repeats + 1), progress=False)
+        chunks = sim.chunks(steps * (args.repeats + 1), progress=False)
         next(chunks)  # compile + warm-up
 
         atoms = Atoms(numbers=system.numbers, positions=system.positions, cell=cell, pbc=pbc)
         atoms.calc = So3kratesCalculator(config, variables)
         atoms.set_velocities(v0 / units.fs)
         dyn = VelocityVerlet(atoms, 0.5 * units.fs)
-        dyn.run(20)  # compile + warm-up
-        ase_steps = max(20, args.steps // 5)
+        ase_steps = max(2, min(20, steps // 5))
+        dyn.run(ase_steps)  # compile + warm-up
 
         t_eval, t_engine, t_ase = [], [], []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            for _ in range(20):
+            n_eval = max(2, min(20, steps // 5))
+            for _ in range(n_eval):
                 jax.block_until_ready(evaluate(variables, graph))
-            t_eval.append((time.perf_counter() - t0) / 20)
+            t_eval.append((time.perf_counter() - t0) / n_eval)
             t0 = time.perf_counter()
             next(chunks)
-            t_engine.append((time.perf_counter() - t0) / args.steps)
+            t_engine.append((time.perf_counter() - t0) / steps)
             t0 = time.perf_counter()
             dyn.run(ase_steps)
             t_ase.append((time.perf_counter() - t0) / ase_steps)
         e, s, a = (1e3 * float(np.median(t)) for t in (t_eval, t_engine, t_ase))
-        rows.append((name, n, e, s, a, s / e, a / s, int(sim.state.aux.builds), sim.reallocations))
+        kind = "cell" if force_fn.grid is not None else "all"
+        rows.append((name, n, e, s, a, s / e, a / s, int(sim.state.aux.builds), sim.reallocations, kind, steps))
         print(f"{name}: done ({source})", file=sys.stderr)
 
     print(f"MD speed, default SO3krates config, float32, velocity Verlet 0.5 fs, median of {args.repeats} "
-          f"(engine chunks of {args.steps} steps)")
-    print(f"{'system':<12}{'atoms':>6}{'eval ms':>9}{'engine ms/step':>16}{'ASE ms/step':>13}"
-          f"{'engine/eval':>12}{'ASE/engine':>11}{'list builds':>12}{'reallocs':>9}")
-    for name, n, e, s, a, r1, r2, builds, re in rows:
-        print(f"{name:<12}{n:>6}{e:>9.2f}{s:>16.2f}{a:>13.2f}{r1:>12.2f}{r2:>11.2f}{builds:>12}{re:>9}")
+          f"blocks (steps per engine chunk in `steps`)")
+    print(f"{'system':<12}{'atoms':>6}{'steps':>6}{'eval ms':>10}{'engine ms/step':>16}{'ASE ms/step':>13}"
+          f"{'engine/eval':>12}{'ASE/engine':>11}{'us/atom':>9}{'list':>5}{'builds':>7}{'reallocs':>9}")
+    for name, n, e, s, a, r1, r2, builds, re, kind, steps in rows:
+        print(f"{name:<12}{n:>6}{steps:>6}{e:>10.2f}{s:>16.2f}{a:>13.2f}{r1:>12.2f}{r2:>11.2f}{1e3 * s / n:>9.1f}"
+              f"{kind:>5}{builds:>7}{re:>9}")
     return 0
 
 

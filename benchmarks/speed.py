@@ -43,9 +43,9 @@ REFERENCE_MS = {"ethanol": 1.6, "aspirin": 5.0, "buckyball_catcher": 86.0, "wate
 # Project targets (float32), milliseconds.
 TARGET_MS = {"ethanol": 0.8, "aspirin": 2.5, "buckyball_catcher": 35.0, "water-192": 75.0}
 
-ALL_SYSTEMS = ("ethanol", "aspirin", "buckyball_catcher", "water-192", "water-1536", "water-12288")
+ALL_SYSTEMS = ("ethanol", "aspirin", "buckyball_catcher", "water-192", "water-1536", "water-5184", "water-12288")
 QUICK_SYSTEMS = ("ethanol", "aspirin", "water-192")
-WATER_TILING = {"water-192": 1, "water-1536": 2, "water-12288": 4}
+WATER_TILING = {"water-192": 1, "water-1536": 2, "water-5184": 3, "water-12288": 4}
 ALIASES = {"buckyball": "buckyball_catcher", "buckyball-catcher": "buckyball_catcher", "water": "water-192",
            "water192": "water-192", "water1536": "water-1536", "water12288": "water-12288"}
 
