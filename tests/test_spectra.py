@@ -229,3 +229,43 @@ def test_shipped_pbe_reference_has_21_real_frequencies():
     provenance = json.loads(str(ref["provenance"]))
     assert "PBE/def2-SVP" in provenance["method"]["level"]
     assert REFERENCE.with_suffix(".provenance.json").exists()
+
+
+def test_finite_difference_hessian_of_the_reference_recipe_matches_autodiff_and_resumes(tmp_path):
+    """The recipe's --hessian fd route on an ASE calculator with analytic forces (the water force field)."""
+    import jax
+    from ase.calculators.calculator import Calculator, all_changes
+
+    from so3krates_lab.reference.harmonic import finite_difference_hessian
+
+    energy = water_energy()
+    value_and_grad = jax.jit(jax.value_and_grad(energy))
+
+    class WaterFF(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            e, g = value_and_grad(jnp.asarray(self.atoms.positions))
+            self.results = {"energy": float(e), "forces": -np.asarray(g)}
+
+    numbers, positions = np.array([8, 1, 1]), water_minimum()
+    h_fd = finite_difference_hessian(numbers, positions, WaterFF, tmp_path, step=1e-3, progress=False)
+    h_exact = np.asarray(jax.hessian(lambda x: energy(x.reshape(3, 3)))(jnp.asarray(positions).ravel()))
+    np.testing.assert_allclose(h_fd, h_exact, atol=1e-4 * np.abs(h_exact).max())
+    assert len(list(tmp_path.glob("fd_*.npy"))) == 18
+
+    def no_calculator():
+        raise AssertionError("a resumed run must read the cached displaced forces")
+    np.testing.assert_array_equal(finite_difference_hessian(numbers, positions, lambda: _Unused(no_calculator),
+                                                            tmp_path, step=1e-3, progress=False), h_fd)
+
+
+class _Unused:
+    """A calculator stand-in that fails if it is ever asked for forces."""
+
+    def __init__(self, fail):
+        self.fail = fail
+
+    def get_forces(self, atoms=None):
+        self.fail()
