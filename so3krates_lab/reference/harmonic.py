@@ -5,11 +5,12 @@
 1. Start: the built-in anti ethanol, pre-relaxed with GFN2-xTB (milliseconds per step) so that few PBE steps
    remain.
 2. Relax at PBE/def2-SVP (density fitting, the `PyscfDFT` settings of the shipped ethanol data) with ASE's BFGS
-   to fmax (default 1e-3 eV/Angstrom). Every step is appended to `relax.traj` in the work folder; a rerun
-   continues from its last geometry.
+   to fmax (default 1e-3 eV/Angstrom), with the grid response in the forces (without it the forces carry a
+   spurious net force and torque of about 2e-3 eV/A at grid level 3, and BFGS stalls near 2e-3 eV/A). Every
+   step is appended to `relax.traj` in the work folder; a rerun continues from its last geometry.
 3. Hessian: pyscf's analytic density-fitted RKS Hessian (auxiliary-basis response included, no grid response),
-   or, with --hessian fd, central finite differences of analytic gradients (each displaced gradient cached, so
-   a killed run resumes).
+   or, with --hessian fd, central finite differences of analytic gradients with grid response (each displaced
+   gradient cached, so a killed run resumes).
 4. Frequencies and normal modes with `so3krates_lab.analysis.normal_modes` (Eckart projection).
 
 Output npz: numbers (N,), positions (N, 3) Angstrom, energy (eV), forces (N, 3) eV/Angstrom at the minimum,
@@ -62,6 +63,12 @@ def _pyscf_scf(numbers, positions, settings: dict):
     if not mf.converged:
         raise RuntimeError("pyscf SCF did not converge at the Hessian geometry")
     return mf
+
+
+def _count_frames(traj: Path) -> int:
+    from ase.io import read
+
+    return len(read(traj, index=":")) if traj.exists() else 0
 
 
 def xtb_prerelax(numbers, positions, fmax: float = 0.01):
@@ -151,7 +158,8 @@ def ethanol_pbe_harmonic(out="data/ethanol_pbe_harmonic.npz", work="results/refe
             saved["n_steps"])
     else:
         pre = xtb_prerelax(numbers, np.asarray(start.positions))
-        positions, energy, forces, n_steps = relax(numbers, pre, PyscfDFT(**PBE_SETTINGS), work, fmax)
+        positions, energy, forces, n_steps = relax(numbers, pre, PyscfDFT(**PBE_SETTINGS, grid_response=True),
+                                                    work, fmax)
         arrays = dict(positions=positions, energy=np.float64(energy), forces=forces, n_steps=np.int64(n_steps))
         atomic_write(relaxed_path, lambda tmp: _savez(tmp, arrays))
     print(f"relaxed: E = {energy:.6f} eV, max |F| = {np.abs(forces).max():.2e} eV/A after {n_steps} BFGS steps")
@@ -163,8 +171,8 @@ def ethanol_pbe_harmonic(out="data/ethanol_pbe_harmonic.npz", work="results/refe
         if hessian == "analytic":
             h = analytic_hessian(numbers, positions, PBE_SETTINGS)
         else:
-            h = finite_difference_hessian(numbers, positions, lambda: PyscfDFT(**PBE_SETTINGS), work, fd_step,
-                                          progress)
+            h = finite_difference_hessian(numbers, positions, lambda: PyscfDFT(**PBE_SETTINGS, grid_response=True),
+                                          work, fd_step, progress)
         atomic_write(hessian_path, lambda tmp: _save_npy(tmp, h))
         print(f"Hessian ({hessian}) in {time.perf_counter() - t_h:.0f} s")
     nm = normal_modes(h, positions, numbers)
@@ -175,8 +183,11 @@ def ethanol_pbe_harmonic(out="data/ethanol_pbe_harmonic.npz", work="results/refe
                    "hessian": ("analytic DF-RKS Hessian (pyscf df.hessian.rks, auxbasis_response=2, no grid "
                                "response)" if hessian == "analytic" else
                                f"central finite differences of analytic forces, step {fd_step} Angstrom")},
-        "relaxation": {"optimizer": "ase BFGS, maxstep 0.1 A", "fmax_eV_per_A": fmax, "bfgs_steps": n_steps,
-                       "start": "so3krates_lab.data.builtin.ethanol() (anti), pre-relaxed with GFN2-xTB",
+        "relaxation": {"optimizer": "ase BFGS, maxstep 0.1 A", "fmax_eV_per_A": fmax, "forces": "analytic, with "
+                       "grid response", "bfgs_steps_last_invocation": n_steps,
+                       "steps_in_relax_traj": _count_frames(work / "relax.traj"),
+                       "start": "so3krates_lab.data.builtin.ethanol() (anti), pre-relaxed with GFN2-xTB; a rerun "
+                                "continues from the last geometry of relax.traj",
                        "max_abs_force_eV_per_A": float(np.abs(forces).max())},
         "normal_modes": "so3krates_lab.analysis.normal_modes (standard atomic masses, Eckart projection)",
         "rigid_body_residual_cm1": nm.attrs["rigid_body_residual_cm1"],
