@@ -14,7 +14,7 @@
 4. Frequencies and normal modes with `so3krates_lab.analysis.normal_modes` (Eckart projection).
 
 Output npz: numbers (N,), positions (N, 3) Angstrom, energy (eV), forces (N, 3) eV/Angstrom at the minimum,
-hessian (3N, 3N) eV/Angstrom^2, frequencies_cm1 (3N-6,), modes (3N-6, N, 3) normalised Cartesian displacements,
+hessian (3N, 3N) eV/Angstrom^2 (symmetrised), frequencies_cm1 (3N-6,), modes (3N-6, N, 3) normalised Cartesian displacements,
 masses (N,) amu, provenance (JSON string); the same provenance beside it as .provenance.json.
 """
 
@@ -164,6 +164,7 @@ def ethanol_pbe_harmonic(out="data/ethanol_pbe_harmonic.npz", work="results/refe
         atomic_write(relaxed_path, lambda tmp: _savez(tmp, arrays))
     print(f"relaxed: E = {energy:.6f} eV, max |F| = {np.abs(forces).max():.2e} eV/A after {n_steps} BFGS steps")
     hessian_path = work / f"hessian_{hessian}.npy"
+    timing_path = hessian_path.with_suffix(".json")
     if hessian_path.exists():
         h = np.load(hessian_path)
     else:
@@ -174,7 +175,11 @@ def ethanol_pbe_harmonic(out="data/ethanol_pbe_harmonic.npz", work="results/refe
             h = finite_difference_hessian(numbers, positions, lambda: PyscfDFT(**PBE_SETTINGS, grid_response=True),
                                           work, fd_step, progress)
         atomic_write(hessian_path, lambda tmp: _save_npy(tmp, h))
-        print(f"Hessian ({hessian}) in {time.perf_counter() - t_h:.0f} s")
+        seconds = round(time.perf_counter() - t_h, 1)
+        atomic_write(timing_path, lambda tmp: Path(tmp).write_text(json.dumps({"seconds": seconds})))
+        print(f"Hessian ({hessian}) in {seconds:.0f} s")
+    asymmetry = float(np.abs(h - h.T).max())
+    h = 0.5 * (h + h.T)
     nm = normal_modes(h, positions, numbers)
     provenance = {
         "name": "ethanol harmonic frequencies, PBE/def2-SVP",
@@ -190,6 +195,9 @@ def ethanol_pbe_harmonic(out="data/ethanol_pbe_harmonic.npz", work="results/refe
                                 "continues from the last geometry of relax.traj",
                        "max_abs_force_eV_per_A": float(np.abs(forces).max())},
         "normal_modes": "so3krates_lab.analysis.normal_modes (standard atomic masses, Eckart projection)",
+        "hessian_seconds": json.loads(timing_path.read_text())["seconds"] if timing_path.exists() else None,
+        "hessian_max_asymmetry_eV_per_A2": asymmetry,
+        "hessian_stored": "symmetrised, (H + H^T) / 2",
         "rigid_body_residual_cm1": nm.attrs["rigid_body_residual_cm1"],
         "units": {"positions": "Angstrom", "energy": "eV", "forces": "eV/Angstrom",
                   "hessian": "eV/Angstrom^2", "frequencies_cm1": "cm^-1", "masses": "amu"},
