@@ -95,6 +95,23 @@ def test_vacf_from_trajectory_dataset():
         vacf_from_trajectory(uneven)
 
 
+def test_vacf_from_a_trajectory_store_equals_the_array_route(tmp_path):
+    from so3krates_lab.md import Frames, TrajectoryStore
+
+    rng = np.random.default_rng(2)
+    store = TrajectoryStore(tmp_path / "run", numbers=[8, 1, 1], timestep_fs=0.5)
+    velocities = rng.normal(size=(60, 3, 3))
+    for part in (slice(0, 30), slice(30, 60)):                # two chunk files, as the MD driver writes them
+        k = velocities[part].shape[0]
+        store.append(Frames(time_fs=2.0 * np.arange(60)[part], positions=np.zeros((k, 3, 3)),
+                            velocities=velocities[part], potential=np.zeros(k), kinetic=np.zeros(k),
+                            temperature=np.zeros(k), conserved=np.zeros(k)))
+    from_store = vacf_from_trajectory(store, mass_weighted=True, element="H")
+    direct = vacf(velocities, 2.0, numbers=[8, 1, 1], mass_weighted=True, element="H")
+    np.testing.assert_allclose(from_store.vacf.values, direct.vacf.values, rtol=1e-12)
+    assert from_store.attrs["timestep_fs"] == 2.0
+
+
 @pytest.mark.parametrize("velocities, kwargs, message", [
     (np.zeros((100, 3)), {}, "shape \\(time, atom, 3\\)"),
     (np.zeros((100, 2, 2)), {}, "shape \\(time, atom, 3\\)"),
