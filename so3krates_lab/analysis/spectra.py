@@ -289,8 +289,8 @@ def normal_modes(hessian, positions, numbers=None, *, masses=None, project: bool
     Returns a Dataset over `mode` (ascending frequency): `frequency` (cm^-1), `eigenvalue`
     (eV/(Angstrom^2 amu)), `modes` (mode, atom, xyz): Cartesian displacement vectors (mass-weighted eigenvector
     divided by sqrt(m), normalised to unit length), `reduced_mass` (amu; 1 / sum_i |l_i|^2 / m_i for the
-    normalised mass-weighted eigenvector l, the convention quantum-chemistry programs print), plus `positions` and `atomic_number`
-    for animation. attrs: number of rigid-body modes removed, largest residual frequency of the removed space.
+    normalised mass-weighted eigenvector l, the convention quantum-chemistry programs print), plus `positions`
+    and `atomic_number` for animation. attrs: number of rigid-body modes removed, largest residual frequency of the removed space.
     """
     import xarray as xr
 

@@ -14,8 +14,8 @@
 4. Frequencies and normal modes with `so3krates_lab.analysis.normal_modes` (Eckart projection).
 
 Output npz: numbers (N,), positions (N, 3) Angstrom, energy (eV), forces (N, 3) eV/Angstrom at the minimum,
-hessian (3N, 3N) eV/Angstrom^2 (symmetrised), frequencies_cm1 (3N-6,), modes (3N-6, N, 3) normalised Cartesian displacements,
-masses (N,) amu, provenance (JSON string); the same provenance beside it as .provenance.json.
+hessian (3N, 3N) eV/Angstrom^2 (symmetrised), frequencies_cm1 (3N-6,), modes (3N-6, N, 3) normalised Cartesian
+displacements, masses (N,) amu, provenance (JSON string); the same provenance beside it as .provenance.json.
 """
 
 from __future__ import annotations
