@@ -84,7 +84,8 @@ def _new_forces(state: MDState, force_fn: ForceFn) -> MDState:
 def _init_state(force_fn: ForceFn, positions, velocities, masses, thermostat=None, aux=None) -> MDState:
     positions = jnp.asarray(positions)
     velocities = jnp.asarray(velocities, positions.dtype)
-    potential, forces, aux = force_fn(positions, aux)
+    # Compiled: run eagerly, op by op, the first force call of a large model costs several times its compile time.
+    potential, forces, aux = jax.jit(force_fn)(positions, aux)
     return MDState(positions=positions, velocities=velocities, forces=forces.astype(positions.dtype),
                    potential=potential, masses=jnp.asarray(masses, positions.dtype), step=jnp.zeros((), jnp.int32),
                    thermostat=thermostat or {}, aux=aux)
