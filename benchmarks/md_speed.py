@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,21 +40,11 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", type=Path, default=default_data_dir())
     args = p.parse_args(argv)
 
-    import jax
-    import jax.numpy as jnp
-    from ase import Atoms, units
-    from ase.md.verlet import VelocityVerlet
-
-    from so3krates_lab.autodiff import compiler_options, energy_and_forces
+    from so3krates_lab.benchmarking import md_speed
     from so3krates_lab.graph import graph_from_system
-    from so3krates_lab.interop import So3kratesCalculator
-    from so3krates_lab.md import (
-        Simulation, degrees_of_freedom, masses_of, maxwell_boltzmann, model_force_fn, velocity_verlet,
-    )
-    from so3krates_lab.model import So3kratesConfig, init_variables, make_energy_fn, with_constants
+    from so3krates_lab.model import So3kratesConfig, init_variables, with_constants
 
     config = So3kratesConfig()
-    energy_fn = make_energy_fn(config)
     rows = []
     for name in args.systems.split(","):
         try:
@@ -66,47 +55,14 @@ def main(argv=None) -> int:
         n = system.n_atoms
         graph = graph_from_system(system, config.cutoff)
         variables = with_constants(init_variables(config, graph), element_energy=np.zeros(119), energy_scale=0.01)
-        evaluate = jax.jit(lambda v, g: energy_and_forces(energy_fn, v, g), compiler_options=compiler_options())
-        jax.block_until_ready(evaluate(variables, graph))
-
-        cell, pbc = system.box_and_pbc() if system.periodic else (None, (False,) * 3)
-        force_fn, nbrs = model_force_fn(energy_fn, variables, config.cutoff, system.numbers, system.positions,
-                                        cell, pbc, skin=0.5)
-        masses = masses_of(system.numbers)
-        v0 = maxwell_boltzmann(masses, 300.0, 0, None if system.periodic else system.positions)
         steps = max(4, min(args.steps, args.atom_steps // n))
-        init, step = velocity_verlet(force_fn, 0.5)
-        state = init(jnp.asarray(system.positions, jnp.float32), jnp.asarray(v0, jnp.float32), masses, aux=nbrs)
-        sim = Simulation(step, state, timestep_fs=0.5, dof=degrees_of_freedom(n, system.periodic),
-                         record_every=steps, chunk_steps=steps, watchdogs=None, force_fn=force_fn,
-                         periodic=system.periodic)
-        chunks = sim.chunks(steps * (args.repeats + 1), progress=False)
-        next(chunks)  # compile + warm-up
-
-        atoms = Atoms(numbers=system.numbers, positions=system.positions, cell=cell, pbc=pbc)
-        atoms.calc = So3kratesCalculator(config, variables)
-        atoms.set_velocities(v0 / units.fs)
-        dyn = VelocityVerlet(atoms, 0.5 * units.fs)
-        ase_steps = max(2, min(20, steps // 5))
-        dyn.run(ase_steps)  # compile + warm-up
-
-        t_eval, t_engine, t_ase = [], [], []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            n_eval = max(2, min(20, steps // 5))
-            for _ in range(n_eval):
-                jax.block_until_ready(evaluate(variables, graph))
-            t_eval.append((time.perf_counter() - t0) / n_eval)
-            t0 = time.perf_counter()
-            next(chunks)
-            t_engine.append((time.perf_counter() - t0) / steps)
-            t0 = time.perf_counter()
-            dyn.run(ase_steps)
-            t_ase.append((time.perf_counter() - t0) / ase_steps)
-        e, s, a = (1e3 * float(np.median(t)) for t in (t_eval, t_engine, t_ase))
-        kind = "cell" if force_fn.grid is not None else "all"
-        rows.append((name, n, e, s, a, s / e, a / s, int(sim.state.aux.builds), sim.reallocations, kind, steps))
-        print(f"{name}: done ({source})", file=sys.stderr)
+        small = max(2, min(20, steps // 5))
+        row = md_speed(system, config, variables, steps=steps, repeats=args.repeats, ase_steps=small,
+                       eval_calls=small)
+        rows.append((name, n, row["eval_ms"], row["engine_ms_per_step"], row["ase_ms_per_step"],
+                     row["engine_ms_per_step"] / row["eval_ms"], row["ase_ms_per_step"] / row["engine_ms_per_step"],
+                     row["list_builds"], row["reallocations"], row["neighbour_list"], steps))
+        print(f"{name}: done ({source})", file=sys.stderr, flush=True)
 
     print(f"MD speed, default SO3krates config, float32, velocity Verlet 0.5 fs, median of {args.repeats} "
           f"blocks (steps per engine chunk in `steps`)")

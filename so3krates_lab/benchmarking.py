@@ -19,14 +19,16 @@ EVAL_CALLS = 20  # energy+forces calls per timed block
 
 
 def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, ase_steps: int | None = None,
-             timestep_fs: float = 0.5, temperature_K: float = 300.0) -> dict:
+             eval_calls: int = EVAL_CALLS, timestep_fs: float = 0.5, temperature_K: float = 300.0) -> dict:
     """Side-by-side timings for one structure (a `System`, free or periodic) and one model (config, variables).
 
     Returns a dict: atoms, pairs (unordered pairs within the cutoff at the start), eval_ms (one jitted
     energy+forces call), engine_ms_per_step (velocity Verlet in the compiled engine, chunks of `steps` steps,
     skin neighbour list updated in-jit), ase_ms_per_step (ase.md.VelocityVerlet with `So3kratesCalculator`,
     blocks of `ase_steps` steps, default steps // 5 but at least 10), compile_s (wall time of the first engine
-    chunk: tracing, compilation and one chunk), repeats. All times are medians over `repeats` blocks.
+    chunk: tracing, compilation and one chunk), repeats, steps, neighbour_list ("cell" list or "all" pairs),
+    list_builds and reallocations of the engine's neighbour list. All times are medians over `repeats` blocks;
+    an eval block is `eval_calls` calls.
     """
     import jax
     import jax.numpy as jnp
@@ -39,8 +41,8 @@ def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, a
     from .md import Simulation, degrees_of_freedom, masses_of, maxwell_boltzmann, model_force_fn, velocity_verlet
     from .model import make_energy_fn
 
-    if steps < 1 or repeats < 1:
-        raise ValueError(f"steps ({steps}) and repeats ({repeats}) must be >= 1")
+    if steps < 1 or repeats < 1 or eval_calls < 1:
+        raise ValueError(f"steps ({steps}), repeats ({repeats}) and eval_calls ({eval_calls}) must be >= 1")
     ase_steps = ase_steps or max(10, steps // 5)
     energy_fn = make_energy_fn(config)
     graph = graph_from_system(system, config.cutoff)
@@ -71,9 +73,9 @@ def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, a
     t_eval, t_engine, t_ase = [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        for _ in range(EVAL_CALLS):
+        for _ in range(eval_calls):
             jax.block_until_ready(evaluate(variables, graph))
-        t_eval.append((time.perf_counter() - t0) / EVAL_CALLS)
+        t_eval.append((time.perf_counter() - t0) / eval_calls)
         t0 = time.perf_counter()
         next(chunks)
         t_engine.append((time.perf_counter() - t0) / steps)
@@ -82,4 +84,6 @@ def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, a
         t_ase.append((time.perf_counter() - t0) / ase_steps)
     return {"atoms": system.n_atoms, "pairs": int(np.sum(np.asarray(graph.pair_mask))),
             "eval_ms": 1e3 * float(np.median(t_eval)), "engine_ms_per_step": 1e3 * float(np.median(t_engine)),
-            "ase_ms_per_step": 1e3 * float(np.median(t_ase)), "compile_s": compile_s, "repeats": repeats}
+            "ase_ms_per_step": 1e3 * float(np.median(t_ase)), "compile_s": compile_s, "repeats": repeats,
+            "steps": steps, "neighbour_list": "all" if force_fn.grid is None else "cell",
+            "list_builds": int(sim.state.aux.builds), "reallocations": sim.reallocations}
