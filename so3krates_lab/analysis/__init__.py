@@ -1,0 +1,14 @@
+"""Analysis of simulations: minima exploration and the minima graph (alignment, minima, explore).
+
+Everything here receives an energy or force function as an argument; nothing imports the model or training.
+"""
+
+from .alignment import (
+    bond_graph, distance_fingerprint, equivalent_groups, fingerprint_distance, kabsch, kabsch_rmsd, symmetric_rmsd,
+)
+from .explore import BatchRelaxer, Exploration, explore_minima
+from .minima import MinimaDatabase, load_minima, minima_graph, save_minima
+
+__all__ = ["BatchRelaxer", "Exploration", "MinimaDatabase", "bond_graph", "distance_fingerprint",
+           "equivalent_groups", "explore_minima", "fingerprint_distance", "kabsch", "kabsch_rmsd", "load_minima",
+           "minima_graph", "save_minima", "symmetric_rmsd"]
