@@ -228,3 +228,38 @@ def test_exploration_of_an_analytic_potential_finds_its_three_minima(tmp_path):
                           checkpoint=tmp_path / "explore", progress=False, seed=3)
     assert more.stats["restarts"] == 1 and len(more.database) == 3
     assert sum(more.database.counts) == more.stats["converged"] > run.stats["converged"]
+
+
+# ---------------------------------------------------------------------- reference validation and coverage
+
+
+def _lj_trimer(side: float = 2 ** (1 / 6)) -> np.ndarray:
+    return np.array([[0.0, 0.0, 0.0], [side, 0.0, 0.0], [side / 2, side * np.sqrt(3) / 2, 0.0]])
+
+
+def test_reference_relax_reports_minima_and_structures_that_relax_away():
+    from ase.calculators.lj import LennardJones
+
+    from so3krates_lab.analysis import reference_relax
+
+    minimum = _lj_trimer()  # the LJ trimer's minimum: an equilateral triangle with side 2^(1/6) sigma
+    stretched = _lj_trimer(1.6)  # not a minimum: it contracts by about 0.4 A per bond
+    calc = LennardJones(sigma=1.0, epsilon=1.0, rc=10.0, smooth=False)
+    val = reference_relax(calc, [18, 18, 18], np.stack([minimum, stretched]), [-3.0, -2.0], fmax=1e-4,
+                          rmsd_tol=0.1, progress=False)
+    assert val.rmsd[0] < 1e-3 and val.rmsd[1] > 0.1
+    assert val.relaxed_away.values.tolist() == [False, True] and val.attrs["relaxed_away"] == 1
+    # both end in the minimum (ASE shifts the LJ energy by its value at rc: -3 + 1.2e-5)
+    assert val.reference_energy.values == pytest.approx([-3.0, -3.0], abs=1e-4)
+    # model says the second lies 1 eV higher, the reference (relaxed) says 0: error 1 eV on it
+    assert val.error.values == pytest.approx([0.0, 1.0], abs=1e-6)
+    with pytest.raises(ValueError, match="model_energies"):
+        reference_relax(calc, [18, 18, 18], minimum[None], [1.0, 2.0], progress=False)
+
+
+def test_reached_by_marks_the_minima_other_minima_reach():
+    from so3krates_lab.analysis import reached_by
+
+    db, _ = _graph_fixture()
+    hit = reached_by(db, db.positions[[2, 2, 0]] + 3.0, np.asarray(db.energies)[[2, 2, 0]])
+    assert hit.tolist() == [True, False, True, False]

@@ -1,4 +1,5 @@
-"""Analysis of simulations: minima exploration and the minima graph (alignment, minima, explore).
+"""Analysis of simulations: minima exploration and the minima graph (alignment, minima, explore,
+validation).
 
 Everything here receives an energy or force function as an argument; nothing imports the model or training.
 """
@@ -8,7 +9,8 @@ from .alignment import (
 )
 from .explore import BatchRelaxer, Exploration, explore_minima
 from .minima import MinimaDatabase, load_minima, minima_graph, save_minima
+from .validation import reached_by, reference_relax
 
 __all__ = ["BatchRelaxer", "Exploration", "MinimaDatabase", "bond_graph", "distance_fingerprint",
            "equivalent_groups", "explore_minima", "fingerprint_distance", "kabsch", "kabsch_rmsd", "load_minima",
-           "minima_graph", "save_minima", "symmetric_rmsd"]
+           "minima_graph", "reached_by", "reference_relax", "save_minima", "symmetric_rmsd"]
