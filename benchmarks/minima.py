@@ -3,8 +3,8 @@
 
 Three stages, each resumable (rerun the same command; finished stages are read back from --out):
 
-1. explore: hot Langevin replicas, a frame every --sample-fs, every frame quenched with continuous-batching FIRE
-   to --fmax, minima deduplicated (energy within --energy-tol, symmetric RMSD below --rmsd-tol) into the minima
+1. explore: hot Langevin replicas, a frame every --sample-fs, every frame quenched with a continuous-batching
+   minimiser (--minimizer: L-BFGS by default, or FIRE) to --fmax, minima deduplicated (energy within --energy-tol, symmetric RMSD below --rmsd-tol) into the minima
    graph. --minutes is the total exploration budget over all calls (a rerun with a larger value extends it).
 2. train: the model's training frames (the shipped model's split; --train-frames of them, seeded) relaxed with
    the model; the minima of the exploration that none of them reaches lie outside the training data.
@@ -44,9 +44,10 @@ def parse(argv=None):
     p.add_argument("--temperature", type=float, default=500.0, help="K")
     p.add_argument("--sample-fs", type=float, default=50.0, help="fs between frames of one replica")
     p.add_argument("--timestep", type=float, default=0.5, help="fs")
-    p.add_argument("--fmax", type=float, default=1e-3, help="eV/A, FIRE convergence")
+    p.add_argument("--fmax", type=float, default=1e-3, help="eV/A, minimiser convergence")
+    p.add_argument("--minimizer", choices=["fire", "lbfgs"], default="lbfgs")
     p.add_argument("--max-relax-steps", type=int, default=3000)
-    p.add_argument("--chunk", type=int, default=50, help="FIRE steps per compiled call")
+    p.add_argument("--chunk", type=int, default=50, help="minimiser steps per compiled call")
     p.add_argument("--energy-tol", type=float, default=0.01, help="eV")
     p.add_argument("--rmsd-tol", type=float, default=0.1, help="Angstrom")
     p.add_argument("--train-frames", type=int, default=100, help="training frames to relax (0: skip)")
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     run = explore_minima(force_fn, nbrs, numbers, positions, n_replicas=args.replicas,
                          temperature_K=args.temperature, timestep_fs=args.timestep, sample_every_fs=args.sample_fs,
                          n_slots=args.slots, fmax=args.fmax, max_relax_steps=args.max_relax_steps,
-                         chunk_steps=args.chunk, energy_tol=args.energy_tol, rmsd_tol=args.rmsd_tol,
+                         chunk_steps=args.chunk, minimizer=args.minimizer, energy_tol=args.energy_tol, rmsd_tol=args.rmsd_tol,
                          minutes=args.minutes, checkpoint=args.out / "explore", seed=args.seed, dtype=jnp.float32)
     db, stats = run.database, run.stats
     ds = db.to_xarray()
@@ -118,14 +119,14 @@ def main(argv=None) -> int:
     graph = run.graph
     quenched = stats["converged"] + stats["not_converged"] + stats["rearranged"]
     print(f"\nexploration: {args.replicas} Langevin replicas at {args.temperature:g} K, a frame every "
-          f"{args.sample_fs:g} fs, FIRE to fmax {args.fmax:g} eV/A in {args.slots} slots")
+          f"{args.sample_fs:g} fs, {args.minimizer} to fmax {args.fmax:g} eV/A in {args.slots} slots")
     print(f"{'minutes':>8} {'unique minima':>14} {'quenched frames':>16}")
     for minutes, unique, frames in minima_vs_time(run.history):
         print(f"{minutes:8.1f} {unique:14d} {frames:16d}")
     print(f"quenched {quenched} frames: {stats['converged']} converged, {stats['not_converged']} not converged "
-          f"within {args.max_relax_steps} FIRE steps, {stats['rearranged']} rearranged (bond graph changed); "
-          f"{stats['fire_steps']} FIRE steps ({stats['fire_steps'] / max(stats['elapsed_s'], 1e-9):.0f} "
-          f"structure-steps/s); graph: {graph.number_of_nodes()} minima, {graph.number_of_edges()} edges, "
+          f"within {args.max_relax_steps} steps, {stats['rearranged']} rearranged (bond graph changed); "
+          f"{stats['relax_steps']} minimiser steps ({stats['relax_steps'] / max(stats['elapsed_s'], 1e-9):.1f} "
+          f"structure-steps/s, {stats['relax_steps'] / max(quenched, 1):.0f} per quenched frame); graph: {graph.number_of_nodes()} minima, {graph.number_of_edges()} edges, "
           f"energy range {np.ptp(db.energies) if len(db) else 0:.3f} eV")
 
     summary = {"exploration": {"stats": stats, "unique_minima": len(db), "edges": graph.number_of_edges(),
@@ -145,7 +146,7 @@ def main(argv=None) -> int:
         else:
             t0 = time.perf_counter()
             relaxer = BatchRelaxer(force_fn, nbrs, positions, args.slots, args.fmax, args.max_relax_steps,
-                                   args.chunk)
+                                   args.chunk, minimizer=args.minimizer)
             t_pos, t_e, t_ok = relaxer.relax_all(np.stack([train[int(i)].positions for i in pick]), progress=True,
                                                  desc="training frames")
 

@@ -194,25 +194,34 @@ def test_butane_like_fixture_has_the_intended_dihedral():
     assert np.degrees(float(_dihedral(jnp.asarray(_butane_like(70.0))))) == pytest.approx(70.0, abs=1e-4)
 
 
-def test_batch_relaxer_finds_the_three_torsion_minima():
+def test_batch_relaxers_find_the_three_torsion_minima_and_lbfgs_needs_fewer_steps():
+    rng = np.random.default_rng(0)
     starts = np.stack([_butane_like(d) for d in (20.0, 100.0, 150.0, -170.0, -40.0, -100.0)])
-    relaxer = BatchRelaxer(_torsion_force_fn, None, starts[0], n_slots=4, fmax=1e-4, chunk_steps=20)
-    pos, energies, ok = relaxer.relax_all(starts)
-    assert ok.all()
-    dihedrals = np.degrees([float(_dihedral(jnp.asarray(p))) for p in pos])
-    # minima of 0.1 (1 + cos 3 phi) + 0.03 (1 + cos phi): near +-60 (shifted outward by the cos phi term), 180
-    expected = np.array([1, 1, 2, 2, -1, -1])
-    got = np.where(np.abs(dihedrals) > 150, 2, np.sign(dihedrals)).astype(int)
-    assert np.array_equal(got, expected), dihedrals
+    starts += rng.normal(size=starts.shape) * 0.05
+    steps = {}
+    for minimizer in ("fire", "lbfgs"):
+        relaxer = BatchRelaxer(_torsion_force_fn, None, starts[0], n_slots=4, fmax=1e-4, chunk_steps=20,
+                               minimizer=minimizer)
+        pos, energies, ok = relaxer.relax_all(starts)
+        assert ok.all()
+        dihedrals = np.degrees([float(_dihedral(jnp.asarray(p))) for p in pos])
+        # minima of 0.1 (1 + cos 3 phi) + 0.03 (1 + cos phi): near +-60 (shifted outward by the cos phi term), 180
+        got = np.where(np.abs(dihedrals) > 150, 2, np.sign(dihedrals)).astype(int)
+        assert np.array_equal(got, [1, 1, 2, 2, -1, -1]), (minimizer, dihedrals)
+        assert np.abs(energies - energies[[0, 0, 2, 2, 0, 0]]).max() < 1e-5 and energies[2] < energies[0] - 0.04
+        steps[minimizer] = relaxer.steps_done
+    assert steps["lbfgs"] < steps["fire"] / 2, steps
+    with pytest.raises(ValueError, match="minimizer must be one of"):
+        BatchRelaxer(_torsion_force_fn, None, starts[0], n_slots=2, minimizer="bfgs")
 
 
 def test_exploration_of_an_analytic_potential_finds_its_three_minima(tmp_path):
     start = _butane_like(180.0)
-    run = explore_minima(_torsion_force_fn, None, np.full(4, 6), start, n_replicas=4, temperature_K=900.0,
-                         timestep_fs=1.0, sample_every_fs=100.0, fmax=1e-4, max_frames=160, energy_tol=0.01,
+    run = explore_minima(_torsion_force_fn, None, np.full(4, 6), start, n_replicas=4, temperature_K=1200.0,
+                         timestep_fs=1.0, sample_every_fs=100.0, fmax=1e-4, max_frames=80, energy_tol=0.01, minimizer="lbfgs",
                          rmsd_tol=0.1, checkpoint=tmp_path / "explore", progress=False, seed=3)
     assert len(run.database) == 3, run.database.energies
-    assert run.stats["converged"] + run.stats["not_converged"] + run.stats["rearranged"] == 160
+    assert run.stats["converged"] + run.stats["not_converged"] + run.stats["rearranged"] == 80
     energies = sorted(run.database.energies)
     assert energies[0] == pytest.approx(0.0, abs=2e-3) and energies[1] == pytest.approx(energies[2], abs=2e-3)
     graph = run.graph
@@ -223,8 +232,8 @@ def test_exploration_of_an_analytic_potential_finds_its_three_minima(tmp_path):
                 if f1 == f0 + 1 and {m0, m1} == {u, v})
         assert d["count"] == n
     # resuming continues from the checkpoint instead of starting over
-    more = explore_minima(_torsion_force_fn, None, np.full(4, 6), start, n_replicas=4, temperature_K=900.0,
-                          timestep_fs=1.0, sample_every_fs=100.0, fmax=1e-4, max_frames=200,
+    more = explore_minima(_torsion_force_fn, None, np.full(4, 6), start, n_replicas=4, temperature_K=1200.0,
+                          timestep_fs=1.0, sample_every_fs=100.0, fmax=1e-4, max_frames=100, minimizer="lbfgs",
                           checkpoint=tmp_path / "explore", progress=False, seed=3)
     assert more.stats["restarts"] == 1 and len(more.database) == 3
     assert sum(more.database.counts) == more.stats["converged"] > run.stats["converged"]

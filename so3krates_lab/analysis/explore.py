@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..md import fire, langevin_baoab, masses_of, maxwell_boltzmann
+from ..md import fire, langevin_baoab, lbfgs, masses_of, maxwell_boltzmann
 from .alignment import bond_graph
 from .minima import MinimaDatabase, load_minima, minima_graph, save_minima
 
@@ -39,23 +39,32 @@ def _check_overflow(aux, where: str):
                            "capacity (for a small molecule: capacity = N (N - 1) / 2, every pair)")
 
 
+MINIMIZERS = {"fire": fire, "lbfgs": lbfgs}
+
+
 class BatchRelaxer:
-    """FIRE on `n_slots` structures at once with continuous refilling.
+    """A minimiser (FIRE or L-BFGS from `md.minimize`) on `n_slots` structures at once with continuous refilling.
 
     force_fn, aux: the force function and one structure's aux (None for analytic potentials); every slot starts
     with a copy. template: (N, 3) positions (Angstrom) the idle slots hold (e.g. the start geometry). fmax: convergence threshold on the largest atomic force (eV/A). max_steps: FIRE steps after
-    which a slot is given up (reported as not converged). chunk_steps: FIRE steps per compiled call.
+    which a slot is given up (reported as not converged). chunk_steps: steps per compiled call. minimizer:
+    "fire", "lbfgs" or any function force_fn -> (init, step) whose states have positions, energy, step, aux and
+    a `fmax` property; options: its keyword arguments.
     """
 
     def __init__(self, force_fn, aux, template, n_slots: int, fmax: float = 1e-3, max_steps: int = 3000,
-                 chunk_steps: int = 50, dtype=jnp.float32, **fire_options):
+                 chunk_steps: int = 50, dtype=jnp.float32, minimizer="fire", **options):
         if n_slots < 1 or chunk_steps < 1 or max_steps < 1:
             raise ValueError(f"n_slots, chunk_steps and max_steps must be >= 1, got {n_slots}, {chunk_steps}, "
                              f"{max_steps}")
         if fmax <= 0:
             raise ValueError(f"fmax must be positive (eV/A), got {fmax}")
         self.n_slots, self.fmax, self.max_steps = int(n_slots), float(fmax), int(max_steps)
-        init, step = fire(force_fn, **fire_options)
+        if isinstance(minimizer, str):
+            if minimizer not in MINIMIZERS:
+                raise ValueError(f"minimizer must be one of {sorted(MINIMIZERS)} or a function, got {minimizer!r}")
+            minimizer = MINIMIZERS[minimizer]
+        init, step = minimizer(force_fn, **options)
         vinit, vstep = jax.vmap(init), jax.vmap(step)
         fmax_of = jax.vmap(lambda s: s.fmax)
 
@@ -155,7 +164,7 @@ class Exploration:
 def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, temperature_K: float = 500.0,
                    timestep_fs: float = 0.5, friction_per_fs: float = 0.01, sample_every_fs: float = 50.0,
                    n_slots: int | None = None, fmax: float = 1e-3, max_relax_steps: int = 3000,
-                   chunk_steps: int = 50, energy_tol: float = 0.01, rmsd_tol: float = 0.1,
+                   chunk_steps: int = 50, minimizer="fire", energy_tol: float = 0.01, rmsd_tol: float = 0.1,
                    minutes: float | None = None, max_frames: int | None = None, checkpoint=None,
                    save_every_s: float = 60.0, seed: int = 0, dtype=jnp.float32, progress: bool = True
                    ) -> Exploration:
@@ -165,8 +174,8 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
     potentials); numbers (N,), positions (N, 3) Angstrom: the start geometry, which also defines the bond graph
     (minima whose covalent bond graph differs are counted as rearranged and dropped; their replica restarts
     from the start geometry). n_replicas Langevin replicas at temperature_K (timestep fs, friction 1/fs) each
-    give one frame every sample_every_fs; frames are quenched with FIRE to fmax (eV/A) in n_slots slots
-    (default 4 x n_replicas). Stops after `minutes` of wall time or `max_frames` quenched frames (at least one
+    give one frame every sample_every_fs; frames are quenched with `minimizer` ("fire" or "lbfgs", see
+    `BatchRelaxer`) to fmax (eV/A) in n_slots slots (default 4 x n_replicas). Stops after `minutes` of wall time or `max_frames` quenched frames (at least one
     must be given). checkpoint: a path; progress is saved there (`save_minima`) every save_every_s and at the
     end, and a later call with the same path resumes: the database, sequences and counters are loaded and every
     replica restarts from its last sampled frame with new thermal velocities (frames still in the relaxer when
@@ -187,7 +196,7 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
 
     db = MinimaDatabase(numbers, start, energy_tol=energy_tol, rmsd_tol=rmsd_tol)
     sequences = {label: [] for label in labels}
-    stats = {"frames": 0, "converged": 0, "not_converged": 0, "rearranged": 0, "fire_steps": 0, "restarts": 0,
+    stats = {"frames": 0, "converged": 0, "not_converged": 0, "rearranged": 0, "relax_steps": 0, "restarts": 0,
              "elapsed_s": 0.0}
     history: list = []
     replica_positions = np.stack([start] * n_replicas)
@@ -223,7 +232,7 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
         return jax.lax.scan(lambda s, _: (jax.vmap(md_step)(s), None), states, None, length=stride)[0]
 
     relaxer = BatchRelaxer(force_fn, aux, start, n_slots or 4 * n_replicas, fmax, max_relax_steps, chunk_steps,
-                           dtype)
+                           dtype, minimizer)
     queue: collections.deque = collections.deque()
     reset = set()
     t0 = time.perf_counter() - stats["elapsed_s"]
@@ -239,7 +248,7 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
 
     from tqdm.auto import tqdm
 
-    fire_base = stats["fire_steps"]
+    steps_before = stats["relax_steps"]
 
     def out_of_time():
         return minutes is not None and time.perf_counter() - t0 > 60.0 * minutes
@@ -275,7 +284,7 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
                 stats["converged"] += 1
                 k, _ = db.add(pos, energy, trajectory=labels[r])
                 sequences[labels[r]].append((frame, k))
-            stats["fire_steps"] = fire_base + relaxer.steps_done
+            stats["relax_steps"] = steps_before + relaxer.steps_done
             history.append((time.perf_counter() - t0, len(db), stats["converged"] + stats["not_converged"]
                             + stats["rearranged"]))
             bar.set_postfix(unique=len(db), not_conv=stats["not_converged"], refresh=False)
