@@ -54,7 +54,32 @@ def parse(argv=None):
     p.add_argument("--validate", type=int, default=20, help="minima re-relaxed with GFN2-xTB (0: skip)")
     p.add_argument("--ref-fmax", type=float, default=0.01, help="eV/A, reference BFGS convergence")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compare-minimizers", type=int, default=0, metavar="K",
+                   help="only relax K training frames with FIRE and with L-BFGS and compare steps, time and minima")
     return p.parse_args(argv)
+
+
+def compare_minimizers(args, force_fn, nbrs, positions, frames, groups):
+    """Relax the same frames with FIRE and with L-BFGS; print steps per structure, wall time and the RMSD
+    between the two minima of each frame."""
+    from so3krates_lab.analysis import BatchRelaxer, symmetric_rmsd
+
+    result = {}
+    for name in ("fire", "lbfgs"):
+        relaxer = BatchRelaxer(force_fn, nbrs, positions, len(frames), args.fmax, args.max_relax_steps,
+                               args.chunk, minimizer=name)
+        t0 = time.perf_counter()
+        pos, energies, ok = relaxer.relax_all(frames, progress=True, desc=name)
+        result[name] = (pos, energies, ok, relaxer.steps_done, time.perf_counter() - t0)
+    print(f"\n{len(frames)} training frames relaxed to fmax {args.fmax:g} eV/A (max {args.max_relax_steps} steps), "
+          f"{len(frames)} slots, chunks of {args.chunk} steps; wall time includes compilation")
+    print(f"{'minimiser':>9} {'steps/structure':>16} {'converged':>10} {'wall s':>8}")
+    for name, (_, _, ok, steps, wall) in result.items():
+        print(f"{name:>9} {steps / len(frames):16.0f} {int(ok.sum()):>10d} {wall:8.0f}")
+    rmsd = [symmetric_rmsd(a, b, groups)[0] for a, b in zip(result["fire"][0], result["lbfgs"][0])]
+    de = 1e3 * (result["fire"][1] - result["lbfgs"][1])
+    print("per frame, FIRE vs L-BFGS minimum: RMSD (A) " + " ".join(f"{r:.3f}" for r in rmsd)
+          + "; energy difference (meV) " + " ".join(f"{d:.1f}" for d in de))
 
 
 def minima_vs_time(history, marks_min=(1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 60)) -> list[tuple]:
@@ -105,6 +130,15 @@ def main(argv=None) -> int:
                                     capacity=n * (n - 1) // 2)  # every pair: the list cannot overflow
     print(f"model {args.model.name} (step {saved.step}), {n} atoms, device {jax.devices()[0]}, "
           f"cpu_count {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}", flush=True)
+
+    if args.compare_minimizers:
+        from so3krates_lab.analysis import equivalent_groups
+
+        train, _, _ = Split.from_dict(saved.metadata["split"]).apply(load(args.data_dir / Path(
+            saved.metadata["data_file"]).name))
+        frames = np.stack([train[i].positions for i in range(args.compare_minimizers)])
+        compare_minimizers(args, force_fn, nbrs, positions, frames, equivalent_groups(numbers, positions))
+        return 0
 
     # 1. exploration
     run = explore_minima(force_fn, nbrs, numbers, positions, n_replicas=args.replicas,

@@ -175,8 +175,9 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
     (minima whose covalent bond graph differs are counted as rearranged and dropped; their replica restarts
     from the start geometry). n_replicas Langevin replicas at temperature_K (timestep fs, friction 1/fs) each
     give one frame every sample_every_fs; frames are quenched with `minimizer` ("fire" or "lbfgs", see
-    `BatchRelaxer`) to fmax (eV/A) in n_slots slots (default 4 x n_replicas). Stops after `minutes` of wall time or `max_frames` quenched frames (at least one
-    must be given). checkpoint: a path; progress is saved there (`save_minima`) every save_every_s and at the
+    `BatchRelaxer`) to fmax (eV/A) in n_slots slots (default 4 x n_replicas). A replica whose MD produces
+    non-finite positions also restarts from the start geometry (counted in stats["md_resets"]). Stops after
+    `minutes` of wall time or `max_frames` quenched frames (at least one must be given). checkpoint: a path; progress is saved there (`save_minima`) every save_every_s and at the
     end, and a later call with the same path resumes: the database, sequences and counters are loaded and every
     replica restarts from its last sampled frame with new thermal velocities (frames still in the relaxer when
     the run stopped are lost, which breaks those sequences rather than inventing transitions).
@@ -196,8 +197,8 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
 
     db = MinimaDatabase(numbers, start, energy_tol=energy_tol, rmsd_tol=rmsd_tol)
     sequences = {label: [] for label in labels}
-    stats = {"frames": 0, "converged": 0, "not_converged": 0, "rearranged": 0, "relax_steps": 0, "restarts": 0,
-             "elapsed_s": 0.0}
+    stats = {"frames": 0, "converged": 0, "not_converged": 0, "rearranged": 0, "md_resets": 0, "relax_steps": 0,
+             "restarts": 0, "elapsed_s": 0.0}
     history: list = []
     replica_positions = np.stack([start] * n_replicas)
     next_frame = np.zeros(n_replicas, np.int64)
@@ -260,7 +261,8 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
             if not (sampling or queue or relaxer.active.any()):
                 break  # frame budget reached and every sampled frame quenched
             while len(queue) < relaxer.n_free and (max_frames is None or stats["frames"] < max_frames):
-                for r in reset:  # a replica whose minimum rearranged restarts from the start geometry
+                for r in reset:  # restart from the start geometry; the frame gap keeps the old chain apart
+                    next_frame[r] += 1
                     one = init_one(r, start)
                     md_states = jax.tree.map(lambda a, b: a.at[r].set(b), md_states, one)
                 reset.clear()
@@ -268,9 +270,13 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
                 _check_overflow(md_states.aux, "MD")
                 replica_positions = np.asarray(md_states.positions, np.float64)
                 for r in range(n_replicas):
+                    if not np.all(np.isfinite(replica_positions[r])):
+                        stats["md_resets"] += 1
+                        reset.add(r)
+                        continue
                     queue.append(((r, int(next_frame[r])), replica_positions[r]))
                     next_frame[r] += 1
-                stats["frames"] += n_replicas
+                    stats["frames"] += 1
             relaxer.load([queue.popleft() for _ in range(min(relaxer.n_free, len(queue)))])
             for (r, frame), pos, energy, ok, _ in relaxer.run_chunk():
                 bar.update(1)
