@@ -85,7 +85,9 @@ def compare_minimizers(args, force_fn, nbrs, positions, frames, groups):
 def minima_vs_time(history, marks_min=(1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 60)) -> list[tuple]:
     """Rows (minutes, unique minima, quenched frames) at the given marks (and at the end)."""
     rows = []
-    hist = np.asarray(history, dtype=float)
+    hist = np.asarray(history, dtype=float).reshape(-1, 3)
+    if not len(hist):
+        return rows
     for m in marks_min:
         before = hist[hist[:, 0] <= 60 * m]
         if len(before) and 60 * m <= hist[-1, 0]:
@@ -99,7 +101,7 @@ def write_plot(history, path: Path):
 
     from so3krates_lab._io import atomic_write
 
-    hist = np.asarray(history, dtype=float)
+    hist = np.asarray(history, dtype=float).reshape(-1, 3)
     fig = go.Figure(go.Scatter(x=hist[:, 0] / 60, y=hist[:, 1], mode="lines", name="unique minima"))
     fig.add_trace(go.Scatter(x=hist[:, 0] / 60, y=hist[:, 2], mode="lines", name="quenched frames",
                              line={"dash": "dot"}))
