@@ -56,7 +56,34 @@ def parse(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compare-minimizers", type=int, default=0, metavar="K",
                    help="only relax K training frames with FIRE and with L-BFGS and compare steps, time and minima")
+    p.add_argument("--profile-batches", default="", metavar="B1,B2,...",
+                   help="only time one minimiser step (vmapped, compiled) at these batch sizes and exit")
     return p.parse_args(argv)
+
+
+def profile_batches(args, force_fn, nbrs, frames):
+    """Median wall time of one compiled, vmapped minimiser step at each batch size (ms per step and per
+    structure-step), after a warm-up call."""
+    import jax
+
+    from so3krates_lab.md import fire, lbfgs
+
+    init, step = (lbfgs if args.minimizer == "lbfgs" else fire)(force_fn)
+    vstep = jax.jit(jax.vmap(step))
+    print(f"{args.minimizer} step, float32, {len(frames[0])} atoms; median of 5 calls after one warm-up")
+    print(f"{'batch':>6} {'ms/step':>9} {'ms/structure-step':>18}")
+    for b in [int(x) for x in args.profile_batches.split(",")]:
+        batch = np.stack([frames[i % len(frames)] for i in range(b)]).astype(np.float32)
+        aux = jax.tree.map(lambda x: jax.numpy.stack([x] * b), nbrs)
+        states = jax.jit(jax.vmap(init))(batch, aux)
+        states = jax.block_until_ready(vstep(states))
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            states = jax.block_until_ready(vstep(states))
+            times.append(time.perf_counter() - t0)
+        ms = 1e3 * float(np.median(times))
+        print(f"{b:6d} {ms:9.1f} {ms / b:18.1f}", flush=True)
 
 
 def compare_minimizers(args, force_fn, nbrs, positions, frames, groups):
@@ -133,6 +160,11 @@ def main(argv=None) -> int:
     print(f"model {args.model.name} (step {saved.step}), {n} atoms, device {jax.devices()[0]}, "
           f"cpu_count {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}", flush=True)
 
+    if args.profile_batches:
+        train, _, _ = Split.from_dict(saved.metadata["split"]).apply(load(args.data_dir / Path(
+            saved.metadata["data_file"]).name))
+        profile_batches(args, force_fn, nbrs, [train[i].positions for i in range(8)])
+        return 0
     if args.compare_minimizers:
         from so3krates_lab.analysis import equivalent_groups
 
