@@ -54,6 +54,8 @@ def parse(argv=None):
     p.add_argument("--validate", type=int, default=20, help="minima re-relaxed with GFN2-xTB (0: skip)")
     p.add_argument("--ref-fmax", type=float, default=0.01, help="eV/A, reference BFGS convergence")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jax-cache", type=Path, default=ROOT / "results" / "jax_cache",
+                   help="persistent JAX compilation cache folder ('' to switch off)")
     p.add_argument("--compare-minimizers", type=int, default=0, metavar="K",
                    help="only relax K training frames with FIRE and with L-BFGS and compare steps, time and minima")
     p.add_argument("--profile-batches", default="", metavar="B1,B2,...",
@@ -142,6 +144,10 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     import jax
     import jax.numpy as jnp
+
+    if args.jax_cache:  # compiled programs persist between stages and reruns (compilation costs minutes here)
+        jax.config.update("jax_compilation_cache_dir", str(args.jax_cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
     from so3krates_lab._io import atomic_write
     from so3krates_lab.analysis import BatchRelaxer, explore_minima, reached_by, reference_relax

@@ -209,9 +209,11 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
             raise ValueError(f"{checkpoint} was written for another molecule or replica count; use a new path")
         sequences = {label: loaded.get(label, []) for label in labels}
         stats, history = extra["stats"], extra["history"]
-        stats["restarts"] += 1
         replica_positions = np.asarray(extra["replica_positions"])
         next_frame = np.asarray(extra["next_frame"], np.int64) + 1  # a gap: no transition across the restart
+        if minutes is not None and stats["elapsed_s"] >= 60.0 * minutes:
+            return Exploration(db, sequences, history, stats)  # the budget is spent: nothing to compile or run
+        stats["restarts"] += 1
 
     masses = masses_of(numbers)
     md_init, md_step = langevin_baoab(force_fn, timestep_fs, temperature_K, friction_per_fs)
