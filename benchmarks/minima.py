@@ -54,7 +54,7 @@ def parse(argv=None):
     p.add_argument("--validate", type=int, default=20, help="minima re-relaxed with GFN2-xTB (0: skip)")
     p.add_argument("--ref-fmax", type=float, default=0.01, help="eV/A, reference BFGS convergence")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jax-cache", type=Path, default=ROOT / "results" / "jax_cache",
+    p.add_argument("--jax-cache", default=str(ROOT / "results" / "jax_cache"),
                    help="persistent JAX compilation cache folder ('' to switch off)")
     p.add_argument("--compare-minimizers", type=int, default=0, metavar="K",
                    help="only relax K training frames with FIRE and with L-BFGS and compare steps, time and minima")
