@@ -210,6 +210,9 @@ def test_batch_relaxers_find_the_three_torsion_minima_and_lbfgs_needs_fewer_step
         assert np.array_equal(got, [1, 1, 2, 2, -1, -1]), (minimizer, dihedrals)
         assert np.abs(energies - energies[[0, 0, 2, 2, 0, 0]]).max() < 1e-5 and energies[2] < energies[0] - 0.04
         steps[minimizer] = relaxer.steps_done
+    relaxer.load([("a", starts[0]), ("b", starts[1])])  # unfinished work is listed for a checkpoint
+    assert [t for t, _ in relaxer.in_flight()] == ["a", "b"]
+    assert np.allclose(relaxer.in_flight()[1][1], starts[1], atol=1e-6)
     assert steps["lbfgs"] < steps["fire"] / 2, steps
     with pytest.raises(ValueError, match="minimizer must be one of"):
         BatchRelaxer(_torsion_force_fn, None, starts[0], n_slots=2, minimizer="bfgs")

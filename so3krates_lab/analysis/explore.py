@@ -126,6 +126,11 @@ class BatchRelaxer:
             self.active &= ~(converged | given_up)
         return finished
 
+    def in_flight(self) -> list:
+        """[(tag, current positions (N, 3) Angstrom)] of the busy slots: unfinished work to save and reload."""
+        positions = np.asarray(self.states.positions, np.float64)
+        return [(self.tags[slot], positions[slot]) for slot in np.nonzero(self.active)[0]]
+
     def relax_all(self, structures, progress: bool = False, desc: str = "relax"):
         """Relax a list of (N, 3) structures; returns (positions (M, N, 3), energies (M,) eV, converged (M,))."""
         from tqdm.auto import tqdm
@@ -178,9 +183,10 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
     `BatchRelaxer`) to fmax (eV/A) in n_slots slots (default 4 x n_replicas). A replica whose MD produces
     non-finite positions also restarts from the start geometry (counted in stats["md_resets"]). Stops after
     `minutes` of wall time or `max_frames` quenched frames (at least one must be given). checkpoint: a path; progress is saved there (`save_minima`) every save_every_s and at the
-    end, and a later call with the same path resumes: the database, sequences and counters are loaded and every
-    replica restarts from its last sampled frame with new thermal velocities (frames still in the relaxer when
-    the run stopped are lost, which breaks those sequences rather than inventing transitions).
+    end, and a later call with the same path resumes: the database, sequences, counters and the unfinished
+    frames (in the relaxer, from their partly relaxed positions, or still queued) are loaded, and every replica
+    restarts from its last sampled frame with new thermal velocities after a one-frame gap in its numbering (no
+    transition is counted across a restart). Frames sampled after the last save of a killed run are lost.
     """
     if minutes is None and max_frames is None:
         raise ValueError("give a time budget (minutes=...) or a frame budget (max_frames=...)")
@@ -200,6 +206,7 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
     stats = {"frames": 0, "converged": 0, "not_converged": 0, "rearranged": 0, "md_resets": 0, "relax_steps": 0,
              "restarts": 0, "elapsed_s": 0.0}
     history: list = []
+    pending: list = []
     replica_positions = np.stack([start] * n_replicas)
     next_frame = np.zeros(n_replicas, np.int64)
     checkpoint = None if checkpoint is None else Path(checkpoint)
@@ -211,6 +218,7 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
         stats, history = extra["stats"], extra["history"]
         replica_positions = np.asarray(extra["replica_positions"])
         next_frame = np.asarray(extra["next_frame"], np.int64) + 1  # a gap: no transition across the restart
+        pending = [((int(r), int(f)), np.asarray(p)) for r, f, p in extra.get("pending", [])]
         if minutes is not None and stats["elapsed_s"] >= 60.0 * minutes:
             return Exploration(db, sequences, history, stats)  # the budget is spent: nothing to compile or run
         stats["restarts"] += 1
@@ -236,14 +244,16 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
 
     relaxer = BatchRelaxer(force_fn, aux, start, n_slots or 4 * n_replicas, fmax, max_relax_steps, chunk_steps,
                            dtype, minimizer)
-    queue: collections.deque = collections.deque()
+    queue: collections.deque = collections.deque(pending)  # frames sampled but not yet quenched
     reset = set()
     t0 = time.perf_counter() - stats["elapsed_s"]
     last_save = time.perf_counter()
 
     def save():
         stats["elapsed_s"] = time.perf_counter() - t0
+        unfinished = [[r, f, p.tolist()] for (r, f), p in relaxer.in_flight() + list(queue)]
         extra = {"stats": stats, "history": history, "replica_positions": replica_positions.tolist(),
+                 "pending": unfinished,
                  "next_frame": next_frame.tolist(), "settings": {
                      "temperature_K": temperature_K, "timestep_fs": timestep_fs, "sample_every_fs": sample_every_fs,
                      "n_replicas": n_replicas, "fmax": fmax, "friction_per_fs": friction_per_fs}}
