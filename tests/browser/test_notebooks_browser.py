@@ -89,3 +89,29 @@ def test_notebook_runs_and_renders(notebook, lab, page, screenshot_dir):
     finally:
         labdriver.save_screenshot(page, shot)
         print(f"{notebook.stem}: screenshot {shot}")
+
+
+def test_checks_catch_an_error_and_a_blank_viewer(lab, page):
+    """The checks above can fail: in a scratch notebook with a drawn molecule, an empty nglview widget (a flat
+    white canvas) and a cell that raises, they find exactly the blank stage and the error."""
+    import nbformat
+
+    cells = ["import nglview\nfrom ase.build import molecule\nnglview.show_ase(molecule('CH3CH2OH'))",
+             "nglview.NGLWidget()",
+             "1 / 0",
+             "print('never reached')"]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, lab.root / "harness_check.ipynb")
+
+    labdriver.open_notebook(page, lab, "harness_check.ipynb")
+    labdriver.run_all_cells(page)
+    labdriver.wait_until_run_finished(page, 300)
+
+    problems = labdriver.cell_problems(labdriver.notebook_json(page))
+    assert any("ZeroDivisionError" in p for p in problems), problems
+    assert any("cell 3" in p and "never executed" in p for p in problems), problems
+    assert any("Traceback" in e for e in labdriver.error_outputs(page))
+    stages = labdriver.nglview_stages(page)
+    assert len(stages) == 2, stages
+    assert [labdriver.canvas_is_drawn(page, s["index"]) for s in stages] == [True, False]
