@@ -2,10 +2,13 @@
 
 The tests skip (with the reason) when Chromium, Playwright or JupyterLab is missing, unless
 SO3KRATES_REQUIRE_BROWSER=1, which turns the skip into a failure (CI sets it).
+SO3KRATES_LAB_PYTHON: the interpreter that runs JupyterLab and the kernels (default: the one running pytest;
+tools/check_binder.sh points it at an environment built from binder/).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -16,10 +19,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import labdriver  # noqa: E402
 
 SCREENSHOT_DIR = labdriver.REPO / "results" / "browser"
+LAB_PYTHON = os.environ.get("SO3KRATES_LAB_PYTHON", sys.executable)
+
+
+@functools.lru_cache(maxsize=None)
+def _missing() -> str | None:
+    return labdriver.missing_requirements(LAB_PYTHON)
 
 
 def _require_browser() -> None:
-    reason = labdriver.missing_requirements()
+    reason = _missing()
     if reason is None:
         return
     if os.environ.get("SO3KRATES_REQUIRE_BROWSER") == "1":
@@ -44,7 +53,7 @@ def lab(tmp_path_factory):
     _require_browser()
     work = tmp_path_factory.mktemp("jupyterlab")
     root = labdriver.prepare_root(work / "root")
-    server = labdriver.start_lab(root, work, env_extra={"SO3KRATES_SMOKE": "1", **_data_dir_env()})
+    server = labdriver.start_lab(root, work, python=LAB_PYTHON, env_extra={"SO3KRATES_SMOKE": "1", **_data_dir_env()})
     yield server
     server.stop()
 

@@ -43,18 +43,20 @@ LAB_SETTINGS = {
 }
 
 
-def missing_requirements() -> str | None:
-    """Why the browser tests cannot run here (a sentence), or None when Chromium, Playwright and JupyterLab
-    are all present."""
+def missing_requirements(lab_python: str = sys.executable) -> str | None:
+    """Why the browser tests cannot run here (a sentence), or None when Chromium and Playwright are present
+    and `lab_python` (the interpreter that will run JupyterLab and the kernels) has JupyterLab and ipykernel."""
     if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
         return (f"Chromium not found at {CHROMIUM} (Debian: apt-get install -y chromium; "
                 "or set SO3KRATES_CHROMIUM)")
-    for module, package in (("playwright.sync_api", "playwright"), ("jupyterlab", "jupyterlab"),
-                            ("ipykernel", "ipykernel")):
-        try:
-            __import__(module)
-        except ImportError as exc:
-            return f"Python package {package} is not installed ({exc}); pip install -e '.[dev]'"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError as exc:
+        return f"Python package playwright is not installed ({exc}); pip install -e '.[dev]'"
+    check = subprocess.run([lab_python, "-c", "import jupyterlab, ipykernel"], capture_output=True, text=True)
+    if check.returncode != 0:
+        return (f"{lab_python} cannot import jupyterlab and ipykernel ({check.stderr.strip().splitlines()[-1:]}); "
+                "pip install -e '.[dev]'")
     return None
 
 
