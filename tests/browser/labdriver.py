@@ -312,6 +312,21 @@ def canvas_is_drawn(page, stage_index: int, min_colours: int = 8) -> bool:
     return colours is None or len(colours) >= min_colours
 
 
+_PLOTS_JS = """() => Array.from(document.querySelectorAll(
+    '.jp-OutputArea-output.js-plotly-plot, .jp-OutputArea-output .js-plotly-plot')).map((gd, i) => {
+  const r = gd.getBoundingClientRect();
+  return {index: i, traces: Array.isArray(gd.data) ? gd.data.length : 0, width: r.width, height: r.height,
+          title: (gd.layout && gd.layout.title && (gd.layout.title.text || gd.layout.title)) || null};
+})"""
+
+
+def plotly_figures(page) -> list[dict]:
+    """Every plotly graph in the notebook's outputs (static figures and FigureWidgets alike): its number of
+    traces as plotly.js holds them, its title and on-page size. A figure that reached the browser without its
+    data has 0 traces."""
+    return page.evaluate(_PLOTS_JS)
+
+
 def save_screenshot(page, path: Path, max_height: int = 12000) -> Path:
     """A screenshot of the whole notebook: the viewport is stretched to the notebook's full height (JupyterLab
     scrolls inside a panel, so Playwright's full_page alone shows one screen), then restored."""
@@ -352,7 +367,8 @@ def live_button(page, name: str):
     """Button `name` of the live viewer that owns the first frame counter (the nearest widget box around it)."""
     box = page.locator(".so3k-frame-counter").first.locator(
         "xpath=ancestor::div[contains(concat(' ', normalize-space(@class), ' '), ' widget-box ')][1]")
-    return box.get_by_role("button", name=name, exact=True)
+    # by text, not by accessible name: an icon (Font Awesome's CSS ::before glyph) becomes part of the name
+    return box.locator("button", has_text=re.compile(rf"^\s*{re.escape(name)}\s*$"))
 
 
 def wait_until(page, probe, condition, timeout_s: float, what: str, poll_s: float = 0.25):
