@@ -60,9 +60,12 @@ PY
 
 if [ "$browser" = 1 ]; then
     step "opening the quickstart in JupyterLab from the Binder environment, in headless Chromium"
+    rc=0
     (cd "$work/repo" && SO3KRATES_LAB_PYTHON="$work/venv/bin/python" \
         "${TEST_PYTHON:-$repo/.venv/bin/python}" -m pytest -q -p no:xdist -p no:cacheprovider tests/browser \
-        -k 01_quickstart -s)
-    cp -r "$work/repo/results/browser" "$repo/results/binder-browser" 2>/dev/null || true
+        -k 01_quickstart -s) || rc=$?
+    mkdir -p "$repo/results" && rm -rf "$repo/results/binder-browser"
+    cp -r "$work/repo/results/browser" "$repo/results/binder-browser" && step "screenshots in $repo/results/binder-browser"
+    if [ "$rc" != 0 ]; then step "FAILED: the browser test in the Binder environment (exit $rc)"; exit "$rc"; fi
 fi
 step "OK: the Binder environment runs the quickstart"
