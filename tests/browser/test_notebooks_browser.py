@@ -71,12 +71,12 @@ EXTRA_CHECKS = {"01_quickstart": check_live_md_controls}
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_and_renders(notebook, lab, page, screenshot_dir):
     t0 = time.monotonic()
-    labdriver.open_notebook(page, lab, f"notebooks/{notebook.name}")
-    labdriver.run_all_cells(page)
-    labdriver.wait_until_run_finished(page, RUN_TIMEOUT_S)
-    run_s = time.monotonic() - t0
     shot = screenshot_dir / f"{notebook.stem}.png"
     try:
+        labdriver.open_notebook(page, lab, f"notebooks/{notebook.name}")
+        labdriver.run_all_cells(page)
+        labdriver.wait_until_run_finished(page, RUN_TIMEOUT_S)
+        run_s = time.monotonic() - t0
         extra = EXTRA_CHECKS.get(notebook.stem)
         for line in extra(page) if extra else []:
             print(f"{notebook.stem}: {line}")
