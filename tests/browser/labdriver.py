@@ -202,9 +202,12 @@ def notebook_state(page) -> dict:
 
 
 def open_notebook(page, server: LabServer, relpath: str, timeout_s: float = 120.0) -> None:
-    """Open /lab/tree/`relpath` and wait until every cell is on the page and its kernel is idle."""
-    page.goto(f"{server.url}/lab/tree/{relpath}")
-    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=timeout_s * 1000)
+    """Open /lab/tree/`relpath` alone and wait until every cell is on the page and its kernel is idle.
+
+    `?reset` discards the saved workspace, so notebooks opened by earlier tests are not restored as tabs
+    (with kernels of their own)."""
+    page.goto(f"{server.url}/lab/tree/{relpath}?reset")
+    page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell", timeout=timeout_s * 1000)
     wait_for(page, lambda s: s["ready"] and s["kernel"] == "idle" and s["cells"] == s["cells_shown"] > 0,
              timeout_s, "the notebook to load and its kernel to be idle")
 
