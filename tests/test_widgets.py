@@ -88,8 +88,10 @@ def test_live_md_runs_in_its_thread_pauses_resumes_and_stops_with_a_consistent_s
     assert ds.sizes["time"] == live.frames_shown == 4 * len(reopened.chunk_paths())
     assert reopened.stop_reason() == "stopped on request"
     np.testing.assert_allclose(ds.positions.values[-1], np.asarray(sim.state.positions), atol=1e-5)
-    # the plot holds every shown frame
+    # the plot holds every shown frame, and what the notebook displays (the Output's plotly bundle) does too
     assert len(live.figure.data[3].y) == live.frames_shown
+    (shown,) = live.plot.widget.outputs
+    assert len(shown["data"]["application/vnd.plotly.v1+json"]["data"][3]["y"]) == live.frames_shown
 
 
 def test_live_md_finishes_and_its_replay_fills_in(tmp_path):

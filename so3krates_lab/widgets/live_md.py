@@ -18,18 +18,20 @@ import time
 
 import numpy as np
 
-from ._common import FRAME_COUNTER_CLASS, STATUS_CLASS, Worker, downsample, molecule_view, set_positions, tagged_html
+from ._common import (
+    FRAME_COUNTER_CLASS, STATUS_CLASS, PlotPanel, Worker, downsample, molecule_view, set_positions, tagged_html,
+)
 
 _POLL_S = 0.05  # how often a held run checks for Play / Stop (seconds)
 
 
-def energy_figure_widget(title: str):
-    """An empty two-row plotly FigureWidget: potential, kinetic and total energy (eV, relative to the first
+def energy_figure(title: str):
+    """An empty two-row plotly figure: potential, kinetic and total energy (eV, relative to the first
     frame's total energy) and temperature (K) against time (fs)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = go.FigureWidget(make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+    fig = go.Figure(make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                                         subplot_titles=("energy (eV, relative to the first frame's total)",
                                                         "temperature (K)")))
     for name in ("potential", "kinetic", "total"):
@@ -41,7 +43,7 @@ def energy_figure_widget(title: str):
 
 
 def set_energy_traces(fig, time_fs, potential, kinetic, temperature, max_points: int = 2000) -> None:
-    """Fill the first four traces of an `energy_figure_widget` (eV, K), at most `max_points` points each."""
+    """Fill the first four traces of an `energy_figure` (eV, K), at most `max_points` points each."""
     time_fs, potential, kinetic = np.asarray(time_fs), np.asarray(potential), np.asarray(kinetic)
     if len(time_fs) == 0:
         return
@@ -89,7 +91,8 @@ class LiveMD:
         self._worker = Worker(self._run, name="so3k-live-md")
 
         self.view = molecule_view(self.numbers, np.asarray(simulation.state.positions))
-        self.figure = energy_figure_widget(title)
+        self.plot = PlotPanel(energy_figure(title))
+        self.figure = self.plot.figure
         self.play_button = w.Button(description="Play", icon="play", disabled=True)
         self.pause_button = w.Button(description="Pause", icon="pause", disabled=True)
         self.stop_button = w.Button(description="Stop", icon="stop", disabled=True)
@@ -101,7 +104,7 @@ class LiveMD:
         self._replay_box = None
         controls = w.HBox([self.play_button, self.pause_button, self.stop_button, self.frame_counter, self.status],
                           layout=w.Layout(align_items="center"))
-        self.widget = w.VBox([controls, w.HBox([self.view, self.figure])])
+        self.widget = w.VBox([controls, w.HBox([self.view, self.plot.widget])])
 
     # display ------------------------------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs):
@@ -120,6 +123,7 @@ class LiveMD:
         cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
         set_energy_traces(self.figure, cat("time_fs"), cat("potential"), cat("kinetic"), cat("temperature"),
                           self.max_points)
+        self.plot.refresh()
         self.frame_counter.value = f"frame {self.frames_shown} &middot; t = {frames.time_fs[-1]:.1f} fs"
 
     # control ------------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import FRAME_COUNTER_CLASS, molecule_view, set_positions, tagged_html
-from .live_md import energy_figure_widget, set_energy_traces
+from ._common import FRAME_COUNTER_CLASS, PlotPanel, molecule_view, set_positions, tagged_html
+from .live_md import energy_figure, set_energy_traces
 
 
 class TrajectoryPlayer:
@@ -40,11 +40,12 @@ class TrajectoryPlayer:
             raise ValueError("the trajectory has no frames")
 
         self.view = molecule_view(ds.atomic_number.values, self.positions[0])
-        self.figure = energy_figure_widget(title)
+        self.figure = energy_figure(title)
         set_energy_traces(self.figure, self.time_fs, self.potential, self.kinetic, self.temperature, max_points)
         marker = {"size": 11, "color": "black", "symbol": "circle-open", "line": {"width": 2}}
         self.figure.add_trace(go.Scatter(x=[], y=[], mode="markers", marker=marker, name="frame"), row=1, col=1)
         self.figure.add_trace(go.Scatter(x=[], y=[], mode="markers", marker=marker, showlegend=False), row=2, col=1)
+        self.plot = PlotPanel(self.figure)
         self.slider = w.IntSlider(value=0, min=0, max=n - 1, description="frame", continuous_update=True,
                                   layout=w.Layout(width="420px"))
         self.play = w.Play(value=0, min=0, max=n - 1, interval=100, description="play")
@@ -55,7 +56,7 @@ class TrajectoryPlayer:
         if self.stop_reason:
             header += f"; the run ended early: {self.stop_reason}"
         self.widget = w.VBox([w.HTML(header), w.HBox([self.play, self.slider, self.frame_counter]),
-                              w.HBox([self.view, self.figure])])
+                              w.HBox([self.view, self.plot.widget])])
         self.show(0)
 
     def _repr_mimebundle_(self, **kwargs):
@@ -70,6 +71,7 @@ class TrajectoryPlayer:
         with self.figure.batch_update():
             self.figure.data[4].x, self.figure.data[4].y = [self.time_fs[k]], [self.potential[k] + self.kinetic[k] - e0]
             self.figure.data[5].x, self.figure.data[5].y = [self.time_fs[k]], [self.temperature[k]]
+        self.plot.refresh()
         self.frame_counter.value = f"frame {k + 1} of {len(self.time_fs)} &middot; t = {self.time_fs[k]:.1f} fs"
         if self.slider.value != k:
             self.slider.value = k

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import threading
 
-from ._common import STATUS_CLASS, Worker, tagged_html
+from ._common import STATUS_CLASS, PlotPanel, Worker, tagged_html
 
 
 def _training_figure():
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = go.FigureWidget(make_subplots(rows=1, cols=2, subplot_titles=(
+    fig = go.Figure(make_subplots(rows=1, cols=2, subplot_titles=(
         "loss (eV^2, weighted MSE)", "validation MAE")))
     fig.add_trace(go.Scatter(x=[], y=[], name="train loss", mode="lines+markers"), row=1, col=1)
     fig.add_trace(go.Scatter(x=[], y=[], name="valid loss", mode="lines+markers"), row=1, col=1)
@@ -38,7 +38,7 @@ class TrainingDashboard:
 
     fit_kwargs go to `so3krates_lab.train.fit` (checkpoint=, metadata=, callbacks=, ...); progress is off (the
     dashboard is the progress display). Widgets: `stop_button` ("Stop"), `status` (CSS class so3k-status:
-    "running ...", "stopping ...", "stopped ...", "finished ..."), `figure` (plotly FigureWidget).
+    "running ...", "stopping ...", "stopped ...", "finished ..."), `figure` (plotly figure, redrawn in `plot.widget`).
     `history` holds the validation records seen so far; `result` the FitResult once training has ended.
     """
 
@@ -56,12 +56,13 @@ class TrainingDashboard:
         self.result = None
         self._stop = threading.Event()
         self._worker = Worker(self._run, name="so3k-training")
-        self.figure = _training_figure()
+        self.plot = PlotPanel(_training_figure())
+        self.figure = self.plot.figure
         self.stop_button = w.Button(description="Stop", icon="stop", disabled=True)
         self.stop_button.on_click(lambda _: self.stop())
         self.status = tagged_html(STATUS_CLASS, "ready (call start())")
         self.widget = w.VBox([w.HBox([self.stop_button, self.status], layout=w.Layout(align_items="center")),
-                              self.figure])
+                              self.plot.widget])
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
@@ -102,6 +103,7 @@ class TrainingDashboard:
         with self.figure.batch_update():
             for trace, key in zip(self.figure.data, columns):
                 trace.x, trace.y = steps, [r[key] for r in self.history]
+        self.plot.refresh()
         if not self._stop.is_set():
             self.status.value = (f"running: step {record['step']}, validation E MAE {record['energy_mae_meV']:.2f} "
                                  f"meV, F MAE {record['force_mae_meV_A']:.1f} meV/Å, {record['seconds']:.0f} s")
