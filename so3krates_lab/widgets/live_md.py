@@ -117,14 +117,15 @@ class LiveMD:
         """Show one chunk's frames: last structure in the view, all frames so far in the plot."""
         with self._lock:
             self._parts.append(frames)
-            self.frames_shown += len(frames)
             parts = list(self._parts)
+        shown = sum(len(p) for p in parts)
         set_positions(self.view, frames.positions[-1])
         cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
         set_energy_traces(self.figure, cat("time_fs"), cat("potential"), cat("kinetic"), cat("temperature"),
                           self.max_points)
         self.plot.refresh()
-        self.frame_counter.value = f"frame {self.frames_shown} &middot; t = {frames.time_fs[-1]:.1f} fs"
+        self.frame_counter.value = f"frame {shown} &middot; t = {frames.time_fs[-1]:.1f} fs"
+        self.frames_shown = shown  # last: once a count is published, the view, plot and counter show it
 
     # control ------------------------------------------------------------------------------------------------
     def start(self) -> "LiveMD":
