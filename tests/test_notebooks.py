@@ -39,6 +39,8 @@ def error_outputs(nb) -> list[str]:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_in_smoke_mode(path, monkeypatch):
+    if os.environ.get("SO3KRATES_REQUIRE_BROWSER") == "1":
+        pytest.skip("the required real-browser tests (tests/browser) run every notebook in smoke mode already")
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     monkeypatch.setenv("SO3KRATES_SMOKE", "1")
