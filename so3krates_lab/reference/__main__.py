@@ -1,9 +1,10 @@
-"""Command line: python -m so3krates_lab.reference {ethanol-pbe, ac-ala3-xtb} [options]."""
+"""Command line: python -m so3krates_lab.reference {ethanol-pbe, ac-ala3-xtb, ethanol-pbe-harmonic} [options]."""
 
 from __future__ import annotations
 
 import argparse
 
+from so3krates_lab.reference.harmonic import ethanol_pbe_harmonic
 from so3krates_lab.reference.recipes import ac_ala3_xtb, ethanol_pbe
 
 
@@ -18,7 +19,12 @@ def main(argv=None) -> None:
     a.add_argument("--frames-per-temperature", type=int, default=750)
     a.add_argument("--stride", type=int, default=20, help="MD steps (1 fs) between frames")
     a.add_argument("--start", default=None, help="start geometry file (default: the first MD22 frame)")
-    for p in (e, a):
+    h = sub.add_parser("ethanol-pbe-harmonic", help="ethanol PBE/def2-SVP minimum, Hessian and harmonic frequencies")
+    h.add_argument("--fmax", type=float, default=1e-3, help="relaxation threshold, eV/A")
+    h.add_argument("--hessian", choices=("analytic", "fd"), default="analytic",
+                   help="pyscf analytic DF-RKS Hessian, or central differences of analytic forces")
+    h.add_argument("--fd-step", type=float, default=0.005, help="finite-difference step, Angstrom")
+    for p in (e, a, h):
         p.add_argument("--out", default=None, help="output .npz (default under data/)")
         p.add_argument("--work", default=None, help="folder for resumable chunks (default results/reference/...)")
         p.add_argument("--no-progress", action="store_true")
@@ -26,6 +32,9 @@ def main(argv=None) -> None:
     common = {k: v for k, v in (("out", args.out), ("work", args.work)) if v is not None}
     if args.recipe == "ethanol-pbe":
         path = ethanol_pbe(n_frames=args.frames, stride=args.stride, progress=not args.no_progress, **common)
+    elif args.recipe == "ethanol-pbe-harmonic":
+        path = ethanol_pbe_harmonic(fmax=args.fmax, hessian=args.hessian, fd_step=args.fd_step,
+                                    progress=not args.no_progress, **common)
     else:
         path = ac_ala3_xtb(frames_per_temperature=args.frames_per_temperature, stride=args.stride,
                            start_file=args.start, progress=not args.no_progress, **common)

@@ -2,6 +2,7 @@
 
     python -m so3krates_lab.reference ethanol-pbe      # -> data/ethanol_pbe_500K.npz (+ .provenance.json)
     python -m so3krates_lab.reference ac-ala3-xtb      # -> data/ac_ala3_nhme_gfn2xtb.npz (+ .provenance.json)
+    python -m so3krates_lab.reference ethanol-pbe-harmonic   # -> data/ethanol_pbe_harmonic.npz (see harmonic.py)
 
 Both are resumable: intermediate chunks live under --work (default results/reference/<recipe>), and rerunning
 the same command continues after the last finished chunk.
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from so3krates_lab.reference.calculators import PyscfDFT, gfn2_xtb
+from so3krates_lab.reference.harmonic import ethanol_pbe_harmonic
 from so3krates_lab.reference.sampling import label_frames, sample_md
 from so3krates_lab.reference.store import FrameStore, write_npz
 from so3krates_lab.structures import System
@@ -142,4 +144,4 @@ def ac_ala3_xtb(out="data/ac_ala3_nhme_gfn2xtb.npz", work="results/reference/ac-
     return _finish(Path(out), arrays, prov)
 
 
-RECIPES = {"ethanol-pbe": ethanol_pbe, "ac-ala3-xtb": ac_ala3_xtb}
+RECIPES = {"ethanol-pbe": ethanol_pbe, "ac-ala3-xtb": ac_ala3_xtb, "ethanol-pbe-harmonic": ethanol_pbe_harmonic}
