@@ -1,12 +1,23 @@
-"""Analyses of trajectories and potential-energy surfaces; each receives data or an energy function.
+"""Analyses of trajectories and potential-energy surfaces; each receives data or an energy/force function,
+nothing here imports the model or training.
 
 spectra: velocity autocorrelation, power spectra (cm^-1) and harmonic normal modes.
+alignment, minima, explore, validation: minima exploration, deduplication and the minima graph.
 """
 
+from .alignment import (
+    bond_graph, distance_fingerprint, equivalent_groups, fingerprint_distance, kabsch, kabsch_rmsd, symmetric_rmsd,
+)
+from .explore import BatchRelaxer, Exploration, explore_minima
+from .minima import MinimaDatabase, load_minima, minima_graph, save_minima
 from .spectra import (
     EIGENVALUE_TO_CM1, PER_FS_TO_CM1, hessian_of, normal_modes, normal_modes_from_energy, power_spectrum,
     spectrum_peaks, vacf, vacf_by_element, vacf_from_trajectory,
 )
+from .validation import reached_by, reference_relax
 
-__all__ = ["EIGENVALUE_TO_CM1", "PER_FS_TO_CM1", "hessian_of", "normal_modes", "normal_modes_from_energy",
-           "power_spectrum", "spectrum_peaks", "vacf", "vacf_by_element", "vacf_from_trajectory"]
+__all__ = ["BatchRelaxer", "EIGENVALUE_TO_CM1", "Exploration", "MinimaDatabase", "PER_FS_TO_CM1", "bond_graph",
+           "distance_fingerprint", "equivalent_groups", "explore_minima", "fingerprint_distance", "hessian_of",
+           "kabsch", "kabsch_rmsd", "load_minima", "minima_graph", "normal_modes", "normal_modes_from_energy",
+           "power_spectrum", "reached_by", "reference_relax", "save_minima", "spectrum_peaks", "symmetric_rmsd",
+           "vacf", "vacf_by_element", "vacf_from_trajectory"]

@@ -2,7 +2,9 @@
 
 FIRE (Bitzek et al., Phys. Rev. Lett. 97, 170201 (2006)) with unit masses: positions Angstrom, forces eV/A, the
 time step dimensionless (as in ASE's FIRE, dt 0.1 growing to at most 1.0), every step's displacement capped at
-`max_step` Angstrom. The same `force_fn(positions, aux) -> (energy, forces, aux)` as the integrators.
+`max_step` Angstrom. L-BFGS (`lbfgs`, no line search, as ASE's LBFGS) usually needs several times fewer force
+calls to reach a tight force threshold. The same `force_fn(positions, aux) -> (energy, forces, aux)` as the
+integrators.
 """
 
 from __future__ import annotations
@@ -91,3 +93,76 @@ def relax_batch(init, step, positions, fmax: float = 1e-3, max_steps: int = 5000
 
     final, _ = jax.jit(lambda s: jax.lax.while_loop(cond, body, (s, 0)))(states)
     return final, vfmax(final) < fmax
+
+
+@struct.dataclass
+class LbfgsState:
+    positions: jax.Array
+    forces: jax.Array
+    energy: jax.Array
+    s_hist: jax.Array  # (memory, N, 3) position steps, newest last (Angstrom)
+    y_hist: jax.Array  # (memory, N, 3) gradient changes, newest last (eV/A)
+    rho: jax.Array  # (memory,) 1 / (s . y); 0 marks an empty slot
+    step: jax.Array
+    aux: object = None
+
+    @property
+    def fmax(self):
+        """Largest atomic force norm (eV/A)."""
+        return jnp.sqrt(jnp.max(jnp.sum(self.forces**2, axis=-1)))
+
+
+def lbfgs(force_fn, memory: int = 10, max_step: float = 0.2, curvature: float = 70.0):
+    """(init(positions, aux=None), step(state)) for limited-memory BFGS without line search (as ASE's LBFGS).
+
+    The inverse Hessian is built from the last `memory` (step, gradient change) pairs by the two-loop recursion,
+    starting from 1/curvature (curvature in eV/A^2, ASE's default 70) and, once pairs exist, from the usual
+    scaling s.y / y.y. Each step is scaled so that no atom moves more than max_step Angstrom. A pair with
+    s.y <= 0 (negative curvature) is not stored, and a non-descent direction clears the memory and falls back to
+    steepest descent. No energy comparisons: near convergence float32 energies are rounding noise.
+    """
+
+    def init(positions, aux=None):
+        positions = jnp.asarray(positions)
+        energy, forces, aux = force_fn(positions, aux)
+        hist = jnp.zeros((memory,) + positions.shape, positions.dtype)
+        return LbfgsState(positions=positions, forces=forces.astype(positions.dtype), energy=energy,
+                          s_hist=hist, y_hist=hist, rho=jnp.zeros(memory, positions.dtype),
+                          step=jnp.zeros((), jnp.int32), aux=aux)
+
+    def direction(s: LbfgsState):
+        g = -s.forces
+        q, alphas = g, []
+        for i in range(memory - 1, -1, -1):  # newest to oldest; empty slots have rho = 0 and do nothing
+            a = s.rho[i] * jnp.sum(s.s_hist[i] * q)
+            q = q - a * s.y_hist[i]
+            alphas.append(a)
+        sy, yy = jnp.sum(s.s_hist[-1] * s.y_hist[-1]), jnp.sum(s.y_hist[-1] ** 2)
+        gamma = jnp.where(s.rho[-1] > 0, sy / jnp.maximum(yy, 1e-30), 1.0 / curvature)
+        r = gamma * q
+        for i, a in zip(range(memory), reversed(alphas)):  # oldest to newest
+            b = s.rho[i] * jnp.sum(s.y_hist[i] * r)
+            r = r + (a - b) * s.s_hist[i]
+        return -r, g
+
+    def step(s: LbfgsState) -> LbfgsState:
+        d, g = direction(s)
+        descent = jnp.sum(d * g) < 0
+        d = jnp.where(descent, d, -g / curvature)
+        longest = jnp.sqrt(jnp.max(jnp.sum(d * d, axis=-1)))
+        dx = d * jnp.minimum(1.0, max_step / jnp.maximum(longest, 1e-30))
+        positions = s.positions + dx
+        energy, forces, aux = force_fn(positions, s.aux)
+        forces = forces.astype(positions.dtype)
+        y = s.forces - forces  # change of the gradient
+        sy = jnp.sum(dx * y)
+        keep = jnp.where(descent, 1.0, 0.0).astype(positions.dtype)  # a reset clears the memory
+        s_hist, y_hist, rho = s.s_hist * keep, s.y_hist * keep, s.rho * keep
+        store = sy > 1e-12
+        s_hist = jnp.where(store, jnp.concatenate([s_hist[1:], dx[None]]), s_hist)
+        y_hist = jnp.where(store, jnp.concatenate([y_hist[1:], y[None]]), y_hist)
+        rho = jnp.where(store, jnp.concatenate([rho[1:], (1.0 / jnp.where(store, sy, 1.0))[None]]), rho)
+        return LbfgsState(positions=positions, forces=forces, energy=energy, s_hist=s_hist, y_hist=y_hist,
+                          rho=rho, step=s.step + 1, aux=aux)
+
+    return init, step

@@ -1,0 +1,279 @@
+#!/usr/bin/env python
+"""Minima exploration showcase: Ac-Ala3-NHMe (42 atoms) with the shipped SO3krates model.
+
+Three stages, each resumable (rerun the same command; finished stages are read back from --out):
+
+1. explore: hot Langevin replicas, a frame every --sample-fs, every frame quenched with a continuous-batching
+   minimiser (--minimizer: L-BFGS by default, or FIRE) to --fmax, minima deduplicated (energy within --energy-tol, symmetric RMSD below --rmsd-tol) into the minima
+   graph. --minutes is the total exploration budget over all calls (a rerun with a larger value extends it).
+2. train: the model's training frames (the shipped model's split; --train-frames of them, seeded) relaxed with
+   the model; the minima of the exploration that none of them reaches lie outside the training data.
+3. validate: --validate minima drawn at random (seeded) re-relaxed with GFN2-xTB (ASE BFGS to --ref-fmax).
+
+    .venv/bin/python benchmarks/minima.py --minutes 25 --train-frames 100 --validate 20
+
+Writes under --out: explore.json/.npz (the minima database, sequences and graph: `analysis.load_minima`),
+minima.nc (geometries and energies, xarray), train_minima.npz, validation.nc, minima_vs_time.html (plotly),
+summary.json; prints the unique-minima-versus-time table and the validation table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, default=ROOT / "data" / "models" / "ac_ala3_nhme_xtb.npz")
+    p.add_argument("--start", type=Path, default=ROOT / "data" / "ac_ala3_nhme_gfn2xtb.npz",
+                   help="data file whose frame 0 starts every replica")
+    p.add_argument("--data-dir", type=Path, default=ROOT / "data",
+                   help="folder holding the model's training data file (named in its checkpoint)")
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "minima")
+    p.add_argument("--minutes", type=float, default=25.0, help="total exploration wall time over all calls")
+    p.add_argument("--replicas", type=int, default=8)
+    p.add_argument("--slots", type=int, default=16, help="structures relaxed at once")
+    p.add_argument("--temperature", type=float, default=500.0, help="K")
+    p.add_argument("--sample-fs", type=float, default=50.0, help="fs between frames of one replica")
+    p.add_argument("--timestep", type=float, default=0.5, help="fs")
+    p.add_argument("--fmax", type=float, default=1e-3, help="eV/A, minimiser convergence")
+    p.add_argument("--minimizer", choices=["fire", "lbfgs"], default="lbfgs")
+    p.add_argument("--max-relax-steps", type=int, default=3000)
+    p.add_argument("--chunk", type=int, default=50, help="minimiser steps per compiled call")
+    p.add_argument("--energy-tol", type=float, default=0.01, help="eV")
+    p.add_argument("--rmsd-tol", type=float, default=0.1, help="Angstrom")
+    p.add_argument("--train-frames", type=int, default=100, help="training frames to relax (0: skip)")
+    p.add_argument("--validate", type=int, default=20, help="minima re-relaxed with GFN2-xTB (0: skip)")
+    p.add_argument("--ref-fmax", type=float, default=0.01, help="eV/A, reference BFGS convergence")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jax-cache", default=str(ROOT / "results" / "jax_cache"),
+                   help="persistent JAX compilation cache folder ('' to switch off)")
+    p.add_argument("--compare-minimizers", type=int, default=0, metavar="K",
+                   help="only relax K training frames with FIRE and with L-BFGS and compare steps, time and minima")
+    p.add_argument("--profile-batches", default="", metavar="B1,B2,...",
+                   help="only time one minimiser step (vmapped, compiled) at these batch sizes and exit")
+    return p.parse_args(argv)
+
+
+def profile_batches(args, force_fn, nbrs, frames):
+    """Median wall time of one compiled, vmapped minimiser step at each batch size (ms per step and per
+    structure-step), after a warm-up call."""
+    import jax
+
+    from so3krates_lab.md import fire, lbfgs
+
+    init, step = (lbfgs if args.minimizer == "lbfgs" else fire)(force_fn)
+    vstep = jax.jit(jax.vmap(step))
+    print(f"{args.minimizer} step, float32, {len(frames[0])} atoms; median of 5 calls after one warm-up")
+    print(f"{'batch':>6} {'ms/step':>9} {'ms/structure-step':>18}")
+    for b in [int(x) for x in args.profile_batches.split(",")]:
+        batch = np.stack([frames[i % len(frames)] for i in range(b)]).astype(np.float32)
+        aux = jax.tree.map(lambda x: jax.numpy.stack([x] * b), nbrs)
+        states = jax.jit(jax.vmap(init))(batch, aux)
+        states = jax.block_until_ready(vstep(states))
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            states = jax.block_until_ready(vstep(states))
+            times.append(time.perf_counter() - t0)
+        ms = 1e3 * float(np.median(times))
+        print(f"{b:6d} {ms:9.1f} {ms / b:18.1f}", flush=True)
+
+
+def compare_minimizers(args, force_fn, nbrs, positions, frames, groups):
+    """Relax the same frames with FIRE and with L-BFGS; print steps per structure, wall time and the RMSD
+    between the two minima of each frame."""
+    from so3krates_lab.analysis import BatchRelaxer, symmetric_rmsd
+
+    result = {}
+    for name in ("fire", "lbfgs"):
+        relaxer = BatchRelaxer(force_fn, nbrs, positions, len(frames), args.fmax, args.max_relax_steps,
+                               args.chunk, minimizer=name)
+        t0 = time.perf_counter()
+        pos, energies, ok = relaxer.relax_all(frames, progress=True, desc=name)
+        result[name] = (pos, energies, ok, relaxer.steps_done, time.perf_counter() - t0)
+    print(f"\n{len(frames)} training frames relaxed to fmax {args.fmax:g} eV/A (max {args.max_relax_steps} steps), "
+          f"{len(frames)} slots, chunks of {args.chunk} steps; wall time includes compilation")
+    print(f"{'minimiser':>9} {'steps/structure':>16} {'converged':>10} {'wall s':>8}")
+    for name, (_, _, ok, steps, wall) in result.items():
+        print(f"{name:>9} {steps / len(frames):16.0f} {int(ok.sum()):>10d} {wall:8.0f}")
+    rmsd = [symmetric_rmsd(a, b, groups)[0] for a, b in zip(result["fire"][0], result["lbfgs"][0])]
+    de = 1e3 * (result["fire"][1] - result["lbfgs"][1])
+    print("per frame, FIRE vs L-BFGS minimum: RMSD (A) " + " ".join(f"{r:.3f}" for r in rmsd)
+          + "; energy difference (meV) " + " ".join(f"{d:.1f}" for d in de))
+
+
+def minima_vs_time(history, marks_min=(1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 60)) -> list[tuple]:
+    """Rows (minutes, unique minima, quenched frames) at the given marks (and at the end)."""
+    rows = []
+    hist = np.asarray(history, dtype=float).reshape(-1, 3)
+    if not len(hist):
+        return rows
+    for m in marks_min:
+        before = hist[hist[:, 0] <= 60 * m]
+        if len(before) and 60 * m <= hist[-1, 0]:
+            rows.append((m, int(before[-1, 1]), int(before[-1, 2])))
+    rows.append((hist[-1, 0] / 60, int(hist[-1, 1]), int(hist[-1, 2])))
+    return rows
+
+
+def write_plot(history, path: Path):
+    import plotly.graph_objects as go
+
+    from so3krates_lab._io import atomic_write
+
+    hist = np.asarray(history, dtype=float).reshape(-1, 3)
+    fig = go.Figure(go.Scatter(x=hist[:, 0] / 60, y=hist[:, 1], mode="lines", name="unique minima"))
+    fig.add_trace(go.Scatter(x=hist[:, 0] / 60, y=hist[:, 2], mode="lines", name="quenched frames",
+                             line={"dash": "dot"}))
+    fig.update_layout(title="Ac-Ala3-NHMe, shipped SO3krates model: minima found vs wall time",
+                      xaxis_title="wall time (min)", yaxis_title="count")
+    atomic_write(path, lambda tmp: fig.write_html(tmp, include_plotlyjs="cdn"))
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    import jax
+    import jax.numpy as jnp
+
+    if args.jax_cache:  # compiled programs persist between stages and reruns (compilation costs minutes here)
+        jax.config.update("jax_compilation_cache_dir", str(args.jax_cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+    from so3krates_lab._io import atomic_write
+    from so3krates_lab.analysis import BatchRelaxer, explore_minima, reached_by, reference_relax
+    from so3krates_lab.data import Split, load
+    from so3krates_lab.md import model_force_fn
+    from so3krates_lab.model import make_energy_fn
+    from so3krates_lab.train import energy_fn_from_checkpoint, load_checkpoint
+
+    saved = load_checkpoint(args.model)
+    _, config, variables = energy_fn_from_checkpoint(saved, dtype="float32")
+    start = load(args.start)[0]
+    numbers, positions = np.asarray(start.numbers), np.asarray(start.positions)
+    n = len(numbers)
+    force_fn, nbrs = model_force_fn(make_energy_fn(config), variables, config.cutoff, numbers, positions,
+                                    capacity=n * (n - 1) // 2)  # every pair: the list cannot overflow
+    print(f"model {args.model.name} (step {saved.step}), {n} atoms, device {jax.devices()[0]}, "
+          f"cpu_count {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}", flush=True)
+
+    if args.profile_batches:
+        train, _, _ = Split.from_dict(saved.metadata["split"]).apply(load(args.data_dir / Path(
+            saved.metadata["data_file"]).name))
+        profile_batches(args, force_fn, nbrs, [train[i].positions for i in range(8)])
+        return 0
+    if args.compare_minimizers:
+        from so3krates_lab.analysis import equivalent_groups
+
+        train, _, _ = Split.from_dict(saved.metadata["split"]).apply(load(args.data_dir / Path(
+            saved.metadata["data_file"]).name))
+        frames = np.stack([train[i].positions for i in range(args.compare_minimizers)])
+        compare_minimizers(args, force_fn, nbrs, positions, frames, equivalent_groups(numbers, positions))
+        return 0
+
+    # 1. exploration
+    run = explore_minima(force_fn, nbrs, numbers, positions, n_replicas=args.replicas,
+                         temperature_K=args.temperature, timestep_fs=args.timestep, sample_every_fs=args.sample_fs,
+                         n_slots=args.slots, fmax=args.fmax, max_relax_steps=args.max_relax_steps,
+                         chunk_steps=args.chunk, minimizer=args.minimizer, energy_tol=args.energy_tol, rmsd_tol=args.rmsd_tol,
+                         minutes=args.minutes, checkpoint=args.out / "explore", seed=args.seed, dtype=jnp.float32)
+    db, stats = run.database, run.stats
+    ds = db.to_xarray()
+    atomic_write(args.out / "minima.nc", lambda tmp: ds.to_netcdf(tmp))
+    write_plot(run.history, args.out / "minima_vs_time.html")
+    graph = run.graph
+    quenched = stats["converged"] + stats["not_converged"] + stats["rearranged"]
+    print(f"\nexploration: {args.replicas} Langevin replicas at {args.temperature:g} K, a frame every "
+          f"{args.sample_fs:g} fs, {args.minimizer} to fmax {args.fmax:g} eV/A in {args.slots} slots")
+    print(f"{'minutes':>8} {'unique minima':>14} {'quenched frames':>16}")
+    for minutes, unique, frames in minima_vs_time(run.history):
+        print(f"{minutes:8.1f} {unique:14d} {frames:16d}")
+    print(f"quenched {quenched} frames: {stats['converged']} converged, {stats['not_converged']} not converged "
+          f"within {args.max_relax_steps} steps, {stats['rearranged']} rearranged (bond graph changed); "
+          f"{stats['relax_steps']} minimiser steps ({stats['relax_steps'] / max(stats['elapsed_s'], 1e-9):.1f} "
+          f"structure-steps/s, {stats['relax_steps'] / max(quenched, 1):.0f} per quenched frame); graph: {graph.number_of_nodes()} minima, {graph.number_of_edges()} edges, "
+          f"energy range {np.ptp(db.energies) if len(db) else 0:.3f} eV")
+
+    summary = {"exploration": {"stats": stats, "unique_minima": len(db), "edges": graph.number_of_edges(),
+                               "table": minima_vs_time(run.history), "args": {k: str(v) for k, v in
+                                                                               vars(args).items()}}}
+
+    # 2. training-data coverage
+    if args.train_frames > 0 and len(db):
+        cache = args.out / "train_minima.npz"
+        train, _, _ = Split.from_dict(saved.metadata["split"]).apply(load(args.data_dir / Path(
+            saved.metadata["data_file"]).name))
+        pick = np.sort(np.random.default_rng(args.seed).choice(len(train), min(args.train_frames, len(train)),
+                                                               replace=False))
+        if cache.exists() and np.array_equal(np.load(cache)["frames"], pick):
+            with np.load(cache) as z:
+                t_pos, t_e, t_ok = z["positions"], z["energies"], z["converged"]
+        else:
+            t0 = time.perf_counter()
+            relaxer = BatchRelaxer(force_fn, nbrs, positions, args.slots, args.fmax, args.max_relax_steps,
+                                   args.chunk, minimizer=args.minimizer)
+            t_pos, t_e, t_ok = relaxer.relax_all(np.stack([train[int(i)].positions for i in pick]), progress=True,
+                                                 desc="training frames")
+
+            def write(tmp):
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, frames=pick, positions=t_pos, energies=t_e, converged=t_ok)
+
+            atomic_write(cache, write)
+            print(f"relaxed {len(pick)} training frames in {time.perf_counter() - t0:.0f} s")
+        hit = reached_by(db, t_pos[t_ok], t_e[t_ok])
+        train_db_new = sum(db.find(p, e) is None for p, e in zip(t_pos[t_ok], t_e[t_ok]))
+        print(f"\ntraining coverage: {len(pick)} of {len(train)} training frames relaxed ({int(t_ok.sum())} "
+              f"converged); they reach {int(hit.sum())} of the {len(db)} explored minima, so {len(db) - int(hit.sum())}"
+              f" explored minima are reached by none of these frames; {train_db_new} training-frame minima are not"
+              f" among the explored minima")
+        summary["training"] = {"frames_relaxed": len(pick), "train_size": len(train), "converged": int(t_ok.sum()),
+                               "explored_reached": int(hit.sum()), "explored": len(db),
+                               "training_minima_not_explored": int(train_db_new)}
+
+    # 3. reference validation
+    if args.validate > 0 and len(db):
+        from so3krates_lab.reference import gfn2_xtb
+
+        cache = args.out / "validation.nc"
+        rng = np.random.default_rng(args.seed + 1)
+        pick = np.sort(rng.choice(len(db), min(args.validate, len(db)), replace=False))
+        import xarray as xr
+
+        if cache.exists() and np.array_equal(xr.load_dataset(cache)["index"].values, pick):
+            val = xr.load_dataset(cache)
+        else:
+            val = reference_relax(gfn2_xtb(), numbers, db.positions[pick], np.asarray(db.energies)[pick],
+                                  db.groups, fmax=args.ref_fmax)
+            val = val.assign(index=("minimum", pick))
+            atomic_write(cache, lambda tmp: val.to_netcdf(tmp))
+        print(f"\nvalidation against GFN2-xTB: {len(pick)} random minima re-relaxed (BFGS, fmax {args.ref_fmax} "
+              "eV/A); energies relative to the lowest of the subset")
+        print(f"{'minimum':>8} {'dE model meV':>13} {'dE xTB meV':>11} {'error meV':>10} {'RMSD A':>7} "
+              f"{'steps':>6} {'away':>5}")
+        for k in range(len(pick)):
+            print(f"{int(val['index'][k]):8d} {1e3 * float(val.model_relative[k]):13.1f} "
+                  f"{1e3 * float(val.reference_relative[k]):11.1f} {1e3 * float(val.error[k]):10.1f} "
+                  f"{float(val.rmsd[k]):7.3f} {int(val.steps[k]):6d} {str(bool(val.relaxed_away[k])):>5}")
+        print(f"relative-energy MAE {val.attrs['relative_energy_mae_meV']:.1f} meV, RMSE "
+              f"{val.attrs['relative_energy_rmse_meV']:.1f} meV; median RMSD {val.attrs['median_rmsd_A']:.3f} A; "
+              f"{val.attrs['relaxed_away']} of {len(pick)} relaxed away (RMSD > {val.attrs['rmsd_tol_A']} A or bonds "
+              f"changed); {val.attrs['not_converged']} reference relaxations not converged")
+        summary["validation"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in val.attrs.items()}
+
+    atomic_write(args.out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+    print(f"\nwrote {args.out}/: explore.json/.npz, minima.nc, minima_vs_time.html, summary.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

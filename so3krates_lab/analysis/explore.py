@@ -1,0 +1,315 @@
+"""Minima exploration: hot Langevin replicas, frames taken at intervals, every frame quenched with batched FIRE,
+the minima deduplicated into a `MinimaDatabase` and the sequence of minima recorded per trajectory.
+
+The energy arrives as an MD force function `force_fn(positions, aux) -> (energy eV, forces eV/A, aux)` (e.g.
+`so3krates_lab.md.model_force_fn(...)`, or an analytic potential with aux=None); nothing here imports the model.
+
+`BatchRelaxer` relaxes a stream of structures with continuous batching: a fixed number of slots advance together
+(vmap) in compiled chunks of FIRE steps; between chunks, converged slots hand their minimum back and are refilled
+with new frames at once, so a batch never waits for its slowest member (which `md.relax_batch` does).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..md import fire, langevin_baoab, lbfgs, masses_of, maxwell_boltzmann
+from .alignment import bond_graph
+from .minima import MinimaDatabase, load_minima, minima_graph, save_minima
+
+
+def _where_rows(mask, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b), new, old)
+
+
+def _stack(tree, n: int):
+    return jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * n), tree)
+
+
+def _check_overflow(aux, where: str):
+    if aux is not None and hasattr(aux, "overflow") and bool(np.any(np.asarray(aux.overflow))):
+        raise RuntimeError(f"the neighbour list overflowed during {where}; build the force function with a larger "
+                           "capacity (for a small molecule: capacity = N (N - 1) / 2, every pair)")
+
+
+MINIMIZERS = {"fire": fire, "lbfgs": lbfgs}
+
+
+class BatchRelaxer:
+    """A minimiser (FIRE or L-BFGS from `md.minimize`) on `n_slots` structures at once with continuous refilling.
+
+    force_fn, aux: the force function and one structure's aux (None for analytic potentials); every slot starts
+    with a copy. template: (N, 3) positions (Angstrom) the idle slots hold (e.g. the start geometry). fmax: convergence threshold on the largest atomic force (eV/A). max_steps: FIRE steps after
+    which a slot is given up (reported as not converged). chunk_steps: steps per compiled call. minimizer:
+    "fire", "lbfgs" or any function force_fn -> (init, step) whose states have positions, energy, step, aux and
+    a `fmax` property; options: its keyword arguments.
+    """
+
+    def __init__(self, force_fn, aux, template, n_slots: int, fmax: float = 1e-3, max_steps: int = 3000,
+                 chunk_steps: int = 50, dtype=jnp.float32, minimizer="fire", **options):
+        if n_slots < 1 or chunk_steps < 1 or max_steps < 1:
+            raise ValueError(f"n_slots, chunk_steps and max_steps must be >= 1, got {n_slots}, {chunk_steps}, "
+                             f"{max_steps}")
+        if fmax <= 0:
+            raise ValueError(f"fmax must be positive (eV/A), got {fmax}")
+        self.n_slots, self.fmax, self.max_steps = int(n_slots), float(fmax), int(max_steps)
+        if isinstance(minimizer, str):
+            if minimizer not in MINIMIZERS:
+                raise ValueError(f"minimizer must be one of {sorted(MINIMIZERS)} or a function, got {minimizer!r}")
+            minimizer = MINIMIZERS[minimizer]
+        init, step = minimizer(force_fn, **options)
+        vinit, vstep = jax.vmap(init), jax.vmap(step)
+        fmax_of = jax.vmap(lambda s: s.fmax)
+
+        def advance(states, active):
+            def body(s, _):
+                frozen = (fmax_of(s) < fmax) | ~active
+                return _where_rows(frozen, s, vstep(s)), None
+
+            states = jax.lax.scan(body, states, None, length=chunk_steps)[0]
+            return states, fmax_of(states)
+
+        # three compiled pieces, each compiled once: init (one force call per slot), the chunk, and a cheap select
+        self._advance = jax.jit(advance)
+        self._init = jax.jit(vinit)
+        self._select = jax.jit(_where_rows)
+        template = jnp.asarray(np.asarray(template, dtype=np.float64), dtype)
+        self.states = self._init(jnp.stack([template] * self.n_slots), _stack(aux, self.n_slots))
+        self.active = np.zeros(self.n_slots, bool)
+        self.tags: list = [None] * self.n_slots
+        self.steps_done = 0  # FIRE steps summed over busy slots (the work done)
+
+    @property
+    def n_free(self) -> int:
+        return int((~self.active).sum())
+
+    def load(self, items):
+        """Put (tag, positions (N, 3) Angstrom) items into free slots; returns how many were taken."""
+        free = np.nonzero(~self.active)[0][: len(items)]
+        if len(free) == 0:
+            return 0
+        positions = np.array(self.states.positions)  # a writable host copy
+        mask = np.zeros(self.n_slots, bool)
+        for slot, (tag, pos) in zip(free, items):
+            positions[slot] = pos
+            mask[slot] = True
+            self.tags[slot] = tag
+        fresh = self._init(jnp.asarray(positions), self.states.aux)
+        self.states = self._select(jnp.asarray(mask), fresh, self.states)
+        self.active |= mask
+        return len(free)
+
+    def run_chunk(self):
+        """Advance busy slots one chunk; returns finished items [(tag, positions, energy eV, converged, steps)]."""
+        before = np.asarray(self.states.step)
+        self.states, fmax = self._advance(self.states, jnp.asarray(self.active))
+        _check_overflow(self.states.aux, "relaxation")
+        fmax = np.asarray(fmax)
+        steps = np.asarray(self.states.step)
+        self.steps_done += int((steps - before)[self.active].sum())
+        converged = self.active & (fmax < self.fmax)
+        given_up = self.active & ~converged & (steps >= self.max_steps)
+        finished = []
+        if (converged | given_up).any():
+            positions, energies = np.asarray(self.states.positions), np.asarray(self.states.energy)
+            for slot in np.nonzero(converged | given_up)[0]:
+                finished.append((self.tags[slot], positions[slot].astype(np.float64), float(energies[slot]),
+                                 bool(converged[slot]), int(steps[slot])))
+                self.tags[slot] = None
+            self.active &= ~(converged | given_up)
+        return finished
+
+    def in_flight(self) -> list:
+        """[(tag, current positions (N, 3) Angstrom)] of the busy slots: unfinished work to save and reload."""
+        positions = np.asarray(self.states.positions, np.float64)
+        return [(self.tags[slot], positions[slot]) for slot in np.nonzero(self.active)[0]]
+
+    def relax_all(self, structures, progress: bool = False, desc: str = "relax"):
+        """Relax a list of (N, 3) structures; returns (positions (M, N, 3), energies (M,) eV, converged (M,))."""
+        from tqdm.auto import tqdm
+
+        pending = collections.deque(enumerate(np.asarray(structures, dtype=np.float64)))
+        n = len(pending)
+        out_pos = np.zeros((n,) + np.shape(structures)[1:])
+        out_e, out_ok = np.zeros(n), np.zeros(n, bool)
+        with tqdm(total=n, desc=desc, disable=not progress, mininterval=1.0) as bar:
+            while pending or self.active.any():
+                take = [pending.popleft() for _ in range(min(self.n_free, len(pending)))]
+                self.load(take)
+                for tag, pos, energy, ok, _ in self.run_chunk():
+                    out_pos[tag], out_e[tag], out_ok[tag] = pos, energy, ok
+                    bar.update(1)
+        return out_pos, out_e, out_ok
+
+
+@dataclasses.dataclass
+class Exploration:
+    """The result of `explore_minima`. sequences: {replica label: [(frame index, minimum index)]}; history: rows
+    (wall seconds, unique minima, quenched frames) after each chunk; stats: counts of frames sampled, quenches
+    converged / not converged, minima rejected because the bond graph changed (a rearranged molecule)."""
+
+    database: MinimaDatabase
+    sequences: dict
+    history: list
+    stats: dict
+
+    @property
+    def graph(self):
+        """The minima graph (networkx), see `minima.minima_graph`."""
+        return minima_graph(self.database, self.sequences)
+
+
+def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, temperature_K: float = 500.0,
+                   timestep_fs: float = 0.5, friction_per_fs: float = 0.01, sample_every_fs: float = 50.0,
+                   n_slots: int | None = None, fmax: float = 1e-3, max_relax_steps: int = 3000,
+                   chunk_steps: int = 50, minimizer="fire", energy_tol: float = 0.01, rmsd_tol: float = 0.1,
+                   minutes: float | None = None, max_frames: int | None = None, checkpoint=None,
+                   save_every_s: float = 60.0, seed: int = 0, dtype=jnp.float32, progress: bool = True
+                   ) -> Exploration:
+    """Explore the minima of one molecule and return an `Exploration` (database, sequences, history, stats).
+
+    force_fn(positions, aux) -> (energy eV, forces eV/A, aux), aux for one structure (None for analytic
+    potentials); numbers (N,), positions (N, 3) Angstrom: the start geometry, which also defines the bond graph
+    (minima whose covalent bond graph differs are counted as rearranged and dropped; their replica restarts
+    from the start geometry). n_replicas Langevin replicas at temperature_K (timestep fs, friction 1/fs) each
+    give one frame every sample_every_fs; frames are quenched with `minimizer` ("fire" or "lbfgs", see
+    `BatchRelaxer`) to fmax (eV/A) in n_slots slots (default 4 x n_replicas). A replica whose MD produces
+    non-finite positions also restarts from the start geometry (counted in stats["md_resets"]). Stops after
+    `minutes` of wall time or `max_frames` quenched frames (at least one must be given). checkpoint: a path; progress is saved there (`save_minima`) every save_every_s and at the
+    end, and a later call with the same path resumes: the database, sequences, counters and the unfinished
+    frames (in the relaxer, from their partly relaxed positions, or still queued) are loaded, and every replica
+    restarts from its last sampled frame with new thermal velocities after a one-frame gap in its numbering (no
+    transition is counted across a restart). Frames sampled after the last save of a killed run are lost.
+    """
+    if minutes is None and max_frames is None:
+        raise ValueError("give a time budget (minutes=...) or a frame budget (max_frames=...)")
+    numbers = np.asarray(numbers)
+    start = np.asarray(positions, dtype=np.float64)
+    if start.shape != (len(numbers), 3):
+        raise ValueError(f"positions: expected shape ({len(numbers)}, 3), got {start.shape}")
+    if n_replicas < 1 or sample_every_fs < timestep_fs:
+        raise ValueError(f"need n_replicas >= 1 and sample_every_fs >= timestep_fs, got {n_replicas}, "
+                         f"{sample_every_fs}, {timestep_fs}")
+    reference_bonds = bond_graph(numbers, start)
+    stride = int(round(sample_every_fs / timestep_fs))
+    labels = [str(r) for r in range(n_replicas)]
+
+    db = MinimaDatabase(numbers, start, energy_tol=energy_tol, rmsd_tol=rmsd_tol)
+    sequences = {label: [] for label in labels}
+    stats = {"frames": 0, "converged": 0, "not_converged": 0, "rearranged": 0, "md_resets": 0, "relax_steps": 0,
+             "restarts": 0, "elapsed_s": 0.0}
+    history: list = []
+    pending: list = []
+    replica_positions = np.stack([start] * n_replicas)
+    next_frame = np.zeros(n_replicas, np.int64)
+    checkpoint = None if checkpoint is None else Path(checkpoint)
+    if checkpoint is not None and checkpoint.with_suffix(".json").exists():
+        db, loaded, _, extra = load_minima(checkpoint)
+        if len(extra.get("replica_positions", [])) != n_replicas or not np.array_equal(db.numbers, numbers):
+            raise ValueError(f"{checkpoint} was written for another molecule or replica count; use a new path")
+        sequences = {label: loaded.get(label, []) for label in labels}
+        stats, history = extra["stats"], extra["history"]
+        replica_positions = np.asarray(extra["replica_positions"])
+        next_frame = np.asarray(extra["next_frame"], np.int64) + 1  # a gap: no transition across the restart
+        pending = [((int(r), int(f)), np.asarray(p)) for r, f, p in extra.get("pending", [])]
+        if minutes is not None and stats["elapsed_s"] >= 60.0 * minutes:
+            return Exploration(db, sequences, history, stats)  # the budget is spent: nothing to compile or run
+        stats["restarts"] += 1
+
+    masses = masses_of(numbers)
+    md_init, md_step = langevin_baoab(force_fn, timestep_fs, temperature_K, friction_per_fs)
+    base_seed = seed + 1000 * stats["restarts"]
+
+    md_init_jit = jax.jit(lambda pos, v, key: md_init(pos, v, masses, key=key, aux=aux))
+
+    def init_one(r, pos):
+        """Replica r at pos with thermal velocities; seeds differ per replica, restart and frame."""
+        v = maxwell_boltzmann(masses, temperature_K, seed=base_seed + 7919 * r + int(next_frame[r]), positions=pos)
+        key = jax.random.key(base_seed + 7919 * r + int(next_frame[r]))
+        return md_init_jit(jnp.asarray(pos, dtype), jnp.asarray(v, dtype), key)
+
+    md_states = jax.tree.map(lambda *xs: jnp.stack(xs), *[init_one(r, replica_positions[r])
+                                                         for r in range(n_replicas)])
+
+    @jax.jit
+    def md_round(states):
+        return jax.lax.scan(lambda s, _: (jax.vmap(md_step)(s), None), states, None, length=stride)[0]
+
+    relaxer = BatchRelaxer(force_fn, aux, start, n_slots or 4 * n_replicas, fmax, max_relax_steps, chunk_steps,
+                           dtype, minimizer)
+    queue: collections.deque = collections.deque(pending)  # frames sampled but not yet quenched
+    reset = set()
+    t0 = time.perf_counter() - stats["elapsed_s"]
+    last_save = time.perf_counter()
+
+    def save():
+        stats["elapsed_s"] = time.perf_counter() - t0
+        unfinished = [[r, f, p.tolist()] for (r, f), p in relaxer.in_flight() + list(queue)]
+        extra = {"stats": stats, "history": history, "replica_positions": replica_positions.tolist(),
+                 "pending": unfinished,
+                 "next_frame": next_frame.tolist(), "settings": {
+                     "temperature_K": temperature_K, "timestep_fs": timestep_fs, "sample_every_fs": sample_every_fs,
+                     "n_replicas": n_replicas, "fmax": fmax, "friction_per_fs": friction_per_fs}}
+        save_minima(checkpoint, db, sequences, extra)
+
+    from tqdm.auto import tqdm
+
+    steps_before = stats["relax_steps"]
+
+    def out_of_time():
+        return minutes is not None and time.perf_counter() - t0 > 60.0 * minutes
+
+    with tqdm(total=max_frames, desc="minima", unit="frame", disable=not progress, mininterval=1.0,
+              initial=stats["converged"] + stats["not_converged"] + stats["rearranged"]) as bar:
+        while not out_of_time():
+            sampling = max_frames is None or stats["frames"] < max_frames
+            if not (sampling or queue or relaxer.active.any()):
+                break  # frame budget reached and every sampled frame quenched
+            while len(queue) < relaxer.n_free and (max_frames is None or stats["frames"] < max_frames):
+                for r in reset:  # restart from the start geometry; the frame gap keeps the old chain apart
+                    next_frame[r] += 1
+                    one = init_one(r, start)
+                    md_states = jax.tree.map(lambda a, b: a.at[r].set(b), md_states, one)
+                reset.clear()
+                md_states = md_round(md_states)
+                _check_overflow(md_states.aux, "MD")
+                replica_positions = np.asarray(md_states.positions, np.float64)
+                for r in range(n_replicas):
+                    if not np.all(np.isfinite(replica_positions[r])):
+                        stats["md_resets"] += 1
+                        reset.add(r)
+                        continue
+                    queue.append(((r, int(next_frame[r])), replica_positions[r]))
+                    next_frame[r] += 1
+                    stats["frames"] += 1
+            relaxer.load([queue.popleft() for _ in range(min(relaxer.n_free, len(queue)))])
+            for (r, frame), pos, energy, ok, _ in relaxer.run_chunk():
+                bar.update(1)
+                if not ok:
+                    stats["not_converged"] += 1
+                    continue
+                if not np.array_equal(bond_graph(numbers, pos), reference_bonds):
+                    stats["rearranged"] += 1
+                    reset.add(r)
+                    continue
+                stats["converged"] += 1
+                k, _ = db.add(pos, energy, trajectory=labels[r])
+                sequences[labels[r]].append((frame, k))
+            stats["relax_steps"] = steps_before + relaxer.steps_done
+            history.append((time.perf_counter() - t0, len(db), stats["converged"] + stats["not_converged"]
+                            + stats["rearranged"]))
+            bar.set_postfix(unique=len(db), not_conv=stats["not_converged"], refresh=False)
+            if checkpoint is not None and time.perf_counter() - last_save > save_every_s:
+                save()
+                last_save = time.perf_counter()
+    stats["elapsed_s"] = time.perf_counter() - t0
+    if checkpoint is not None:
+        save()
+    return Exploration(db, sequences, history, stats)
