@@ -213,6 +213,8 @@ class Simulation:
                 yield frames
                 if self._stop_requested:
                     self.stop_reason = "stopped on request"
+                    if self.store is not None:
+                        self.store.save_stop_reason(self.stop_reason)
                     return
 
     def run(self, steps: int, progress: bool = True) -> Frames | None:

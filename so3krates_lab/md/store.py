@@ -80,7 +80,16 @@ class TrajectoryStore:
     def save_offending(self, frames, reason: str) -> None:
         ds = self._dataset(frames)
         atomic_write(self.directory / "offending.nc", lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
+        self.save_stop_reason(reason)
+
+    def save_stop_reason(self, reason: str) -> None:
+        """Record why the run stopped (a watchdog's finding, or a stop on request) in `stop_reason.txt`."""
         atomic_write(self.directory / "stop_reason.txt", lambda tmp: Path(tmp).write_text(reason + "\n"))
+
+    def stop_reason(self) -> str | None:
+        """The recorded reason the run stopped, or None if it was never stopped early."""
+        path = self.directory / "stop_reason.txt"
+        return path.read_text().strip() if path.exists() else None
 
     # integrator state --------------------------------------------------------------------------------------
     def save_state(self, state) -> None:

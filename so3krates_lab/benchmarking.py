@@ -1,0 +1,85 @@
+"""Timing helpers shared by notebooks and benchmark scripts: one energy+forces call, one compiled MD step and one
+ASE MD step with the same model on the same structure, measured side by side.
+
+    row = md_speed(builtin.water_box(3), config, variables, steps=200, repeats=3)
+    row["eval_ms"], row["engine_ms_per_step"], row["ase_ms_per_step"]
+
+An edge module like `cli` and `demo`: it uses the ASE adapter (`interop`) to time ASE against the engine.
+Timings are wall-clock medians over interleaved repeats (each method timed in turn, `repeats` times), after a
+compile-and-warm-up call; on a shared machine they move by tens of percent with other work.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+EVAL_CALLS = 20  # energy+forces calls per timed block
+
+
+def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, ase_steps: int | None = None,
+             timestep_fs: float = 0.5, temperature_K: float = 300.0) -> dict:
+    """Side-by-side timings for one structure (a `System`, free or periodic) and one model (config, variables).
+
+    Returns a dict: atoms, pairs (unordered pairs within the cutoff at the start), eval_ms (one jitted
+    energy+forces call), engine_ms_per_step (velocity Verlet in the compiled engine, chunks of `steps` steps,
+    skin neighbour list updated in-jit), ase_ms_per_step (ase.md.VelocityVerlet with `So3kratesCalculator`,
+    blocks of `ase_steps` steps, default steps // 5 but at least 10), compile_s (wall time of the first engine
+    chunk: tracing, compilation and one chunk), repeats. All times are medians over `repeats` blocks.
+    """
+    import jax
+    import jax.numpy as jnp
+    from ase import Atoms, units
+    from ase.md.verlet import VelocityVerlet
+
+    from .autodiff import compiler_options, energy_and_forces
+    from .graph import graph_from_system
+    from .interop import So3kratesCalculator
+    from .md import Simulation, degrees_of_freedom, masses_of, maxwell_boltzmann, model_force_fn, velocity_verlet
+    from .model import make_energy_fn
+
+    if steps < 1 or repeats < 1:
+        raise ValueError(f"steps ({steps}) and repeats ({repeats}) must be >= 1")
+    ase_steps = ase_steps or max(10, steps // 5)
+    energy_fn = make_energy_fn(config)
+    graph = graph_from_system(system, config.cutoff)
+    evaluate = jax.jit(lambda v, g: energy_and_forces(energy_fn, v, g), compiler_options=compiler_options())
+    jax.block_until_ready(evaluate(variables, graph))
+
+    cell, pbc = system.box_and_pbc() if system.periodic else (None, (False,) * 3)
+    force_fn, nbrs = model_force_fn(energy_fn, variables, config.cutoff, system.numbers, system.positions, cell, pbc)
+    masses = masses_of(system.numbers)
+    v0 = maxwell_boltzmann(masses, temperature_K, 0, None if system.periodic else system.positions)
+    init, step = velocity_verlet(force_fn, timestep_fs)
+    state = jax.jit(init)(jnp.asarray(system.positions, jnp.float32), jnp.asarray(v0, jnp.float32), masses,
+                          aux=nbrs)
+    sim = Simulation(step, state, timestep_fs=timestep_fs, dof=degrees_of_freedom(system.n_atoms, system.periodic),
+                     record_every=steps, chunk_steps=steps, watchdogs=None, force_fn=force_fn,
+                     periodic=system.periodic)
+    chunks = sim.chunks(steps * (repeats + 1), progress=False)
+    t0 = time.perf_counter()
+    next(chunks)  # compile + warm-up
+    compile_s = time.perf_counter() - t0
+
+    atoms = Atoms(numbers=system.numbers, positions=system.positions, cell=cell, pbc=pbc)
+    atoms.calc = So3kratesCalculator(config, variables)
+    atoms.set_velocities(v0 / units.fs)
+    dyn = VelocityVerlet(atoms, timestep_fs * units.fs)
+    dyn.run(2)  # compile + warm-up
+
+    t_eval, t_engine, t_ase = [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(EVAL_CALLS):
+            jax.block_until_ready(evaluate(variables, graph))
+        t_eval.append((time.perf_counter() - t0) / EVAL_CALLS)
+        t0 = time.perf_counter()
+        next(chunks)
+        t_engine.append((time.perf_counter() - t0) / steps)
+        t0 = time.perf_counter()
+        dyn.run(ase_steps)
+        t_ase.append((time.perf_counter() - t0) / ase_steps)
+    return {"atoms": system.n_atoms, "pairs": int(np.sum(np.asarray(graph.pair_mask))),
+            "eval_ms": 1e3 * float(np.median(t_eval)), "engine_ms_per_step": 1e3 * float(np.median(t_engine)),
+            "ase_ms_per_step": 1e3 * float(np.median(t_ase)), "compile_s": compile_s, "repeats": repeats}

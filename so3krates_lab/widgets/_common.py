@@ -1,0 +1,87 @@
+"""Pieces shared by the widgets: the nglview view of a molecule, a CSS-tagged text line, a background worker."""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from typing import Callable
+
+import numpy as np
+
+STATUS_CLASS = "so3k-status"
+FRAME_COUNTER_CLASS = "so3k-frame-counter"
+
+
+def molecule_view(numbers, positions):
+    """An nglview (3.1.4) view of one structure: atomic numbers (N,), positions (N, 3) in Angstrom.
+
+    Its coordinates are updated later with `set_positions(view, positions)`."""
+    import nglview
+    from ase import Atoms
+
+    numbers = np.asarray(numbers, int)
+    positions = np.asarray(positions, float)
+    if positions.shape != (len(numbers), 3):
+        raise ValueError(f"positions have shape {positions.shape}; expected ({len(numbers)}, 3) for "
+                         f"{len(numbers)} atoms")
+    view = nglview.show_ase(Atoms(numbers=numbers, positions=positions))
+    view.layout.width, view.layout.height = "420px", "380px"
+    return view
+
+
+def set_positions(view, positions) -> None:
+    """Move the atoms of the view's first component to `positions` (N, 3) Angstrom (nglview's binary update)."""
+    view.set_coordinates({0: np.ascontiguousarray(positions, np.float32)})
+
+
+def tagged_html(css_class: str, text: str = ""):
+    """An ipywidgets.HTML line carrying `css_class`, so browser tests can find it."""
+    import ipywidgets as w
+
+    label = w.HTML(text)
+    label.add_class(css_class)
+    return label
+
+
+def downsample(n: int, max_points: int) -> np.ndarray:
+    """Indices of at most `max_points` evenly spaced items out of n, always including the last."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
+
+
+class Worker:
+    """Runs `target()` once in a daemon thread; keeps its exception (with traceback text) instead of losing it."""
+
+    def __init__(self, target: Callable[[], None], name: str):
+        self.error: BaseException | None = None
+        self.traceback: str | None = None
+        self._target = target
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._target()
+        except BaseException as exc:  # noqa: BLE001 - reported by the widget, re-raised by wait()
+            self.error, self.traceback = exc, traceback.format_exc()
+        finally:
+            self._done.set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def started(self) -> bool:
+        return self._thread.ident is not None
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the work ends (True) or `timeout` seconds pass (False). Re-raises the work's exception."""
+        finished = self._done.wait(timeout)
+        if finished and self.error is not None:
+            raise RuntimeError(f"the background run failed:\n{self.traceback}") from self.error
+        return finished

@@ -1,0 +1,165 @@
+"""Widgets, headless: LiveMD runs in its thread and obeys Pause / Play / Stop with a consistent store; the
+player replays the store; the training dashboard's Stop ends fit. A Morse cluster drives the MD and a tiny SO3krates
+model the training, so each test is short."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+pytest.importorskip("nglview")
+pytest.importorskip("ipywidgets")
+
+from so3krates_lab.data import builtin, load  # noqa: E402
+from so3krates_lab.md import (  # noqa: E402
+    Simulation, TrajectoryStore, Watchdogs, degrees_of_freedom, maxwell_boltzmann, velocity_verlet,
+)
+from so3krates_lab.model import So3kratesConfig  # noqa: E402
+from test_md import MASSES, N, cluster_positions, morse_force_fn  # noqa: E402
+from so3krates_lab.train import TrainConfig  # noqa: E402
+from so3krates_lab.widgets import LiveMD, TrainingDashboard, TrajectoryPlayer  # noqa: E402
+from so3krates_lab.widgets._common import molecule_view, set_positions  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NUMBERS = [6, 1, 8, 6, 1, 7, 1]
+TINY = So3kratesConfig.preset("small", features=8, layers=1, radial_basis=8)
+
+
+def until(condition, timeout: float = 90.0, what: str = "condition") -> None:
+    """Poll `condition()` every 20 ms; fail after `timeout` s."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def simulation(store_dir, temperature_K=300.0, watchdogs=None, chunk_steps=20):
+    """A 7-atom Morse cluster (cheap to compile; the widget does not care where forces come from)."""
+    init, step = velocity_verlet(morse_force_fn(), 0.5)
+    r0 = cluster_positions()
+    state = init(jnp.asarray(r0), jnp.asarray(maxwell_boltzmann(MASSES, temperature_K, 1, r0)), MASSES)
+    store = TrajectoryStore(store_dir, numbers=NUMBERS, timestep_fs=0.5)
+    return Simulation(step, state, timestep_fs=0.5, dof=degrees_of_freedom(N), record_every=5,
+                      chunk_steps=chunk_steps, store=store, watchdogs=watchdogs)
+
+
+def frame_number(live) -> int:
+    text = live.frame_counter.value
+    assert text.startswith("frame "), text
+    return int(text.split()[1])
+
+
+def test_live_md_runs_in_its_thread_pauses_resumes_and_stops_with_a_consistent_store(tmp_path):
+    sim = simulation(tmp_path / "run")
+    live = LiveMD(sim, steps=10**6)
+    assert "so3k-frame-counter" in live.frame_counter._dom_classes and "so3k-status" in live.status._dom_classes
+    assert [b.description for b in (live.play_button, live.pause_button, live.stop_button)] == ["Play", "Pause",
+                                                                                               "Stop"]
+    t0 = time.monotonic()
+    live.start()
+    assert time.monotonic() - t0 < 1.0, "start() must return at once"
+    until(lambda: live.frames_shown >= 12, what="frames to advance")
+    assert not live.done and "running" in live.status.value
+    assert frame_number(live) == live.frames_shown
+    # the view shows the last frame of the last chunk (nglview keeps the coordinates it sent)
+    assert live.view._coordinates_dict[0].shape == (N, 3)
+
+    live.pause()
+    until(lambda: "paused" in live.status.value, what="the run to hold")
+    held, step = live.frames_shown, int(sim.state.step)
+    time.sleep(0.5)
+    assert live.frames_shown == held and int(sim.state.step) == step, "a paused run advanced"
+    assert frame_number(live) == held
+
+    live.play()
+    until(lambda: live.frames_shown > held, what="the run to resume")
+    live.stop()
+    assert live.wait(60), "Stop did not end the run"
+    assert "stopped" in live.status.value and live.stop_reason == "stopped on request"
+    assert live.stop_button.disabled and live.play_button.disabled
+
+    reopened = TrajectoryStore(tmp_path / "run")
+    ds = reopened.open()
+    assert ds.sizes["time"] == live.frames_shown == 4 * len(reopened.chunk_paths())
+    assert reopened.stop_reason() == "stopped on request"
+    np.testing.assert_allclose(ds.positions.values[-1], np.asarray(sim.state.positions), atol=1e-5)
+    # the plot holds every shown frame
+    assert len(live.figure.data[3].y) == live.frames_shown
+
+
+def test_live_md_finishes_and_its_replay_fills_in(tmp_path):
+    sim = simulation(tmp_path / "run")
+    live = LiveMD(sim, steps=60, title="finish")
+    box = live.replay()
+    assert "appears here" in box.children[0].value
+    live.start()
+    assert live.wait(60)
+    assert live.status.value.startswith("finished") and live.stop_reason is None
+    assert frame_number(live) == 12 and live.frames_shown == 12
+    player_widget = box.children[0]
+    assert "12 frames" in player_widget.children[0].value
+
+
+def test_a_watchdog_stop_shows_its_reason(tmp_path):
+    sim = simulation(tmp_path / "hot", temperature_K=300.0, watchdogs=Watchdogs(max_temperature=1.0))
+    live = LiveMD(sim, steps=200).start()
+    assert live.wait(60)
+    assert "temperature" in live.status.value and "stopped" in live.status.value
+    assert "temperature" in TrajectoryStore(tmp_path / "hot").stop_reason()
+
+
+def test_player_replays_frames_with_a_marker(tmp_path):
+    sim = simulation(tmp_path / "run")
+    sim.run(40, progress=False)
+    player = TrajectoryPlayer(sim.store)
+    assert player.slider.max == 7
+    player.slider.value = 5  # as if dragged
+    assert player.frame_counter.value.startswith("frame 6 of 8")
+    np.testing.assert_allclose(player.view._coordinates_dict[0], player.positions[5], atol=1e-6)
+    assert player.figure.data[5].x == (player.time_fs[5],)
+    assert player.figure.data[5].y == (player.temperature[5],)
+    with pytest.raises(IndexError, match="outside"):
+        player.show(8)
+    with pytest.raises(ValueError, match="no 'positions'"):
+        TrajectoryPlayer(sim.store.open().drop_vars("positions"))
+
+
+def test_view_updates_do_not_raise_and_bad_shapes_are_named():
+    mol = builtin.ethanol()
+    view = molecule_view(mol.numbers, mol.positions)
+    set_positions(view, mol.positions + 0.1)
+    np.testing.assert_allclose(view._coordinates_dict[0], mol.positions + 0.1, atol=1e-6)
+    with pytest.raises(ValueError, match=r"expected \(9, 3\)"):
+        molecule_view(mol.numbers, mol.positions[:5])
+
+
+def test_training_dashboard_stop_ends_fit():
+    data = load(ROOT / "data" / "ethanol_pbe_500K.npz")
+    train, valid = data[:10], data[10:13]
+    dash = TrainingDashboard(train, valid, TINY, TrainConfig(max_steps=10**6, eval_every=4, batch_size=1))
+    assert dash.stop_button.description == "Stop" and "so3k-status" in dash.status._dom_classes
+    dash.start()
+    until(lambda: len(dash.history) >= 2, what="two validations")
+    assert "running" in dash.status.value
+    dash.stop()
+    result = dash.wait(60)
+    assert result is not None, "Stop did not end fit"
+    assert result.step < 10**6 and result.step % 4 == 0
+    assert [h["step"] for h in result.history] == [h["step"] for h in dash.history]
+    assert list(dash.figure.data[3].x) == [h["step"] for h in dash.history]
+    assert dash.status.value.startswith("stopped on request")
+
+
+def test_training_dashboard_rejects_progress_and_reports_errors():
+    data = load(ROOT / "data" / "ethanol_pbe_500K.npz")
+    with pytest.raises(ValueError, match="progress"):
+        TrainingDashboard(data[:4], data[4:6], TINY, progress=True)
+    dash = TrainingDashboard(data[:4], data[4:6], TINY, TrainConfig(batch_size=10)).start()  # batch > data
+    with pytest.raises(RuntimeError, match="batch_size 10 exceeds"):
+        dash.wait(60)
+    assert dash.status.value.startswith("error")
