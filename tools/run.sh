@@ -18,6 +18,7 @@ if [ ! -f "$stamp" ]; then
 fi
 case "$task" in
     main) exec .venv/bin/python -m so3krates_lab.demo "$@" ;;
-    test) exec .venv/bin/python -m pytest -q -n 2 "$@" ;;
+    # loadgroup: tests marked xdist_group("browser") share one worker (one JupyterLab, one Chromium)
+    test) exec .venv/bin/python -m pytest -q -n 2 --dist loadgroup "$@" ;;
     *) echo "unknown task '$task' (use: main | test)" >&2; exit 2 ;;
 esac

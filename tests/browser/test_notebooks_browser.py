@@ -1,0 +1,124 @@
+"""Every tutorial notebook, run top to bottom in JupyterLab in a real (headless Chromium) browser, smoke mode.
+
+Per notebook: Run > Run All Cells, wait for the kernel, then check that no cell failed or printed a traceback,
+that every nglview stage drew a picture on a canvas and every plotly figure holds data, and save a full-notebook
+screenshot under results/browser/.
+The quickstart also has its live MD viewer's Play / Pause / Stop exercised through real clicks.
+
+Timeouts: SO3KRATES_BROWSER_TIMEOUT (seconds per notebook run, default 900).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import labdriver
+from labdriver import frame_number, live_button, status_text, wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
+
+NOTEBOOKS = sorted((labdriver.REPO / "notebooks").glob("*.ipynb"))
+RUN_TIMEOUT_S = float(os.environ.get("SO3KRATES_BROWSER_TIMEOUT", "900"))
+CONTROL_TIMEOUT_S = 90.0  # a click must take effect within this (the run reacts between MD chunks)
+
+
+def check_live_md_controls(page) -> list[str]:
+    """The quickstart's live MD viewer, driven by clicks: its frame counter advances while the run goes on;
+    Pause makes the status say "paused" and the counter hold; Play resumes; Stop makes it say "stopped" and the
+    counter hold. Returns a log of what was seen (printed by the test)."""
+    log = []
+    status = status_text(page)
+    assert "running" in status, (
+        f"the live MD run must still be running when the notebook's cells have finished, status is {status!r} "
+        "(a smoke run that ends before the last cell cannot be paused: make it last longer)")
+
+    start = frame_number(page)
+    first = wait_until(page, frame_number, lambda n: n > start, CONTROL_TIMEOUT_S, "the frame counter to advance")
+    t0 = time.monotonic()  # the first chunk may include compilation; time the next one
+    advanced = wait_until(page, frame_number, lambda n: n > first, CONTROL_TIMEOUT_S, "the frame counter to advance")
+    interval_s = time.monotonic() - t0
+    hold_s = min(max(3.0, 3 * interval_s), 20.0)  # several chunk intervals: long enough to see a frame
+    log.append(f"running: frame {start} -> {first} -> {advanced}, {interval_s:.1f} s between updates")
+
+    live_button(page, "Pause").click()
+    wait_until(page, status_text, lambda s: "paused" in s, CONTROL_TIMEOUT_S, "status 'paused' after Pause")
+    held = frame_number(page)
+    page.wait_for_timeout(hold_s * 1000)
+    assert frame_number(page) == held, f"paused at frame {held} but the counter moved on to {frame_number(page)}"
+    assert "paused" in status_text(page), f"status left 'paused' by itself: {status_text(page)!r}"
+    log.append(f"paused: frame {held} held for {hold_s:.1f} s")
+
+    live_button(page, "Play").click()
+    wait_until(page, status_text, lambda s: "running" in s, CONTROL_TIMEOUT_S, "status 'running' after Play")
+    resumed = wait_until(page, frame_number, lambda n: n > held, CONTROL_TIMEOUT_S, "frames to advance after Play")
+    log.append(f"played: frame {held} -> {resumed}")
+
+    live_button(page, "Stop").click()
+    wait_until(page, status_text, lambda s: "stopped" in s, CONTROL_TIMEOUT_S, "status 'stopped' after Stop")
+    stopped = frame_number(page)
+    page.wait_for_timeout(hold_s * 1000)
+    assert frame_number(page) == stopped, f"stopped at frame {stopped} but the counter moved to {frame_number(page)}"
+    log.append(f"stopped: frame {stopped} held for {hold_s:.1f} s; status {status_text(page)!r}")
+    return log
+
+
+EXTRA_CHECKS = {"01_quickstart": check_live_md_controls}
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_and_renders(notebook, lab, page, screenshot_dir):
+    t0 = time.monotonic()
+    labdriver.open_notebook(page, lab, f"notebooks/{notebook.name}")
+    labdriver.run_all_cells(page)
+    labdriver.wait_until_run_finished(page, RUN_TIMEOUT_S)
+    run_s = time.monotonic() - t0
+    shot = screenshot_dir / f"{notebook.stem}.png"
+    try:
+        extra = EXTRA_CHECKS.get(notebook.stem)
+        for line in extra(page) if extra else []:
+            print(f"{notebook.stem}: {line}")
+
+        problems = labdriver.cell_problems(labdriver.notebook_json(page)) + labdriver.error_outputs(page)
+        assert not problems, f"{notebook.name} has errors:\n" + "\n".join(problems)
+
+        stages = labdriver.nglview_stages(page)
+        blank = [s for s in stages if not (s["canvas"] and s["width"] > 0 and s["height"] > 0)
+                 or not labdriver.canvas_is_drawn(page, s["index"])]
+        assert not blank, f"{notebook.name}: nglview stages without a drawn canvas: {blank} (of {len(stages)})"
+        figures = labdriver.plotly_figures(page)
+        empty = [f for f in figures if f["traces"] == 0 or f["width"] == 0 or f["height"] == 0]
+        assert not empty, f"{notebook.name}: plotly figures drawn without data: {empty} (of {len(figures)})"
+        print(f"{notebook.stem}: ran in {run_s:.1f} s; {len(stages)} nglview stage(s) drawn, "
+              f"{len(figures)} plotly figure(s) with data")
+    finally:
+        labdriver.save_screenshot(page, shot)
+        print(f"{notebook.stem}: screenshot {shot}")
+
+
+def test_checks_catch_an_error_and_a_blank_viewer(lab, page):
+    """The checks above can fail: in a scratch notebook with a drawn molecule, an empty nglview widget (a flat
+    white canvas) and a cell that raises, they find exactly the blank stage and the error."""
+    import nbformat
+
+    cells = ["import nglview\nfrom ase.build import molecule\nnglview.show_ase(molecule('CH3CH2OH'))",
+             "nglview.NGLWidget()",
+             "1 / 0",
+             "print('never reached')"]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, lab.root / "harness_check.ipynb")
+
+    labdriver.open_notebook(page, lab, "harness_check.ipynb")
+    labdriver.run_all_cells(page)
+    labdriver.wait_until_run_finished(page, 300)
+
+    problems = labdriver.cell_problems(labdriver.notebook_json(page))
+    assert any("ZeroDivisionError" in p for p in problems), problems
+    assert any("cell 3" in p and "never executed" in p for p in problems), problems
+    assert any("Traceback" in e for e in labdriver.error_outputs(page))
+    stages = labdriver.nglview_stages(page)
+    assert len(stages) == 2, stages
+    assert [labdriver.canvas_is_drawn(page, s["index"]) for s in stages] == [True, False]
