@@ -47,7 +47,8 @@ class MinimaBrowser:
     ring), `energy_window` (FloatRangeSlider, meV relative to the lowest minimum; nodes outside are hidden),
     `node_picker` (Dropdown of the shown nodes), `neighbour_picker` (Dropdown of the selected node's
     neighbours), `view` / `neighbour_view` (nglview; the neighbour superposed on the minimum), `details`
-    (CSS class so3k-minimum-details, text "minimum N: ...", N the node shown).
+    (CSS class so3k-minimum-details, text "minimum N: ...", N the node shown). Node hover labels also start
+    with "minimum N:".
     """
 
     def __init__(self, graph, positions, numbers, *, groups=(), seed: int = 0, title: str = "minima graph"):
@@ -61,8 +62,8 @@ class MinimaBrowser:
             raise ValueError(f"positions must be (M, {len(self.numbers)}, 3) Angstrom, got {self.positions.shape}")
         for node, data in graph.nodes(data=True):
             if not 0 <= data.get("geometry", -1) < len(self.positions) or "relative_energy" not in data:
-                raise ValueError(f"node {node} lacks relative_energy or a geometry index into the {len(self.positions)} "
-                                 "positions (build the graph with analysis.minima_graph)")
+                raise ValueError(f"node {node} lacks relative_energy or a geometry index into the "
+                                 f"{len(self.positions)} positions (build the graph with analysis.minima_graph)")
         self.groups = [np.asarray(g, int) for g in groups]
         self.nodes = sorted(graph.nodes, key=lambda n: graph.nodes[n]["relative_energy"])
         self.energy_meV = {n: 1e3 * graph.nodes[n]["relative_energy"] for n in self.nodes}
@@ -72,7 +73,8 @@ class MinimaBrowser:
 
         self.figure = self._make_figure(title)
         top = max(self.energy_meV.values())
-        self.energy_window = w.FloatRangeSlider(value=(0.0, top), min=0.0, max=max(top, 1e-3), step=max(top, 1.0) / 200,
+        self.energy_window = w.FloatRangeSlider(value=(0.0, top), min=0.0, max=max(top, 1e-3),
+                                                step=max(top, 1.0) / 200,
                                                 description="E (meV)", continuous_update=False, readout_format=".0f",
                                                 layout=w.Layout(width="420px"))
         self.node_picker = w.Dropdown(description="minimum")
@@ -82,6 +84,7 @@ class MinimaBrowser:
         for v in (self.view, self.neighbour_view):
             v.layout.width, v.layout.height = "340px", "320px"
         self.details = tagged_html(DETAILS_CLASS)
+        self.details.layout.width = "380px"
         self.energy_window.observe(lambda change: self.filter(*change["new"]), names="value")
         self.node_picker.observe(lambda change: change["new"] is not None and self.show(change["new"]),
                                  names="value")
@@ -89,8 +92,8 @@ class MinimaBrowser:
         self.figure.data[1].on_click(self._clicked)
         views = w.HBox([w.VBox([w.HTML("<b>selected minimum</b>"), self.view]),
                         w.VBox([self.neighbour_picker, self.neighbour_view])])
-        self.widget = w.VBox([w.HBox([self.energy_window, self.node_picker]),
-                              w.HBox([self.figure, w.VBox([self.details, views])])])
+        self.widget = w.VBox([w.HBox([self.energy_window, self.node_picker]), w.HBox([self.figure, self.details]),
+                              views])
         self.filter(*self.energy_window.value)
         self.show(self.selected)
 
@@ -141,7 +144,7 @@ class MinimaBrowser:
 
     def _hover(self, n) -> str:
         data = self.graph.nodes[n]
-        return (f"minimum {n}<br>{self.energy_meV[n]:.1f} meV<br>found {data['count']} times<br>"
+        return (f"minimum {n}: {self.energy_meV[n]:.1f} meV<br>found {data['count']} times<br>"
                 f"{self.graph.degree[n]} neighbours")
 
     def filter(self, low_meV: float, high_meV: float) -> None:

@@ -36,9 +36,10 @@ class SpectrumExplorer:
 
     velocities: (time, atom, 3) Angstrom/fs, `timestep_fs` fs apart; numbers: (N,) atomic numbers.
     harmonic: {name: normal_modes() Dataset} drawn as vertical lines with a clickable marker on top of each
-    (the first set also supplies the geometry shown in nglview; without harmonic sets there is no view). mass_weighted, max_lag_fs, window: passed to
-    `analysis.vacf` / `analysis.power_spectrum`. amplitude (Angstrom) and n_frames: the mode animation;
-    frame_s: seconds per animation frame; cycles: periods played per click.
+    (the first set also supplies the geometry shown in nglview; without harmonic sets there is no view).
+    mass_weighted, max_lag_fs, window: passed to `analysis.vacf` / `analysis.power_spectrum`.
+    amplitude (Angstrom) and n_frames: the mode animation; frame_s: seconds per animation frame; cycles: periods
+    played per click.
 
     Widgets: `selector` (Dropdown of atom selections), `figure` (plotly FigureWidget: trace 0 is the spectrum,
     then per harmonic set a line trace and a marker trace), `view` (nglview), `details` (CSS class
@@ -74,7 +75,8 @@ class SpectrumExplorer:
         self.view = None if first is None else molecule_view(self.numbers, first.positions.values)
         self.details = tagged_html(MODE_DETAILS_CLASS, "click a harmonic line's marker to animate that mode")
         self.selector.observe(lambda change: self.select(change["new"]), names="value")
-        self.widget = w.VBox([w.HBox([self.selector, self.details]), w.HBox([self.figure] + ([self.view] if self.view else []))])
+        plots = [self.figure] + ([self.view] if self.view is not None else [])
+        self.widget = w.VBox([w.HBox([self.selector, self.details]), w.HBox(plots)])
         self.select(self.selector.value)
 
     @classmethod

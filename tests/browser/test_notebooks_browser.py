@@ -70,7 +70,7 @@ def check_live_md_controls(page) -> list[str]:
 def _shown_minimum(page) -> int:
     """N from the first minima browser's details line ("minimum N: ...", N the node shown)."""
     text = page.locator(".so3k-minimum-details").first.inner_text()
-    match = re.search(r"minimum\s+(\d+)", text)
+    match = re.search(r"minimum\s+(\d+):", text)
     if match is None:
         raise AssertionError(f"minimum details text {text!r} has no 'minimum N'")
     return int(match.group(1))
@@ -83,7 +83,7 @@ def _hovered_minimum(page, x: float, y: float) -> int | None:
     labels = page.locator(".hoverlayer .hovertext")
     if labels.count() == 0:
         return None
-    match = re.search(r"minimum\s+(\d+)", labels.first.text_content() or "")
+    match = re.search(r"minimum\s+(\d+):", labels.first.text_content() or "")
     return int(match.group(1)) if match else None
 
 
