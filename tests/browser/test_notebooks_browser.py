@@ -95,8 +95,9 @@ def check_minima_browser(page) -> list[str]:
     details = page.locator(".so3k-minimum-details").first
     details.scroll_into_view_if_needed()
     before = _shown_minimum(page)
-    browser = details.locator("xpath=ancestor::div[.//div[contains(@class, 'js-plotly-plot')]][1]")
     labdriver.nglview_stages(page)  # tags every stage with data-so3k-stage
+    browser = details.locator("xpath=ancestor::div[.//div[contains(@class, 'js-plotly-plot')] "
+                              "and .//*[@data-so3k-stage]][1]")  # the widget holding graph, details and views
     stage = int(browser.locator("[data-so3k-stage]").first.get_attribute("data-so3k-stage"))
     canvas = page.locator(f'[data-so3k-stage="{stage}"] canvas').first
     picture_before = canvas.screenshot()
