@@ -11,13 +11,13 @@ from .alignment import (
 from .explore import BatchRelaxer, Exploration, explore_minima
 from .minima import MinimaDatabase, load_minima, minima_graph, save_minima
 from .spectra import (
-    EIGENVALUE_TO_CM1, PER_FS_TO_CM1, hessian_of, normal_modes, normal_modes_from_energy, power_spectrum,
-    spectrum_peaks, vacf, vacf_by_element, vacf_from_trajectory,
+    EIGENVALUE_TO_CM1, PER_FS_TO_CM1, hessian_of, mode_animation, normal_modes, normal_modes_from_energy,
+    power_spectrum, spectrum_peaks, vacf, vacf_by_element, vacf_from_trajectory,
 )
 from .validation import reached_by, reference_relax
 
 __all__ = ["BatchRelaxer", "EIGENVALUE_TO_CM1", "Exploration", "MinimaDatabase", "PER_FS_TO_CM1", "bond_graph",
            "distance_fingerprint", "equivalent_groups", "explore_minima", "fingerprint_distance", "hessian_of",
-           "kabsch", "kabsch_rmsd", "load_minima", "minima_graph", "normal_modes", "normal_modes_from_energy",
-           "power_spectrum", "reached_by", "reference_relax", "save_minima", "spectrum_peaks", "symmetric_rmsd",
-           "vacf", "vacf_by_element", "vacf_from_trajectory"]
+           "kabsch", "kabsch_rmsd", "load_minima", "minima_graph", "mode_animation", "normal_modes",
+           "normal_modes_from_energy", "power_spectrum", "reached_by", "reference_relax", "save_minima",
+           "spectrum_peaks", "symmetric_rmsd", "vacf", "vacf_by_element", "vacf_from_trajectory"]

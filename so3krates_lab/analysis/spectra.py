@@ -375,3 +375,21 @@ def normal_modes_from_energy(energy_fn, positions, numbers=None, *, masses=None,
     """
     return normal_modes(hessian_of(energy_fn, positions), np.asarray(positions), numbers, masses=masses,
                         project=project)
+
+
+def mode_animation(modes_ds, mode: int, *, amplitude: float = 0.3, n_frames: int = 24) -> np.ndarray:
+    """Frames (n_frames, N, 3) in Angstrom of one period of a normal mode: positions + A sin(phase) * mode.
+
+    modes_ds: a normal_modes() Dataset (its `positions` and unit-length Cartesian `modes`); mode: index along
+    `mode`; amplitude: largest total displacement (Angstrom, the norm of the 3N displacement vector);
+    phases 2 pi k / n_frames, k = 0..n_frames-1 (the first frame is the equilibrium geometry).
+    """
+    n_modes = modes_ds.sizes["mode"]
+    if not 0 <= int(mode) < n_modes:
+        raise ValueError(f"mode {mode} is out of range: this Dataset has {n_modes} modes (0..{n_modes - 1})")
+    if not (np.isfinite(amplitude) and amplitude > 0) or int(n_frames) < 2:
+        raise ValueError(f"need amplitude > 0 Angstrom and n_frames >= 2, got {amplitude!r}, {n_frames!r}")
+    r0 = np.asarray(modes_ds.positions.values, np.float64)
+    displacement = np.asarray(modes_ds.modes.values[int(mode)], np.float64)
+    phase = np.sin(2 * np.pi * np.arange(int(n_frames)) / int(n_frames))
+    return r0[None] + amplitude * phase[:, None, None] * displacement[None]

@@ -3,7 +3,8 @@
 Per notebook: Run > Run All Cells, wait for the kernel, then check that no cell failed or printed a traceback,
 that every nglview stage drew a picture on a canvas and every plotly figure holds data, and save a full-notebook
 screenshot under results/browser/.
-The quickstart also has its live MD viewer's Play / Pause / Stop exercised through real clicks.
+The quickstart also has its live MD viewer's Play / Pause / Stop exercised through real clicks; the minima
+notebook has a node of its minima graph clicked.
 
 Timeouts: SO3KRATES_BROWSER_TIMEOUT (seconds per notebook run, default 900).
 """
@@ -11,6 +12,7 @@ Timeouts: SO3KRATES_BROWSER_TIMEOUT (seconds per notebook run, default 900).
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import pytest
@@ -65,7 +67,63 @@ def check_live_md_controls(page) -> list[str]:
     return log
 
 
-EXTRA_CHECKS = {"01_quickstart": check_live_md_controls}
+def _shown_minimum(page) -> int:
+    """N from the first minima browser's details line ("minimum N: ...", N the node shown)."""
+    text = page.locator(".so3k-minimum-details").first.inner_text()
+    match = re.search(r"minimum\s+(\d+):", text)
+    if match is None:
+        raise AssertionError(f"minimum details text {text!r} has no 'minimum N'")
+    return int(match.group(1))
+
+
+def _hovered_minimum(page, x: float, y: float) -> int | None:
+    """Move the mouse to (x, y) on the page; the node number in plotly's hover label there, if any."""
+    page.mouse.move(x, y)
+    page.wait_for_timeout(300)
+    labels = page.locator(".hoverlayer .hovertext")
+    if labels.count() == 0:
+        return None
+    match = re.search(r"minimum\s+(\d+):", labels.first.text_content() or "")
+    return int(match.group(1)) if match else None
+
+
+def check_minima_browser(page) -> list[str]:
+    """The minima notebook's graph browser, driven by a real click: hover the graph's nodes until one other than
+    the shown minimum is found, click it (plotly takes clicks on its drag layer, so the mouse clicks at the
+    node's position), and check that the details line names the clicked node and that the structure view
+    changed its picture and still draws a molecule."""
+    details = page.locator(".so3k-minimum-details").first
+    details.scroll_into_view_if_needed()
+    before = _shown_minimum(page)
+    labdriver.nglview_stages(page)  # tags every stage with data-so3k-stage
+    browser = details.locator("xpath=ancestor::div[.//div[contains(@class, 'js-plotly-plot')] "
+                              "and .//*[@data-so3k-stage]][1]")  # the widget holding graph, details and views
+    stage = int(browser.locator("[data-so3k-stage]").first.get_attribute("data-so3k-stage"))
+    canvas = page.locator(f'[data-so3k-stage="{stage}"] canvas').first
+    picture_before = canvas.screenshot()
+    points = browser.locator(".scatterlayer .trace .points path")
+    target, where = None, None
+    for k in range(points.count()):
+        box = points.nth(k).bounding_box()
+        if box is None:
+            continue
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        node = _hovered_minimum(page, x, y)
+        if node is not None and node != before:
+            target, where = node, (x, y)
+            break
+    assert target is not None, (f"no node other than the shown minimum {before} found among {points.count()} "
+                                "plotted points: the smoke exploration must find at least two minima")
+    page.mouse.click(*where)
+    wait_until(page, _shown_minimum, lambda n: n == target, CONTROL_TIMEOUT_S,
+               f"the details to show the clicked minimum {target}")
+    page.wait_for_timeout(1000)  # let NGL redraw
+    assert labdriver.canvas_is_drawn(page, stage), "the minimum's nglview canvas is blank after the click"
+    assert canvas.screenshot() != picture_before, "the structure view did not change after clicking another minimum"
+    return [f"clicked minimum {target} (was {before}); details: {details.inner_text()[:120]!r}"]
+
+
+EXTRA_CHECKS = {"01_quickstart": check_live_md_controls, "05_minima_exploration": check_minima_browser}
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
