@@ -36,6 +36,14 @@ def connectivity_x(graph, seed: int = 0) -> dict:
     return {n: float(c) for n, c in zip(nodes, xy @ axis)}
 
 
+def _place(view, numbers, positions):
+    """A new view of the structure when there is none yet, else the same view with its atoms moved."""
+    if view is None:
+        return molecule_view(numbers, positions)
+    set_positions(view, positions)
+    return view
+
+
 class MinimaBrowser:
     """The minima graph as a plotly FigureWidget with an nglview of the selected minimum and of a neighbour.
 
@@ -79,10 +87,9 @@ class MinimaBrowser:
                                                 layout=w.Layout(width="420px"))
         self.node_picker = w.Dropdown(description="minimum")
         self.neighbour_picker = w.Dropdown(description="neighbour")
-        self.view = molecule_view(self.numbers, self._geometry(self.selected))
-        self.neighbour_view = molecule_view(self.numbers, self._geometry(self.selected))
-        for v in (self.view, self.neighbour_view):
-            v.layout.width, v.layout.height = "340px", "320px"
+        # The views are made by the first show() at their final geometry: moving the atoms of an nglview that the
+        # page has not drawn yet left its canvas blank in Chromium.
+        self.view = self.neighbour_view = None
         self.details = tagged_html(DETAILS_CLASS)
         self.details.layout.width = "380px"
         self.energy_window.observe(lambda change: self.filter(*change["new"]), names="value")
@@ -90,12 +97,12 @@ class MinimaBrowser:
                                  names="value")
         self.neighbour_picker.observe(lambda change: self._show_neighbour(change["new"]), names="value")
         self.figure.data[1].on_click(self._clicked)
+        self.filter(*self.energy_window.value)
+        self.show(self.selected)
         views = w.HBox([w.VBox([w.HTML("<b>selected minimum</b>"), self.view]),
                         w.VBox([self.neighbour_picker, self.neighbour_view])])
         self.widget = w.VBox([w.HBox([self.energy_window, self.node_picker]), w.HBox([self.figure, self.details]),
                               views])
-        self.filter(*self.energy_window.value)
-        self.show(self.selected)
 
     @classmethod
     def from_database(cls, db, sequences, **kw) -> "MinimaBrowser":
@@ -197,7 +204,7 @@ class MinimaBrowser:
         if node not in self.graph:
             raise ValueError(f"minimum {node} is not in the graph (nodes {self.nodes[:10]}...)")
         self.selected = node
-        set_positions(self.view, self._geometry(node))
+        self.view = _place(self.view, self.numbers, self._geometry(node))
         data = self.graph.nodes[node]
         rmsd = self.neighbour_rmsd(node)
         order = sorted(rmsd, key=lambda m: -self.graph.edges[node, m].get("count", 1))
@@ -219,8 +226,8 @@ class MinimaBrowser:
 
         reference = self._geometry(self.selected)
         if neighbour is None:
-            set_positions(self.neighbour_view, reference)
+            self.neighbour_view = _place(self.neighbour_view, self.numbers, reference)
             return
         _, permutation = symmetric_rmsd(reference, self._geometry(neighbour), self.groups)
         _, _, aligned = kabsch(reference, self._geometry(neighbour)[permutation])
-        set_positions(self.neighbour_view, aligned)
+        self.neighbour_view = _place(self.neighbour_view, self.numbers, aligned)
