@@ -126,7 +126,19 @@ def check_minima_browser(page) -> list[str]:
 EXTRA_CHECKS = {"01_quickstart": check_live_md_controls, "05_minima_exploration": check_minima_browser}
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+# Known bug, open in issue 6: in Chromium the MinimaBrowser's two nglview stages stay white (the graph, the node
+# click and the details work). strict: once the views draw, this test passes and the marker must go.
+KNOWN_FAILURES = {"05_minima_exploration": "MinimaBrowser's nglview stages are not drawn in Chromium (open bug)"}
+
+
+def _cases():
+    for path in NOTEBOOKS:
+        marks = [pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[path.stem])] if path.stem in KNOWN_FAILURES \
+            else []
+        yield pytest.param(path, marks=marks, id=path.stem)
+
+
+@pytest.mark.parametrize("notebook", list(_cases()))
 def test_notebook_runs_and_renders(notebook, lab, page, screenshot_dir):
     t0 = time.monotonic()
     shot = screenshot_dir / f"{notebook.stem}.png"
