@@ -166,9 +166,10 @@ def vacf_by_element(velocities, timestep_fs: float, numbers, **kw):
     return out.assign_coords(element=("element", [chemical_symbols[z] for z in elements]))
 
 
-def vacf_from_trajectory(trajectory, *, skip_fs: float = 0.0, **kw):
-    """vacf() of a `so3krates_lab.md.TrajectoryStore` or its Dataset (`velocities` (time, atom, xyz), `time` fs,
-    `atomic_number` coord). skip_fs drops the first frames (equilibration). Other arguments as vacf()."""
+def trajectory_velocities(trajectory, skip_fs: float = 0.0):
+    """(velocities (time, atom, 3) Å/fs, time step fs, atomic numbers or None) of a `so3krates_lab.md.TrajectoryStore`
+    or its Dataset (`velocities`, `time` in fs, `atomic_number` coord), without the first `skip_fs` fs
+    (equilibration); checks that at least 4 evenly spaced frames remain."""
     ds = trajectory.open() if hasattr(trajectory, "open") and not hasattr(trajectory, "data_vars") else trajectory
     if "velocities" not in ds or "time" not in ds.coords:
         raise ValueError("trajectory needs a `velocities` variable and a `time` coordinate (fs)")
@@ -179,8 +180,15 @@ def vacf_from_trajectory(trajectory, *, skip_fs: float = 0.0, **kw):
     steps = np.diff(time)
     if not np.allclose(steps, steps[0], rtol=1e-6, atol=1e-9):
         raise ValueError(f"frames are not evenly spaced in time (steps {steps.min()}..{steps.max()} fs)")
-    numbers = kw.pop("numbers", ds["atomic_number"].values if "atomic_number" in ds.coords else None)
-    return vacf(ds.velocities.values, float(steps[0]), numbers=numbers, **kw)
+    numbers = ds["atomic_number"].values if "atomic_number" in ds.coords else None
+    return ds.velocities.values, float(steps[0]), numbers
+
+
+def vacf_from_trajectory(trajectory, *, skip_fs: float = 0.0, **kw):
+    """vacf() of a `so3krates_lab.md.TrajectoryStore` or its Dataset (see `trajectory_velocities`). skip_fs drops
+    the first frames (equilibration). Other arguments as vacf()."""
+    velocities, timestep_fs, numbers = trajectory_velocities(trajectory, skip_fs)
+    return vacf(velocities, timestep_fs, numbers=kw.pop("numbers", numbers), **kw)
 
 
 # --- power spectrum ------------------------------------------------------------------------------------------

@@ -83,14 +83,12 @@ class SpectrumExplorer:
     def from_trajectory(cls, trajectory, *, skip_fs: float = 0.0, **kw) -> "SpectrumExplorer":
         """An explorer of a `md.TrajectoryStore` (or its open() Dataset) with recorded velocities; skip_fs drops
         the first frames (equilibration). Other arguments as the constructor."""
-        ds = trajectory.open() if hasattr(trajectory, "open") and not hasattr(trajectory, "data_vars") else trajectory
-        if "velocities" not in ds or "atomic_number" not in ds.coords:
-            raise ValueError("the trajectory needs recorded `velocities` and an `atomic_number` coordinate")
-        ds = ds.sel(time=ds.time >= ds.time.values[0] + skip_fs)
-        time = ds.time.values
-        if time.size < 4:
-            raise ValueError(f"trajectory too short for a spectrum: {time.size} frames after skipping {skip_fs} fs")
-        return cls(ds.velocities.values, float(time[1] - time[0]), ds.atomic_number.values, **kw)
+        from ..analysis.spectra import trajectory_velocities
+
+        velocities, timestep_fs, numbers = trajectory_velocities(trajectory, skip_fs)
+        if numbers is None:
+            raise ValueError("the trajectory needs an `atomic_number` coordinate")
+        return cls(velocities, timestep_fs, numbers, **kw)
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
