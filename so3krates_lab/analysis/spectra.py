@@ -38,6 +38,19 @@ def _masses(numbers) -> np.ndarray:
     return np.asarray(atomic_masses)[np.asarray(numbers, int)]
 
 
+def _checked_masses(numbers, masses, n_atoms: int, missing: str) -> np.ndarray:
+    """(n_atoms,) positive masses in amu: `masses` if given, else those of the elements `numbers`; `missing` is
+    the error when neither is given."""
+    if masses is None:
+        if numbers is None:
+            raise ValueError(missing)
+        masses = _masses(numbers)
+    m = np.asarray(masses, np.float64)
+    if m.shape != (n_atoms,) or not np.all(m > 0):
+        raise ValueError(f"masses must be ({n_atoms},) positive amu, got {m}")
+    return m
+
+
 def _element_number(element) -> int:
     from ase.data import atomic_numbers, chemical_symbols
 
@@ -130,15 +143,8 @@ def vacf(velocities, timestep_fs: float, *, numbers=None, mass_weighted: bool = 
         raise ValueError(f"numbers must have shape ({n_atoms},) to match the velocities, got "
                          f"{np.asarray(numbers).shape}")
     index = _selected_atoms(n_atoms, numbers, atoms, element)
-    weights = np.ones(n_atoms)
-    if mass_weighted:
-        if masses is None:
-            if numbers is None:
-                raise ValueError("mass_weighted=True needs numbers= or masses=")
-            masses = _masses(numbers)
-        weights = np.asarray(masses, np.float64)
-        if weights.shape != (n_atoms,) or not np.all(weights > 0):
-            raise ValueError(f"masses must be ({n_atoms},) positive amu, got {weights}")
+    weights = _checked_masses(numbers, masses, n_atoms, "mass_weighted=True needs numbers= or masses=") \
+        if mass_weighted else np.ones(n_atoms)
     n_lags = n_time // 2 if max_lag_fs is None else int(np.floor(max_lag_fs / timestep_fs)) + 1
     if not 2 <= n_lags <= n_time:
         raise ValueError(f"max_lag_fs={max_lag_fs} gives {n_lags} lags; need 2..{n_time} for {n_time} frames "
@@ -314,13 +320,7 @@ def normal_modes(hessian, positions, numbers=None, *, masses=None, project: bool
         raise ValueError("hessian and positions must be finite")
     h = h.reshape(3 * n, 3 * n)
     h = 0.5 * (h + h.T)
-    if masses is None:
-        if numbers is None:
-            raise ValueError("give numbers= (atomic numbers) or masses= (amu)")
-        masses = _masses(numbers)
-    m = np.asarray(masses, np.float64)
-    if m.shape != (n,) or not np.all(m > 0):
-        raise ValueError(f"masses must be ({n},) positive amu, got {m}")
+    m = _checked_masses(numbers, masses, n, "give numbers= (atomic numbers) or masses= (amu)")
     inv_sqrt_m = np.repeat(1.0 / np.sqrt(m), 3)
     hm = h * inv_sqrt_m[:, None] * inv_sqrt_m[None, :]
     n_rigid, rigid_residual = 0, 0.0

@@ -214,14 +214,7 @@ def open_notebook(page, server: LabServer, relpath: str, timeout_s: float = 120.
 
 def wait_for(page, condition, timeout_s: float, what: str, poll_s: float = 0.5) -> dict:
     """Poll `notebook_state` until condition(state) holds; TimeoutError naming `what` and the last state."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        state = notebook_state(page)
-        if condition(state):
-            return state
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout_s:.0f} s for {what}; last state {state}")
-        page.wait_for_timeout(poll_s * 1000)
+    return wait_until(page, notebook_state, condition, timeout_s, what, poll_s)
 
 
 def run_all_cells(page) -> None:
