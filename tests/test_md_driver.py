@@ -171,3 +171,26 @@ def test_cell_list_md_with_full_bins_repaired_equals_all_pairs_md():
     assert n_realloc >= 1 and aux.bin_capacity > 2 and int(aux.builds) > 2
     np.testing.assert_allclose(binned.positions, pairs.positions, atol=1e-10)
     np.testing.assert_allclose(binned.potential, pairs.potential, atol=1e-10)
+
+
+def test_stop_requests_end_the_run_after_the_current_chunk_and_do_not_outlive_it(tmp_path):
+    init, step = velocity_verlet(morse_force_fn(), 0.5)
+    r0 = cluster_positions()
+    state = init(jnp.asarray(r0), jnp.asarray(maxwell_boltzmann(MASSES, 300.0, 0, r0)), MASSES)
+    store = TrajectoryStore(tmp_path / "stop", numbers=NUMBERS, timestep_fs=0.5)
+    sim = Simulation(step, state, timestep_fs=0.5, dof=degrees_of_freedom(N), record_every=10, chunk_steps=50,
+                     store=store)
+    # asked before the run starts (a widget's Stop pressed early): no chunk runs
+    sim.request_stop()
+    assert list(sim.chunks(500, progress=False)) == [] and sim.stop_reason == "stopped on request"
+    assert int(sim.state.step) == 0
+    # the request ended with that run: the next one goes the whole way
+    assert len(list(sim.chunks(100, progress=False))) == 2 and sim.stop_reason is None
+    assert store.stop_reason() is None
+    # asked during a chunk: that chunk is kept, the run ends before the next one
+    seen = []
+    for frames in sim.chunks(500, progress=False):
+        seen.append(frames)
+        sim.request_stop()
+    assert len(seen) == 1 and sim.stop_reason == "stopped on request" and int(sim.state.step) == 150
+    assert store.open().sizes["time"] == 15 and "request" in (store.directory / "stop_reason.txt").read_text()

@@ -228,3 +228,20 @@ def test_error_report_matches_hand_computed_errors():
                                - report.energy_error.values.mean(), atol=1e-6)
     np.testing.assert_allclose(after.force_pred.values, report.force_pred.values)
     assert len(parity_plot(report).data) == 1 + 3 + 2  # energy, one trace per element, two diagonals
+
+
+def test_predicting_again_compiles_nothing():
+    """A second evaluation with the same energy function and batch shape reuses the compiled batch function."""
+    from so3krates_lab.train import evaluation
+
+    def energy_fn(variables, graph):
+        per_atom = variables["k"] * jnp.sum(graph.positions**2, axis=-1) * graph.atom_mask
+        return jax.ops.segment_sum(per_atom, graph.atom_graph, num_segments=graph.graph_mask.shape[0])
+
+    data = toy_dataset(6)
+    first = evaluation.predict(energy_fn, {"k": 1.0}, data, cutoff=5.0, dtype=np.float64, batch_size=3)
+    compiled = evaluation._batch_predictor(energy_fn, 3, to_device(data, 5.0, np.float64).numbers.shape[1])
+    sizes = compiled._cache_size()
+    again = evaluation.predict(energy_fn, {"k": 2.0}, data, cutoff=5.0, dtype=np.float64, batch_size=3)
+    assert compiled._cache_size() == sizes == 1
+    np.testing.assert_allclose(again[0], 2.0 * first[0])

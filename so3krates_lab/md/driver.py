@@ -151,7 +151,9 @@ class Simulation:
         return jax.lax.scan(outer, state, None, length=self.chunk_steps // self.record_every)
 
     def request_stop(self) -> None:
-        """Ask the run to stop after the current chunk (thread-safe enough for a widget's stop button)."""
+        """Ask the run to stop after the current chunk (thread-safe enough for a widget's stop button). Asked
+        while no run is going on, the next run stops before its first chunk. Every run clears the request when
+        it ends."""
         self._stop_requested = True
 
     def _overflowed(self, state) -> bool:
@@ -174,15 +176,28 @@ class Simulation:
 
     def chunks(self, steps: int, progress: bool = True) -> Iterator[Frames]:
         """Run `steps` more steps (rounded up to whole chunks), yielding the frames of each chunk."""
+        self.stop_reason = None
+        try:
+            yield from self._chunks(int(steps), progress)
+        finally:
+            self._stop_requested = False
+
+    def _chunks(self, steps: int, progress: bool) -> Iterator[Frames]:
         from tqdm.auto import tqdm
 
-        self.stop_reason, self._stop_requested = None, False
-        n_chunks = -(-int(steps) // self.chunk_steps)
+        n_chunks = -(-steps // self.chunk_steps)
+        if self.store is not None and not self._stop_requested:
+            self.store.clear_stop_reason()  # an earlier stop no longer describes this run
         if self._e0 is None:
             self._e0 = float(self.conserved(self.state)) / self.state.positions.shape[0]
         with tqdm(total=n_chunks * self.chunk_steps, desc="MD", unit="step", disable=not progress,
                   mininterval=0.5) as bar:
             for _ in range(n_chunks):
+                if self._stop_requested:
+                    self.stop_reason = "stopped on request"
+                    if self.store is not None:
+                        self.store.save_stop_reason(self.stop_reason)
+                    return
                 start = self.state
                 end, steps_, pos, vel, pot, ke, cons = self._run_chunk(start)
                 ke = np.asarray(ke, np.float64)
@@ -211,11 +226,6 @@ class Simulation:
                 bar.update(self.chunk_steps)
                 bar.set_postfix(T=f"{frames.temperature[-1]:.0f}K", refresh=False)
                 yield frames
-                if self._stop_requested:
-                    self.stop_reason = "stopped on request"
-                    if self.store is not None:
-                        self.store.save_stop_reason(self.stop_reason)
-                    return
 
     def run(self, steps: int, progress: bool = True) -> Frames | None:
         """Run and return all frames of this call concatenated (None if none were recorded)."""

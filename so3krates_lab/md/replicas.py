@@ -78,10 +78,10 @@ class ReplicaSimulation(Simulation):
             start = start.replace(aux=aux, potential=potential, forces=forces.astype(start.velocities.dtype))
             self.reallocations += 1
 
-    def chunks(self, steps: int, progress: bool = True) -> Iterator[Frames]:
+    def _chunks(self, steps: int, progress: bool) -> Iterator[Frames]:
         from tqdm.auto import tqdm
 
-        n_chunks = -(-int(steps) // self.chunk_steps)
+        n_chunks = -(-steps // self.chunk_steps)
         if self._e0 is None:
             n_atoms = self.state.positions.shape[1]
             self._e0 = np.asarray(jax.vmap(self.conserved)(self.state)) / n_atoms
@@ -89,6 +89,9 @@ class ReplicaSimulation(Simulation):
                   disable=not progress, mininterval=0.5) as bar:
             for _ in range(n_chunks):
                 if not self.active.any():
+                    break
+                if self._stop_requested:
+                    self.stop_reason = "stopped on request"
                     return
                 start = self.state
                 end, (steps_, pos, vel, pot, ke, cons) = self._run_replica_chunk(start)
@@ -115,8 +118,5 @@ class ReplicaSimulation(Simulation):
                 bar.update(self.chunk_steps)
                 bar.set_postfix(active=int(self.active.sum()), refresh=False)
                 yield frames
-                if self._stop_requested:
-                    self.stop_reason = "stopped on request"
-                    return
         if not self.active.any():
             self.stop_reason = "every replica stopped"

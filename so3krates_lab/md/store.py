@@ -86,6 +86,10 @@ class TrajectoryStore:
         """Record why the run stopped (a watchdog's finding, or a stop on request) in `stop_reason.txt`."""
         atomic_write(self.directory / "stop_reason.txt", lambda tmp: Path(tmp).write_text(reason + "\n"))
 
+    def clear_stop_reason(self) -> None:
+        """Forget a recorded stop (the run goes on); offending frames, if any, stay in `offending.nc`."""
+        (self.directory / "stop_reason.txt").unlink(missing_ok=True)
+
     def stop_reason(self) -> str | None:
         """The recorded reason the run stopped, or None if it was never stopped early."""
         path = self.directory / "stop_reason.txt"

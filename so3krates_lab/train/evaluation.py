@@ -14,6 +14,8 @@ and the data set totals as attributes: energy_mae_meV, energy_rmse_meV, force_ma
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,6 +36,19 @@ def _symbol(z: int) -> str:
     return _SYMBOLS[z]
 
 
+@functools.lru_cache(maxsize=32)
+def _batch_predictor(energy_fn, batch: int, atoms: int):
+    """The jitted (variables, device data, indices) -> (energies (batch,), forces (batch, atoms, 3)), one per energy
+    function and batch shape, so that evaluating again (another split, a later checkpoint) compiles nothing."""
+
+    def run(v, d, idx):
+        graph, _ = gather_batch(d, idx)
+        e, f = energy_and_forces(energy_fn, v, graph)
+        return e, f.reshape(batch, atoms, 3)
+
+    return jax.jit(run, compiler_options=compiler_options())
+
+
 def predict(energy_fn, variables, dataset: Dataset, cutoff: float, dtype=np.float32, batch_size: int = 32):
     """Model energies (S,) eV and a list of forces (n_atoms, 3) eV/A for every structure of `dataset`.
 
@@ -45,13 +60,7 @@ def predict(energy_fn, variables, dataset: Dataset, cutoff: float, dtype=np.floa
     data = to_device(dataset, cutoff, dtype)
     n, a = data.size, data.numbers.shape[1]
     b = min(batch_size, n)
-
-    def run(v, d, idx):
-        graph, _ = gather_batch(d, idx)
-        e, f = energy_and_forces(energy_fn, v, graph)
-        return e, f.reshape(b, a, 3)
-
-    run = jax.jit(run, compiler_options=compiler_options())
+    run = _batch_predictor(energy_fn, b, a)
     energies, forces = [], []
     for start in range(0, n, b):
         idx = np.minimum(np.arange(start, start + b), n - 1)

@@ -202,9 +202,6 @@ class LiveMD:
             for frames in self.simulation.chunks(self.steps, progress=False):
                 self._show(frames)
                 self._hold(time.monotonic())
-                if self._stop.is_set():
-                    # chunks() clears a stop requested before it started; asking again here is always seen.
-                    self.simulation.request_stop()
             reason = self.simulation.stop_reason
             if reason is None:
                 self._set_status(f"finished: {self.frames_shown} frames")
