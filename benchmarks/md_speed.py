@@ -38,13 +38,28 @@ def main(argv=None) -> int:
                    help="steps per block are at most this divided by the number of atoms (at least 4)")
     p.add_argument("--repeats", type=int, default=5, help="timed chunks/blocks per method")
     p.add_argument("--data-dir", type=Path, default=default_data_dir())
+    p.add_argument("--skin", type=float, default=0.5, help="engine neighbour-list skin (Angstrom)")
+    p.add_argument("--headroom", type=float, default=1.3, help="engine neighbour-list capacity headroom")
+    p.add_argument("--no-ase-above", type=int, default=None,
+                   help="skip the ASE comparison for systems with more atoms than this (memory, time)")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON (rewritten after each row)")
     args = p.parse_args(argv)
 
     from so3krates_lab.benchmarking import md_speed
     from so3krates_lab.graph import graph_from_system
     from so3krates_lab.model import So3kratesConfig, init_variables, with_constants
 
+    import json
+    import os
+
     config = So3kratesConfig()
+    header = (f"MD speed, default SO3krates config, float32, velocity Verlet 0.5 fs, median of {args.repeats} "
+              f"blocks (steps per engine chunk in `steps`), skin {args.skin} A, headroom {args.headroom}")
+    columns = (f"{'system':<12}{'atoms':>6}{'steps':>6}{'eval ms':>10}{'engine ms/step':>16}{'ASE ms/step':>13}"
+               f"{'engine/eval':>12}{'ASE/engine':>11}{'us/atom':>9}{'list':>5}{'builds':>7}{'reallocs':>9}"
+               f"{'load':>6}")
+    print(header)
+    print(columns, flush=True)
     rows = []
     for name in args.systems.split(","):
         try:
@@ -57,20 +72,19 @@ def main(argv=None) -> int:
         variables = with_constants(init_variables(config, graph), element_energy=np.zeros(119), energy_scale=0.01)
         steps = max(4, min(args.steps, args.atom_steps // n))
         small = max(2, min(20, steps // 5))
-        row = md_speed(system, config, variables, steps=steps, repeats=args.repeats, ase_steps=small,
-                       eval_calls=small)
-        rows.append((name, n, row["eval_ms"], row["engine_ms_per_step"], row["ase_ms_per_step"],
-                     row["engine_ms_per_step"] / row["eval_ms"], row["ase_ms_per_step"] / row["engine_ms_per_step"],
-                     row["list_builds"], row["reallocations"], row["neighbour_list"], steps))
-        print(f"{name}: done ({source})", file=sys.stderr, flush=True)
-
-    print(f"MD speed, default SO3krates config, float32, velocity Verlet 0.5 fs, median of {args.repeats} "
-          f"blocks (steps per engine chunk in `steps`)")
-    print(f"{'system':<12}{'atoms':>6}{'steps':>6}{'eval ms':>10}{'engine ms/step':>16}{'ASE ms/step':>13}"
-          f"{'engine/eval':>12}{'ASE/engine':>11}{'us/atom':>9}{'list':>5}{'builds':>7}{'reallocs':>9}")
-    for name, n, e, s, a, r1, r2, builds, re, kind, steps in rows:
-        print(f"{name:<12}{n:>6}{steps:>6}{e:>10.2f}{s:>16.2f}{a:>13.2f}{r1:>12.2f}{r2:>11.2f}{1e3 * s / n:>9.1f}"
-              f"{kind:>5}{builds:>7}{re:>9}")
+        skip_ase = args.no_ase_above is not None and n > args.no_ase_above
+        row = md_speed(system, config, variables, steps=steps, repeats=args.repeats,
+                       ase_steps=0 if skip_ase else small, eval_calls=small, skin=args.skin, headroom=args.headroom)
+        row.update(system=name, source=source, load_average=os.getloadavg()[0])
+        rows.append(row)
+        # one line per system as soon as it is measured, so a killed run keeps what it measured
+        e, s_, a = row["eval_ms"], row["engine_ms_per_step"], row["ase_ms_per_step"]
+        print(f"{name:<12}{n:>6}{steps:>6}{e:>10.2f}{s_:>16.2f}{a:>13.2f}{s_ / e:>12.2f}{a / s_:>11.2f}"
+              f"{1e3 * s_ / n:>9.1f}{row['neighbour_list']:>5}{row['list_builds']:>7}{row['reallocations']:>9}"
+              f"{row['load_average']:>6.1f}", flush=True)
+        if args.json is not None:
+            args.json.write_text(json.dumps({"header": header, "rows": rows}, indent=1))
+    print("load: 1-minute load average when the row finished (2 = both cores busy); ASE nan: skipped")
     return 0
 
 

@@ -19,16 +19,19 @@ EVAL_CALLS = 20  # energy+forces calls per timed block
 
 
 def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, ase_steps: int | None = None,
-             eval_calls: int = EVAL_CALLS, timestep_fs: float = 0.5, temperature_K: float = 300.0) -> dict:
+             eval_calls: int = EVAL_CALLS, timestep_fs: float = 0.5, temperature_K: float = 300.0,
+             skin: float = 0.5, headroom: float = 1.3) -> dict:
     """Side-by-side timings for one structure (a `System`, free or periodic) and one model (config, variables).
 
     Returns a dict: atoms, pairs (unordered pairs within the cutoff at the start), eval_ms (one jitted
     energy+forces call), engine_ms_per_step (velocity Verlet in the compiled engine, chunks of `steps` steps,
     skin neighbour list updated in-jit), ase_ms_per_step (ase.md.VelocityVerlet with `So3kratesCalculator`,
-    blocks of `ase_steps` steps, default steps // 5 but at least 10), compile_s (wall time of the first engine
+    blocks of `ase_steps` steps, default steps // 5 but at least 10; ase_steps=0 skips ASE and gives nan),
+    compile_s (wall time of the first engine
     chunk: tracing, compilation and one chunk), repeats, steps, neighbour_list ("cell" list or "all" pairs),
     list_builds and reallocations of the engine's neighbour list. All times are medians over `repeats` blocks;
-    an eval block is `eval_calls` calls.
+    an eval block is `eval_calls` calls. skin (Angstrom) and headroom: the engine's neighbour list (see
+    `md.model_force_fn`); the list's pair capacity sets the engine's memory, which matters from ~10,000 atoms on.
     """
     import jax
     import jax.numpy as jnp
@@ -43,14 +46,15 @@ def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, a
 
     if steps < 1 or repeats < 1 or eval_calls < 1:
         raise ValueError(f"steps ({steps}), repeats ({repeats}) and eval_calls ({eval_calls}) must be >= 1")
-    ase_steps = ase_steps or max(10, steps // 5)
+    ase_steps = max(10, steps // 5) if ase_steps is None else int(ase_steps)
     energy_fn = make_energy_fn(config)
     graph = graph_from_system(system, config.cutoff)
     evaluate = jax.jit(lambda v, g: energy_and_forces(energy_fn, v, g), compiler_options=compiler_options())
     jax.block_until_ready(evaluate(variables, graph))
 
     cell, pbc = system.box_and_pbc() if system.periodic else (None, (False,) * 3)
-    force_fn, nbrs = model_force_fn(energy_fn, variables, config.cutoff, system.numbers, system.positions, cell, pbc)
+    force_fn, nbrs = model_force_fn(energy_fn, variables, config.cutoff, system.numbers, system.positions, cell, pbc,
+                                    skin=skin, headroom=headroom)
     masses = masses_of(system.numbers)
     v0 = maxwell_boltzmann(masses, temperature_K, 0, None if system.periodic else system.positions)
     init, step = velocity_verlet(force_fn, timestep_fs)
@@ -64,11 +68,12 @@ def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, a
     next(chunks)  # compile + warm-up
     compile_s = time.perf_counter() - t0
 
-    atoms = Atoms(numbers=system.numbers, positions=system.positions, cell=cell, pbc=pbc)
-    atoms.calc = So3kratesCalculator(config, variables)
-    atoms.set_velocities(v0 / units.fs)
-    dyn = VelocityVerlet(atoms, timestep_fs * units.fs)
-    dyn.run(2)  # compile + warm-up
+    if ase_steps:
+        atoms = Atoms(numbers=system.numbers, positions=system.positions, cell=cell, pbc=pbc)
+        atoms.calc = So3kratesCalculator(config, variables)
+        atoms.set_velocities(v0 / units.fs)
+        dyn = VelocityVerlet(atoms, timestep_fs * units.fs)
+        dyn.run(2)  # compile + warm-up
 
     t_eval, t_engine, t_ase = [], [], []
     for _ in range(repeats):
@@ -79,11 +84,13 @@ def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, a
         t0 = time.perf_counter()
         next(chunks)
         t_engine.append((time.perf_counter() - t0) / steps)
-        t0 = time.perf_counter()
-        dyn.run(ase_steps)
-        t_ase.append((time.perf_counter() - t0) / ase_steps)
+        if ase_steps:
+            t0 = time.perf_counter()
+            dyn.run(ase_steps)
+            t_ase.append((time.perf_counter() - t0) / ase_steps)
     return {"atoms": system.n_atoms, "pairs": int(np.sum(np.asarray(graph.pair_mask))),
             "eval_ms": 1e3 * float(np.median(t_eval)), "engine_ms_per_step": 1e3 * float(np.median(t_engine)),
-            "ase_ms_per_step": 1e3 * float(np.median(t_ase)), "compile_s": compile_s, "repeats": repeats,
+            "ase_ms_per_step": 1e3 * float(np.median(t_ase)) if t_ase else float("nan"), "compile_s": compile_s, "repeats": repeats,
             "steps": steps, "neighbour_list": "all" if force_fn.grid is None else "cell",
-            "list_builds": int(sim.state.aux.builds), "reallocations": sim.reallocations}
+            "list_builds": int(sim.state.aux.builds), "reallocations": sim.reallocations,
+            "capacity": int(sim.state.aux.capacity), "skin": skin}

@@ -20,6 +20,11 @@ def test_md_speed_times_eval_engine_and_ase_on_the_given_structure():
     assert row["atoms"] == 9 and row["pairs"] == 36  # every pair of ethanol's 9 atoms is within 5 A
     for key in ("eval_ms", "engine_ms_per_step", "ase_ms_per_step", "compile_s"):
         assert math.isfinite(row[key]) and row[key] > 0, (key, row[key])
+    # a tighter list (smaller skin and headroom) has fewer pair slots; ase_steps=0 skips ASE
+    tight = md_speed(mol, TINY, variables, steps=10, repeats=1, temperature_K=50.0, ase_steps=0, skin=0.1,
+                     headroom=1.0)
+    assert math.isnan(tight["ase_ms_per_step"]) and math.isfinite(tight["engine_ms_per_step"])
+    assert tight["skin"] == 0.1 and tight["capacity"] <= row["capacity"]
 
 
 def test_md_speed_refuses_empty_runs():
