@@ -34,6 +34,21 @@ def set_positions(view, positions) -> None:
     view.set_coordinates({0: np.ascontiguousarray(positions, np.float32)})
 
 
+def push_figure_state(figure) -> None:
+    """Give a plotly FigureWidget's front end the whole current figure (its synced `_widget_data` and
+    `_widget_layout` traits), as plotly itself does when a FigureWidget is displayed on its own.
+
+    A FigureWidget inside an ipywidgets box is displayed through the box, so plotly's refresh never runs and the
+    browser draws the state the widget had when it was created plus the trace edits that reached its model. In
+    plotly 7 those edits are applied by the widget's JavaScript module, which loads asynchronously (anywidget):
+    edits sent before it has loaded are dropped. Call this from the container's `_repr_mimebundle_`, so the
+    first draw shows the figure as Python has it."""
+    from copy import deepcopy
+
+    figure._widget_layout = deepcopy(figure._layout_obj._props)
+    figure._widget_data = deepcopy(figure._data)
+
+
 def tagged_html(css_class: str, text: str = ""):
     """An ipywidgets.HTML line carrying `css_class`, so browser tests can find it."""
     import ipywidgets as w

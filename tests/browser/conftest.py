@@ -80,6 +80,12 @@ def page(chromium, lab):
     lab.shutdown_kernels()
 
 
+@pytest.fixture
+def console(page):
+    """The page's browser console (labdriver.ConsoleLog), recorded from before the notebook is opened."""
+    return labdriver.ConsoleLog(page)
+
+
 @pytest.fixture(scope="session")
 def screenshot_dir() -> Path:
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)

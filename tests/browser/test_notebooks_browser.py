@@ -3,8 +3,9 @@
 Per notebook: Run > Run All Cells, wait for the kernel, then check that no cell failed or printed a traceback,
 that every nglview stage drew a picture on a canvas and every plotly figure holds data, and save a full-notebook
 screenshot under results/browser/.
-The quickstart also has its live MD viewer's Play / Pause / Stop exercised through real clicks; the minima
-notebook has a node of its minima graph clicked.
+The quickstart also has its live MD viewer's Play / Pause / Stop exercised through real clicks; the spectra
+notebook has a harmonic line's marker clicked (the mode must play in the view); the minima notebook has a node of
+its minima graph clicked.
 
 Timeouts: SO3KRATES_BROWSER_TIMEOUT (seconds per notebook run, default 900).
 """
@@ -76,15 +77,61 @@ def _shown_minimum(page) -> int:
     return int(match.group(1))
 
 
-def _hovered_minimum(page, x: float, y: float) -> int | None:
-    """Move the mouse to (x, y) on the page; the node number in plotly's hover label there, if any."""
+def _hover_text(page, x: float, y: float) -> str:
+    """Move the mouse to (x, y) on the page; the text of plotly's hover label there ('' if none)."""
     page.mouse.move(x, y)
     page.wait_for_timeout(300)
     labels = page.locator(".hoverlayer .hovertext")
-    if labels.count() == 0:
-        return None
-    match = re.search(r"minimum\s+(\d+):", labels.first.text_content() or "")
+    return (labels.first.text_content() or "") if labels.count() else ""
+
+
+def _hovered_minimum(page, x: float, y: float) -> int | None:
+    """Move the mouse to (x, y) on the page; the node number in plotly's hover label there, if any."""
+    match = re.search(r"minimum\s+(\d+):", _hover_text(page, x, y))
     return int(match.group(1)) if match else None
+
+
+def _point_centres(widget) -> list[tuple[float, float]]:
+    """Page coordinates of the centres of every plotted marker in the plotly graph(s) inside `widget`."""
+    points = widget.locator(".scatterlayer .trace .points path")
+    centres = []
+    for k in range(points.count()):
+        box = points.nth(k).bounding_box()
+        if box is not None:
+            centres.append((box["x"] + box["width"] / 2, box["y"] + box["height"] / 2))
+    return centres
+
+
+def _mode_details(page) -> str:
+    return page.locator(".so3k-mode-details").first.inner_text()
+
+
+def check_spectrum_explorer(page) -> list[str]:
+    """The spectra notebook's explorer, driven by a real click: hover the harmonic lines' markers until one shows
+    a mode other than the one last animated, click it, and check that the details line names that mode and set
+    and that the structure view moves (a picture taken while the mode plays differs from the one before)."""
+    details = page.locator(".so3k-mode-details").first
+    details.scroll_into_view_if_needed()
+    before = _mode_details(page)
+    labdriver.nglview_stages(page)  # tags every stage with data-so3k-stage
+    explorer = details.locator("xpath=ancestor::div[.//div[contains(@class, 'js-plotly-plot')] "
+                               "and .//*[@data-so3k-stage]][1]")  # the widget holding the plot and the view
+    stage = int(explorer.locator("[data-so3k-stage]").first.get_attribute("data-so3k-stage"))
+    canvas = page.locator(f'[data-so3k-stage="{stage}"] canvas').first
+    picture_before = canvas.screenshot()
+    target, where = None, None
+    for x, y in _point_centres(explorer):
+        match = re.search(r"mode\s+(\d+):.*?cm.*?-1(.*)$", _hover_text(page, x, y), re.S)
+        if match and f"mode {match.group(1)} of {match.group(2).strip()}" not in before:
+            target, where = f"mode {match.group(1)} of {match.group(2).strip()}", (x, y)
+            break
+    assert target is not None, f"no harmonic-line marker with a mode other than the shown one ({before!r}) found"
+    page.mouse.click(*where)
+    wait_until(page, _mode_details, lambda text: target in text, CONTROL_TIMEOUT_S,
+               f"the details to name the clicked {target}")
+    moved = wait_until(page, lambda p: canvas.screenshot() != picture_before, bool, 10.0,
+                       "the structure view to move while the clicked mode plays")
+    return [f"clicked {target}; details {_mode_details(page)!r}; view moved: {moved}"]
 
 
 def check_minima_browser(page) -> list[str]:
@@ -101,18 +148,14 @@ def check_minima_browser(page) -> list[str]:
     stage = int(browser.locator("[data-so3k-stage]").first.get_attribute("data-so3k-stage"))
     canvas = page.locator(f'[data-so3k-stage="{stage}"] canvas').first
     picture_before = canvas.screenshot()
-    points = browser.locator(".scatterlayer .trace .points path")
+    centres = _point_centres(browser)
     target, where = None, None
-    for k in range(points.count()):
-        box = points.nth(k).bounding_box()
-        if box is None:
-            continue
-        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    for x, y in centres:
         node = _hovered_minimum(page, x, y)
         if node is not None and node != before:
             target, where = node, (x, y)
             break
-    assert target is not None, (f"no node other than the shown minimum {before} found among {points.count()} "
+    assert target is not None, (f"no node other than the shown minimum {before} found among {len(centres)} "
                                 "plotted points: the smoke exploration must find at least two minima")
     page.mouse.click(*where)
     wait_until(page, _shown_minimum, lambda n: n == target, CONTROL_TIMEOUT_S,
@@ -123,7 +166,8 @@ def check_minima_browser(page) -> list[str]:
     return [f"clicked minimum {target} (was {before}); details: {details.inner_text()[:120]!r}"]
 
 
-EXTRA_CHECKS = {"01_quickstart": check_live_md_controls, "05_minima_exploration": check_minima_browser}
+EXTRA_CHECKS = {"01_quickstart": check_live_md_controls, "04_vibrational_spectra": check_spectrum_explorer,
+                "05_minima_exploration": check_minima_browser}
 
 
 # Known bug, open in issue 6: in Chromium the MinimaBrowser's two nglview stages stay white (the graph, the node
@@ -139,7 +183,7 @@ def _cases():
 
 
 @pytest.mark.parametrize("notebook", list(_cases()))
-def test_notebook_runs_and_renders(notebook, lab, page, screenshot_dir):
+def test_notebook_runs_and_renders(notebook, lab, page, console, screenshot_dir):
     t0 = time.monotonic()
     shot = screenshot_dir / f"{notebook.stem}.png"
     try:
@@ -151,13 +195,18 @@ def test_notebook_runs_and_renders(notebook, lab, page, screenshot_dir):
         for line in extra(page) if extra else []:
             print(f"{notebook.stem}: {line}")
 
-        problems = labdriver.cell_problems(labdriver.notebook_json(page)) + labdriver.error_outputs(page)
+        nb = labdriver.notebook_json(page)
+        cells = labdriver.cell_seconds(nb)
+        print(f"{notebook.stem}: cells ran {sum(cells.values()):.1f} s in the kernel; slowest: "
+              + ", ".join(f"cell {k} {t:.1f} s" for k, t in sorted(cells.items(), key=lambda kv: -kv[1])[:4]))
+        problems = labdriver.cell_problems(nb) + labdriver.error_outputs(page)
         assert not problems, f"{notebook.name} has errors:\n" + "\n".join(problems)
 
         stages = labdriver.nglview_stages(page)
         blank = [s for s in stages if not (s["canvas"] and s["width"] > 0 and s["height"] > 0)
                  or not labdriver.canvas_is_drawn(page, s["index"])]
-        assert not blank, f"{notebook.name}: nglview stages without a drawn canvas: {blank} (of {len(stages)})"
+        assert not blank, (f"{notebook.name}: nglview stages without a drawn canvas: {blank} (of {len(stages)}); "
+                           f"WebGL lines of the browser console: {console.webgl()[-20:]}")
         figures = labdriver.plotly_figures(page)
         empty = [f for f in figures if f["traces"] == 0 or f["width"] == 0 or f["height"] == 0]
         assert not empty, f"{notebook.name}: plotly figures drawn without data: {empty} (of {len(figures)})"
@@ -165,7 +214,8 @@ def test_notebook_runs_and_renders(notebook, lab, page, screenshot_dir):
               f"{len(figures)} plotly figure(s) with data")
     finally:
         labdriver.save_screenshot(page, shot)
-        print(f"{notebook.stem}: screenshot {shot}")
+        print(f"{notebook.stem}: screenshot {shot}; browser console: {len(console.lines)} lines, WebGL: "
+              f"{console.webgl()[-10:]}, errors: {console.errors()[-10:]}")
 
 
 def test_checks_catch_an_error_and_a_blank_viewer(lab, page):
