@@ -12,10 +12,18 @@ STATUS_CLASS = "so3k-status"
 FRAME_COUNTER_CLASS = "so3k-frame-counter"
 
 
-def molecule_view(numbers, positions):
-    """An nglview (3.1.4) view of one structure: atomic numbers (N,), positions (N, 3) in Angstrom.
+VIEW_WIDTH, VIEW_HEIGHT = "420px", "380px"
 
-    Its coordinates are updated later with `set_positions(view, positions)`."""
+
+def molecule_view(numbers, positions):
+    """An nglview (3.1.4) view of one structure: atomic numbers (N,), positions (N, 3) in Angstrom, drawn
+    VIEW_WIDTH x VIEW_HEIGHT.
+
+    The NGL stage is created at that size (nglview's `_view_width` / `_view_height`), not at the width of the
+    box around it when the page first draws it: inside a `VBox` next to a label that box was a few pixels wide,
+    NGL fitted the camera to it (about 130x too far away), and after the resize to full size the molecule was a
+    sub-pixel dot on a white canvas (the MinimaBrowser's blank views). Coordinates are updated later with
+    `set_positions(view, positions)`."""
     import nglview
     from ase import Atoms
 
@@ -25,7 +33,8 @@ def molecule_view(numbers, positions):
         raise ValueError(f"positions have shape {positions.shape}; expected ({len(numbers)}, 3) for "
                          f"{len(numbers)} atoms")
     view = nglview.show_ase(Atoms(numbers=numbers, positions=positions))
-    view.layout.width, view.layout.height = "420px", "380px"
+    view._view_width, view._view_height = VIEW_WIDTH, VIEW_HEIGHT  # the stage's size when it is created
+    view.layout.width, view.layout.height = VIEW_WIDTH, VIEW_HEIGHT
     return view
 
 

@@ -170,19 +170,7 @@ EXTRA_CHECKS = {"01_quickstart": check_live_md_controls, "04_vibrational_spectra
                 "05_minima_exploration": check_minima_browser}
 
 
-# Known bug, open in issue 6: in Chromium the MinimaBrowser's two nglview stages stay white (the graph, the node
-# click and the details work). strict: once the views draw, this test passes and the marker must go.
-KNOWN_FAILURES = {"05_minima_exploration": "MinimaBrowser's nglview stages are not drawn in Chromium (open bug)"}
-
-
-def _cases():
-    for path in NOTEBOOKS:
-        marks = [pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[path.stem])] if path.stem in KNOWN_FAILURES \
-            else []
-        yield pytest.param(path, marks=marks, id=path.stem)
-
-
-@pytest.mark.parametrize("notebook", list(_cases()))
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
 def test_notebook_runs_and_renders(notebook, lab, page, console, screenshot_dir):
     t0 = time.monotonic()
     shot = screenshot_dir / f"{notebook.stem}.png"
@@ -220,11 +208,14 @@ def test_notebook_runs_and_renders(notebook, lab, page, console, screenshot_dir)
 
 def test_checks_catch_an_error_and_a_blank_viewer(lab, page):
     """The checks above can fail: in a scratch notebook with a drawn molecule, an empty nglview widget (a flat
-    white canvas) and a cell that raises, they find exactly the blank stage and the error."""
+    white canvas), a `molecule_view` inside a VBox beside a label (the layout whose stage used to stay white) and
+    a cell that raises, they find exactly the blank stage and the error."""
     import nbformat
 
     cells = ["import nglview\nfrom ase.build import molecule\nnglview.show_ase(molecule('CH3CH2OH'))",
              "nglview.NGLWidget()",
+             "import ipywidgets as w\nfrom so3krates_lab.widgets._common import molecule_view\n"
+             "m = molecule('CH3CH2OH')\nw.HBox([w.VBox([w.HTML('<b>a label</b>'), molecule_view(m.numbers, m.positions)])])",
              "1 / 0",
              "print('never reached')"]
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
@@ -237,8 +228,8 @@ def test_checks_catch_an_error_and_a_blank_viewer(lab, page):
 
     problems = labdriver.cell_problems(labdriver.notebook_json(page))
     assert any("ZeroDivisionError" in p for p in problems), problems
-    assert any("cell 3" in p and "never executed" in p for p in problems), problems
+    assert any("cell 4" in p and "never executed" in p for p in problems), problems
     assert any("Traceback" in e for e in labdriver.error_outputs(page))
     stages = labdriver.nglview_stages(page)
-    assert len(stages) == 2, stages
-    assert [labdriver.canvas_is_drawn(page, s["index"]) for s in stages] == [True, False]
+    assert len(stages) == 3, stages
+    assert [labdriver.canvas_is_drawn(page, s["index"]) for s in stages] == [True, False, True]
