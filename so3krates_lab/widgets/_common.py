@@ -45,13 +45,14 @@ def set_positions(view, positions) -> None:
 
 def push_figure_state(figure) -> None:
     """Give a plotly FigureWidget's front end the whole current figure (its synced `_widget_data` and
-    `_widget_layout` traits), as plotly itself does when a FigureWidget is displayed on its own.
+    `_widget_layout` traits), as plotly does in `FigureWidget._repr_mimebundle_` when a FigureWidget is
+    displayed on its own.
 
-    A FigureWidget inside an ipywidgets box is displayed through the box, so plotly's refresh never runs and the
-    browser draws the state the widget had when it was created plus the trace edits that reached its model. In
-    plotly 7 those edits are applied by the widget's JavaScript module, which loads asynchronously (anywidget):
-    edits sent before it has loaded are dropped. Call this from the container's `_repr_mimebundle_`, so the
-    first draw shows the figure as Python has it."""
+    A FigureWidget inside an ipywidgets box is displayed through the box, so that refresh never runs and the
+    browser draws the state the widget had when it was created, plus the trace edits its model applied since.
+    In plotly 7 those edits are applied by listeners that the widget's JavaScript module (loaded asynchronously
+    through anywidget) attaches when it has loaded, so edits that reach the page earlier can be missed. The
+    widgets call this from their own `_repr_mimebundle_`, so the first draw shows the figure as Python has it."""
     from copy import deepcopy
 
     figure._widget_layout = deepcopy(figure._layout_obj._props)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import molecule_view, set_positions, tagged_html
+from ._common import molecule_view, push_figure_state, set_positions, tagged_html
 
 DETAILS_CLASS = "so3k-minimum-details"
 
@@ -125,6 +125,7 @@ class MinimaBrowser:
         return cls(graph, db.positions, db.numbers, groups=db.groups, **kw)
 
     def _repr_mimebundle_(self, **kwargs):
+        push_figure_state(self.figure)  # the figure as it is now, not as it was created (see push_figure_state)
         return self.widget._repr_mimebundle_(**kwargs)
 
     # the plot -----------------------------------------------------------------------------------------------
