@@ -108,8 +108,9 @@ def _mode_details(page) -> str:
 
 def check_spectrum_explorer(page) -> list[str]:
     """The spectra notebook's explorer, driven by a real click: hover the harmonic lines' markers until one shows
-    a mode other than the one last animated, click it, and check that the details line names that mode and set
-    and that the structure view moves (a picture taken while the mode plays differs from the one before)."""
+    a mode other than the one last animated, click it, and check that the details line names that mode (number
+    and wavenumber) and that the structure view moves (a picture taken while the mode plays differs from the one
+    before)."""
     details = page.locator(".so3k-mode-details").first
     details.scroll_into_view_if_needed()
     before = _mode_details(page)
@@ -119,19 +120,20 @@ def check_spectrum_explorer(page) -> list[str]:
     stage = int(explorer.locator("[data-so3k-stage]").first.get_attribute("data-so3k-stage"))
     canvas = page.locator(f'[data-so3k-stage="{stage}"] canvas').first
     picture_before = canvas.screenshot()
+    shows = lambda text, mode: f"mode {mode[0]} of" in text and f"{mode[1]} cm" in text  # noqa: E731
     target, where = None, None
     for x, y in _point_centres(explorer):
-        match = re.search(r"mode\s+(\d+):.*?cm.*?-1(.*)$", _hover_text(page, x, y), re.S)
-        if match and f"mode {match.group(1)} of {match.group(2).strip()}" not in before:
-            target, where = f"mode {match.group(1)} of {match.group(2).strip()}", (x, y)
+        match = re.search(r"mode\s+(\d+):\s*([\d.]+)\s*cm", _hover_text(page, x, y))  # "mode 5: 1012.9 cm-1"
+        if match and not shows(before, match.groups()):
+            target, where = match.groups(), (x, y)
             break
     assert target is not None, f"no harmonic-line marker with a mode other than the shown one ({before!r}) found"
     page.mouse.click(*where)
-    wait_until(page, _mode_details, lambda text: target in text, CONTROL_TIMEOUT_S,
-               f"the details to name the clicked {target}")
+    wait_until(page, _mode_details, lambda text: shows(text, target), CONTROL_TIMEOUT_S,
+               f"the details to name the clicked mode {target[0]} ({target[1]} cm-1)")
     moved = wait_until(page, lambda p: canvas.screenshot() != picture_before, bool, 10.0,
                        "the structure view to move while the clicked mode plays")
-    return [f"clicked {target}; details {_mode_details(page)!r}; view moved: {moved}"]
+    return [f"clicked mode {target[0]} ({target[1]} cm-1); details {_mode_details(page)!r}; view moved: {moved}"]
 
 
 def check_minima_browser(page) -> list[str]:
