@@ -87,8 +87,8 @@ class MinimaBrowser:
                                                 layout=w.Layout(width="420px"))
         self.node_picker = w.Dropdown(description="minimum")
         self.neighbour_picker = w.Dropdown(description="neighbour")
-        # The views are made by the first show() at their final geometry: moving the atoms of an nglview that the
-        # page has not drawn yet left its canvas blank in Chromium.
+        # The views are made by the first show(), at the selected minimum's geometry (molecule_view sizes their
+        # stages; a stage sized by its surrounding box at first draw stayed white).
         self.view = self.neighbour_view = None
         self.details = tagged_html(DETAILS_CLASS)
         self.details.layout.width = "380px"
