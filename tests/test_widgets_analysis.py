@@ -121,6 +121,23 @@ def test_minima_browser_energy_window_hides_nodes():
     assert [value for _, value in browser.node_picker.options] == [0, 1]
 
 
+def test_displaying_a_browser_sends_its_current_figure():
+    """The FigureWidget sits inside a box, so the browser's display must carry the figure as it is now (nodes
+    filtered after creation), not the empty figure the widget was created with."""
+    db, sequences = tiny_minima()
+    browser = MinimaBrowser.from_database(db, sequences)
+    browser.energy_window.value = (0.0, 100.0)
+    bundle = browser._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    sent = browser.figure._widget_data
+    assert len(sent) == 3 and sorted(sent[1]["customdata"]) == [0, 1]
+    assert browser.figure._widget_layout["title"]["text"] == "minima graph"
+    v, dt = oscillating_velocities()
+    explorer = SpectrumExplorer(v, dt, WATER, harmonic={"model": water_modes()}, mass_weighted=False)
+    explorer._repr_mimebundle_()
+    assert np.allclose(explorer.figure._widget_data[0]["y"], explorer.figure.data[0].y)
+
+
 def test_minima_browser_rejects_an_empty_graph():
     import networkx as nx
 

@@ -12,10 +12,18 @@ STATUS_CLASS = "so3k-status"
 FRAME_COUNTER_CLASS = "so3k-frame-counter"
 
 
-def molecule_view(numbers, positions):
-    """An nglview (3.1.4) view of one structure: atomic numbers (N,), positions (N, 3) in Angstrom.
+VIEW_WIDTH, VIEW_HEIGHT = "420px", "380px"
 
-    Its coordinates are updated later with `set_positions(view, positions)`."""
+
+def molecule_view(numbers, positions):
+    """An nglview (3.1.4) view of one structure: atomic numbers (N,), positions (N, 3) in Angstrom, drawn
+    VIEW_WIDTH x VIEW_HEIGHT.
+
+    The NGL stage is created at that size (nglview's `_view_width` / `_view_height`), not at the width of the
+    box around it when the page first draws it: inside a `VBox` next to a label that box was a few pixels wide,
+    NGL fitted the camera to it (about 130x too far away), and after the resize to full size the molecule was a
+    sub-pixel dot on a white canvas (the MinimaBrowser's blank views). Coordinates are updated later with
+    `set_positions(view, positions)`."""
     import nglview
     from ase import Atoms
 
@@ -25,13 +33,30 @@ def molecule_view(numbers, positions):
         raise ValueError(f"positions have shape {positions.shape}; expected ({len(numbers)}, 3) for "
                          f"{len(numbers)} atoms")
     view = nglview.show_ase(Atoms(numbers=numbers, positions=positions))
-    view.layout.width, view.layout.height = "420px", "380px"
+    view._view_width, view._view_height = VIEW_WIDTH, VIEW_HEIGHT  # the stage's size when it is created
+    view.layout.width, view.layout.height = VIEW_WIDTH, VIEW_HEIGHT
     return view
 
 
 def set_positions(view, positions) -> None:
     """Move the atoms of the view's first component to `positions` (N, 3) Angstrom (nglview's binary update)."""
     view.set_coordinates({0: np.ascontiguousarray(positions, np.float32)})
+
+
+def push_figure_state(figure) -> None:
+    """Give a plotly FigureWidget's front end the whole current figure (its synced `_widget_data` and
+    `_widget_layout` traits), as plotly does in `FigureWidget._repr_mimebundle_` when a FigureWidget is
+    displayed on its own.
+
+    A FigureWidget inside an ipywidgets box is displayed through the box, so that refresh never runs and the
+    browser draws the state the widget had when it was created, plus the trace edits its model applied since.
+    In plotly 7 those edits are applied by listeners that the widget's JavaScript module (loaded asynchronously
+    through anywidget) attaches when it has loaded, so edits that reach the page earlier can be missed. The
+    widgets call this from their own `_repr_mimebundle_`, so the first draw shows the figure as Python has it."""
+    from copy import deepcopy
+
+    figure._widget_layout = deepcopy(figure._layout_obj._props)
+    figure._widget_data = deepcopy(figure._data)
 
 
 def tagged_html(css_class: str, text: str = ""):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import molecule_view, set_positions, tagged_html
+from ._common import molecule_view, push_figure_state, set_positions, tagged_html
 
 DETAILS_CLASS = "so3k-minimum-details"
 
@@ -87,8 +87,8 @@ class MinimaBrowser:
                                                 layout=w.Layout(width="420px"))
         self.node_picker = w.Dropdown(description="minimum")
         self.neighbour_picker = w.Dropdown(description="neighbour")
-        # The views are made by the first show() at their final geometry: moving the atoms of an nglview that the
-        # page has not drawn yet left its canvas blank in Chromium.
+        # The views are made by the first show(), at the selected minimum's geometry (molecule_view sizes their
+        # stages; a stage sized by its surrounding box at first draw stayed white).
         self.view = self.neighbour_view = None
         self.details = tagged_html(DETAILS_CLASS)
         self.details.layout.width = "380px"
@@ -125,6 +125,7 @@ class MinimaBrowser:
         return cls(graph, db.positions, db.numbers, groups=db.groups, **kw)
 
     def _repr_mimebundle_(self, **kwargs):
+        push_figure_state(self.figure)  # the figure as it is now, not as it was created (see push_figure_state)
         return self.widget._repr_mimebundle_(**kwargs)
 
     # the plot -----------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-from ._common import Worker, molecule_view, set_positions, tagged_html
+from ._common import Worker, molecule_view, push_figure_state, set_positions, tagged_html
 
 MODE_DETAILS_CLASS = "so3k-mode-details"
 _LINE_COLOURS = ("crimson", "black", "darkorange", "seagreen")
@@ -91,6 +91,7 @@ class SpectrumExplorer:
         return cls(velocities, timestep_fs, numbers, **kw)
 
     def _repr_mimebundle_(self, **kwargs):
+        push_figure_state(self.figure)  # the figure as it is now, not as it was created (see push_figure_state)
         return self.widget._repr_mimebundle_(**kwargs)
 
     # the plot -----------------------------------------------------------------------------------------------

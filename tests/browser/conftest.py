@@ -46,6 +46,16 @@ def _data_dir_env() -> dict:
     return {"SO3KRATES_DATA_DIR": str(path)} if path.is_dir() else {}
 
 
+def _jax_cache_env(work: Path) -> dict:
+    """JAX_COMPILATION_CACHE_DIR for the kernels: one persistent compilation cache shared by the notebooks of this
+    test session (a program compiled by one notebook is loaded from disk when a later notebook compiles the same
+    program), fresh per session so that no run depends on an earlier one. An inherited JAX_COMPILATION_CACHE_DIR
+    is used as it is."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return {}
+    return {"JAX_COMPILATION_CACHE_DIR": str(work / "jax_cache")}
+
+
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory):
     """A JupyterLab server on 127.0.0.1 serving a fresh copy of notebooks/ with SO3KRATES_SMOKE=1; stopped
@@ -53,7 +63,8 @@ def lab(tmp_path_factory):
     _require_browser()
     work = tmp_path_factory.mktemp("jupyterlab")
     root = labdriver.prepare_root(work / "root")
-    server = labdriver.start_lab(root, work, python=LAB_PYTHON, env_extra={"SO3KRATES_SMOKE": "1", **_data_dir_env()})
+    server = labdriver.start_lab(root, work, python=LAB_PYTHON,
+                                 env_extra={"SO3KRATES_SMOKE": "1", **_data_dir_env(), **_jax_cache_env(work)})
     yield server
     server.stop()
 
@@ -78,6 +89,12 @@ def page(chromium, lab):
     yield page
     context.close()
     lab.shutdown_kernels()
+
+
+@pytest.fixture
+def console(page):
+    """The page's browser console (labdriver.ConsoleLog), recorded from before the notebook is opened."""
+    return labdriver.ConsoleLog(page)
 
 
 @pytest.fixture(scope="session")

@@ -34,9 +34,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backg
 VIEWPORT = {"width": 1400, "height": 900}
 
 # JupyterLab user settings for a test server: every cell attached to the DOM (the default
-# "contentVisibility" windowing skips painting cells out of view), no autosave, no news pop-up.
+# "contentVisibility" windowing skips painting cells out of view), cell execution times recorded in the cell
+# metadata (`cell_seconds`), no autosave, no news pop-up.
 LAB_SETTINGS = {
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none", "recordTiming": True},
     "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
                                                                         "checkForUpdates": False},
@@ -177,6 +178,25 @@ def start_lab(root: Path, workdir: Path, *, python: str = sys.executable, env_ex
 # ------------------------------------------------------------------------------------------------------------
 # page helpers
 
+class ConsoleLog:
+    """The browser console of a page, kept from the moment it is attached: every message and uncaught page
+    error as "TYPE: text" lines. `webgl()` picks the lines about WebGL (context creation, loss, the
+    per-page context limit), the first thing to read when an nglview canvas stays blank."""
+
+    _WEBGL = re.compile(r"webgl|context lost|contextlost|too many active|gl_|swiftshader", re.IGNORECASE)
+
+    def __init__(self, page):
+        self.lines: list[str] = []
+        page.on("console", lambda message: self.lines.append(f"{message.type}: {message.text}"))
+        page.on("pageerror", lambda error: self.lines.append(f"pageerror: {error}"))
+
+    def webgl(self) -> list[str]:
+        return [line for line in self.lines if self._WEBGL.search(line)]
+
+    def errors(self) -> list[str]:
+        return [line for line in self.lines if line.startswith(("error:", "pageerror:"))]
+
+
 def launch_chromium(playwright):
     """Debian's Chromium through Playwright, headless, with CHROMIUM_ARGS."""
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
@@ -239,6 +259,21 @@ def wait_until_run_finished(page, timeout_s: float, settle_s: float = 3.0) -> di
 def notebook_json(page) -> dict:
     """The open notebook as nbformat JSON, outputs included, straight from JupyterLab's document model."""
     return page.evaluate("() => window.jupyterapp.shell.currentWidget.context.model.toJSON()")
+
+
+def cell_seconds(nb: dict) -> dict[int, float]:
+    """{cell index: wall seconds} of the code cells that ran, from the execution times JupyterLab records in the
+    cell metadata (setting recordTiming): from the kernel starting the cell to its reply."""
+    from datetime import datetime
+
+    times = {}
+    for index, cell in enumerate(nb["cells"]):
+        execution = cell.get("metadata", {}).get("execution", {})
+        if "iopub.execute_input" in execution and "shell.execute_reply" in execution:
+            start, end = (datetime.fromisoformat(execution[key].replace("Z", "+00:00"))
+                          for key in ("iopub.execute_input", "shell.execute_reply"))
+            times[index] = (end - start).total_seconds()
+    return times
 
 
 def cell_problems(nb: dict) -> list[str]:

@@ -3,8 +3,9 @@
 Per notebook: Run > Run All Cells, wait for the kernel, then check that no cell failed or printed a traceback,
 that every nglview stage drew a picture on a canvas and every plotly figure holds data, and save a full-notebook
 screenshot under results/browser/.
-The quickstart also has its live MD viewer's Play / Pause / Stop exercised through real clicks; the minima
-notebook has a node of its minima graph clicked.
+The quickstart also has its live MD viewer's Play / Pause / Stop exercised through real clicks; the spectra
+notebook has a harmonic line's marker clicked (the mode must play in the view); the minima notebook has a node of
+its minima graph clicked.
 
 Timeouts: SO3KRATES_BROWSER_TIMEOUT (seconds per notebook run, default 900).
 """
@@ -76,15 +77,63 @@ def _shown_minimum(page) -> int:
     return int(match.group(1))
 
 
-def _hovered_minimum(page, x: float, y: float) -> int | None:
-    """Move the mouse to (x, y) on the page; the node number in plotly's hover label there, if any."""
+def _hover_text(page, x: float, y: float) -> str:
+    """Move the mouse to (x, y) on the page; the text of plotly's hover label there ('' if none)."""
     page.mouse.move(x, y)
     page.wait_for_timeout(300)
     labels = page.locator(".hoverlayer .hovertext")
-    if labels.count() == 0:
-        return None
-    match = re.search(r"minimum\s+(\d+):", labels.first.text_content() or "")
+    return (labels.first.text_content() or "") if labels.count() else ""
+
+
+def _hovered_minimum(page, x: float, y: float) -> int | None:
+    """Move the mouse to (x, y) on the page; the node number in plotly's hover label there, if any."""
+    match = re.search(r"minimum\s+(\d+):", _hover_text(page, x, y))
     return int(match.group(1)) if match else None
+
+
+def _point_centres(widget) -> list[tuple[float, float]]:
+    """Page coordinates of the centres of every plotted marker in the plotly graph(s) inside `widget`."""
+    points = widget.locator(".scatterlayer .trace .points path")
+    centres = []
+    for k in range(points.count()):
+        box = points.nth(k).bounding_box()
+        if box is not None:
+            centres.append((box["x"] + box["width"] / 2, box["y"] + box["height"] / 2))
+    return centres
+
+
+def _mode_details(page) -> str:
+    return page.locator(".so3k-mode-details").first.inner_text()
+
+
+def check_spectrum_explorer(page) -> list[str]:
+    """The spectra notebook's explorer, driven by a real click: hover the harmonic lines' markers until one shows
+    a mode other than the one last animated, click it, and check that the details line names that mode (number
+    and wavenumber) and that the structure view moves (a picture taken while the mode plays differs from the one
+    before)."""
+    details = page.locator(".so3k-mode-details").first
+    details.scroll_into_view_if_needed()
+    before = _mode_details(page)
+    labdriver.nglview_stages(page)  # tags every stage with data-so3k-stage
+    explorer = details.locator("xpath=ancestor::div[.//div[contains(@class, 'js-plotly-plot')] "
+                               "and .//*[@data-so3k-stage]][1]")  # the widget holding the plot and the view
+    stage = int(explorer.locator("[data-so3k-stage]").first.get_attribute("data-so3k-stage"))
+    canvas = page.locator(f'[data-so3k-stage="{stage}"] canvas').first
+    picture_before = canvas.screenshot()
+    shows = lambda text, mode: f"mode {mode[0]} of" in text and f"{mode[1]} cm" in text  # noqa: E731
+    target, where = None, None
+    for x, y in _point_centres(explorer):
+        match = re.search(r"mode\s+(\d+):\s*([\d.]+)\s*cm", _hover_text(page, x, y))  # "mode 5: 1012.9 cm-1"
+        if match and not shows(before, match.groups()):
+            target, where = match.groups(), (x, y)
+            break
+    assert target is not None, f"no harmonic-line marker with a mode other than the shown one ({before!r}) found"
+    page.mouse.click(*where)
+    wait_until(page, _mode_details, lambda text: shows(text, target), CONTROL_TIMEOUT_S,
+               f"the details to name the clicked mode {target[0]} ({target[1]} cm-1)")
+    moved = wait_until(page, lambda p: canvas.screenshot() != picture_before, bool, 10.0,
+                       "the structure view to move while the clicked mode plays")
+    return [f"clicked mode {target[0]} ({target[1]} cm-1); details {_mode_details(page)!r}; view moved: {moved}"]
 
 
 def check_minima_browser(page) -> list[str]:
@@ -101,18 +150,14 @@ def check_minima_browser(page) -> list[str]:
     stage = int(browser.locator("[data-so3k-stage]").first.get_attribute("data-so3k-stage"))
     canvas = page.locator(f'[data-so3k-stage="{stage}"] canvas').first
     picture_before = canvas.screenshot()
-    points = browser.locator(".scatterlayer .trace .points path")
+    centres = _point_centres(browser)
     target, where = None, None
-    for k in range(points.count()):
-        box = points.nth(k).bounding_box()
-        if box is None:
-            continue
-        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    for x, y in centres:
         node = _hovered_minimum(page, x, y)
         if node is not None and node != before:
             target, where = node, (x, y)
             break
-    assert target is not None, (f"no node other than the shown minimum {before} found among {points.count()} "
+    assert target is not None, (f"no node other than the shown minimum {before} found among {len(centres)} "
                                 "plotted points: the smoke exploration must find at least two minima")
     page.mouse.click(*where)
     wait_until(page, _shown_minimum, lambda n: n == target, CONTROL_TIMEOUT_S,
@@ -123,23 +168,12 @@ def check_minima_browser(page) -> list[str]:
     return [f"clicked minimum {target} (was {before}); details: {details.inner_text()[:120]!r}"]
 
 
-EXTRA_CHECKS = {"01_quickstart": check_live_md_controls, "05_minima_exploration": check_minima_browser}
+EXTRA_CHECKS = {"01_quickstart": check_live_md_controls, "04_vibrational_spectra": check_spectrum_explorer,
+                "05_minima_exploration": check_minima_browser}
 
 
-# Known bug, open in issue 6: in Chromium the MinimaBrowser's two nglview stages stay white (the graph, the node
-# click and the details work). strict: once the views draw, this test passes and the marker must go.
-KNOWN_FAILURES = {"05_minima_exploration": "MinimaBrowser's nglview stages are not drawn in Chromium (open bug)"}
-
-
-def _cases():
-    for path in NOTEBOOKS:
-        marks = [pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[path.stem])] if path.stem in KNOWN_FAILURES \
-            else []
-        yield pytest.param(path, marks=marks, id=path.stem)
-
-
-@pytest.mark.parametrize("notebook", list(_cases()))
-def test_notebook_runs_and_renders(notebook, lab, page, screenshot_dir):
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_notebook_runs_and_renders(notebook, lab, page, console, screenshot_dir):
     t0 = time.monotonic()
     shot = screenshot_dir / f"{notebook.stem}.png"
     try:
@@ -151,13 +185,18 @@ def test_notebook_runs_and_renders(notebook, lab, page, screenshot_dir):
         for line in extra(page) if extra else []:
             print(f"{notebook.stem}: {line}")
 
-        problems = labdriver.cell_problems(labdriver.notebook_json(page)) + labdriver.error_outputs(page)
+        nb = labdriver.notebook_json(page)
+        cells = labdriver.cell_seconds(nb)
+        print(f"{notebook.stem}: cells ran {sum(cells.values()):.1f} s in the kernel; slowest: "
+              + ", ".join(f"cell {k} {t:.1f} s" for k, t in sorted(cells.items(), key=lambda kv: -kv[1])[:4]))
+        problems = labdriver.cell_problems(nb) + labdriver.error_outputs(page)
         assert not problems, f"{notebook.name} has errors:\n" + "\n".join(problems)
 
         stages = labdriver.nglview_stages(page)
         blank = [s for s in stages if not (s["canvas"] and s["width"] > 0 and s["height"] > 0)
                  or not labdriver.canvas_is_drawn(page, s["index"])]
-        assert not blank, f"{notebook.name}: nglview stages without a drawn canvas: {blank} (of {len(stages)})"
+        assert not blank, (f"{notebook.name}: nglview stages without a drawn canvas: {blank} (of {len(stages)}); "
+                           f"WebGL lines of the browser console: {console.webgl()[-20:]}")
         figures = labdriver.plotly_figures(page)
         empty = [f for f in figures if f["traces"] == 0 or f["width"] == 0 or f["height"] == 0]
         assert not empty, f"{notebook.name}: plotly figures drawn without data: {empty} (of {len(figures)})"
@@ -165,16 +204,20 @@ def test_notebook_runs_and_renders(notebook, lab, page, screenshot_dir):
               f"{len(figures)} plotly figure(s) with data")
     finally:
         labdriver.save_screenshot(page, shot)
-        print(f"{notebook.stem}: screenshot {shot}")
+        print(f"{notebook.stem}: screenshot {shot}; browser console: {len(console.lines)} lines, WebGL: "
+              f"{console.webgl()[-10:]}, errors: {console.errors()[-10:]}")
 
 
 def test_checks_catch_an_error_and_a_blank_viewer(lab, page):
     """The checks above can fail: in a scratch notebook with a drawn molecule, an empty nglview widget (a flat
-    white canvas) and a cell that raises, they find exactly the blank stage and the error."""
+    white canvas), a `molecule_view` inside a VBox beside a label (the layout whose stage used to stay white) and
+    a cell that raises, they find exactly the blank stage and the error."""
     import nbformat
 
     cells = ["import nglview\nfrom ase.build import molecule\nnglview.show_ase(molecule('CH3CH2OH'))",
              "nglview.NGLWidget()",
+             "import ipywidgets as w\nfrom so3krates_lab.widgets._common import molecule_view\n"
+             "m = molecule('CH3CH2OH')\nw.HBox([w.VBox([w.HTML('<b>a label</b>'), molecule_view(m.numbers, m.positions)])])",
              "1 / 0",
              "print('never reached')"]
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
@@ -187,8 +230,8 @@ def test_checks_catch_an_error_and_a_blank_viewer(lab, page):
 
     problems = labdriver.cell_problems(labdriver.notebook_json(page))
     assert any("ZeroDivisionError" in p for p in problems), problems
-    assert any("cell 3" in p and "never executed" in p for p in problems), problems
+    assert any("cell 4" in p and "never executed" in p for p in problems), problems
     assert any("Traceback" in e for e in labdriver.error_outputs(page))
     stages = labdriver.nglview_stages(page)
-    assert len(stages) == 2, stages
-    assert [labdriver.canvas_is_drawn(page, s["index"]) for s in stages] == [True, False]
+    assert len(stages) == 3, stages
+    assert [labdriver.canvas_is_drawn(page, s["index"]) for s in stages] == [True, False, True]
