@@ -109,3 +109,25 @@ def test_no_cell_list_where_the_cell_is_too_narrow():
     with pytest.raises(ValueError, match="no cell list possible"):
         model_force_fn(make_energy_fn(CONFIG), variables, CONFIG.cutoff, system.numbers, system.positions,
                        system.cell, system.pbc, cell_list=True, dtype=jnp.float64)
+
+
+def test_all_pairs_force_fn_matches_the_neighbour_list_beyond_the_cutoff():
+    """Two ethanols 7 A apart (some pairs beyond the 5 A cutoff): the fixed all-pairs graph gives the same
+    energy and forces as the skin list, because the cutoff function zeroes the far pairs."""
+    system = builtin.ethanol()
+    numbers = np.concatenate([system.numbers, system.numbers])
+    positions = np.concatenate([system.positions, system.positions + [7.0, 0.0, 0.0]])
+    variables = init_variables(CONFIG, graph_from_system(system, CONFIG.cutoff, dtype=np.float64), seed=3)
+    energy_fn = make_energy_fn(CONFIG)
+    listed, nbrs = model_force_fn(energy_fn, variables, CONFIG.cutoff, numbers, positions, dtype=jnp.float64)
+    every, aux = model_force_fn(energy_fn, variables, CONFIG.cutoff, numbers, positions, dtype=jnp.float64,
+                                all_pairs=True)
+    assert aux is None and int(nbrs.n_pairs) < len(numbers) * (len(numbers) - 1) // 2  # some pairs are far
+    moved = jnp.asarray(positions + 0.1 * np.random.default_rng(1).normal(size=positions.shape))
+    e_list, f_list, _ = fast_jit(listed)(moved, nbrs)
+    e_all, f_all, _ = fast_jit(every)(moved, None)
+    assert float(e_all) == pytest.approx(float(e_list), abs=1e-9)
+    np.testing.assert_allclose(np.asarray(f_all), np.asarray(f_list), atol=1e-9)
+    with pytest.raises(ValueError, match="free molecules"):
+        model_force_fn(energy_fn, variables, CONFIG.cutoff, numbers, positions, cell=np.eye(3) * 20,
+                       pbc=(True, True, True), all_pairs=True)

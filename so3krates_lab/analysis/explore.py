@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..autodiff import compiler_options
 from ..md import fire, langevin_baoab, lbfgs, masses_of, maxwell_boltzmann
 from .alignment import bond_graph
 from .minima import MinimaDatabase, load_minima, minima_graph, save_minima
@@ -77,9 +78,10 @@ class BatchRelaxer:
             return states, fmax_of(states)
 
         # three compiled pieces, each compiled once: init (one force call per slot), the chunk, and a cheap select
-        self._advance = jax.jit(advance)
-        self._init = jax.jit(vinit)
-        self._select = jax.jit(_where_rows)
+        options = compiler_options()
+        self._advance = jax.jit(advance, compiler_options=options)
+        self._init = jax.jit(vinit, compiler_options=options)
+        self._select = jax.jit(_where_rows, compiler_options=options)
         template = jnp.asarray(np.asarray(template, dtype=np.float64), dtype)
         self.states = self._init(jnp.stack([template] * self.n_slots), _stack(aux, self.n_slots))
         self.active = np.zeros(self.n_slots, bool)
@@ -171,22 +173,31 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
                    n_slots: int | None = None, fmax: float = 1e-3, max_relax_steps: int = 3000,
                    chunk_steps: int = 50, minimizer="fire", energy_tol: float = 0.01, rmsd_tol: float = 0.1,
                    minutes: float | None = None, max_frames: int | None = None, checkpoint=None,
-                   save_every_s: float = 60.0, seed: int = 0, dtype=jnp.float32, progress: bool = True
-                   ) -> Exploration:
+                   save_every_s: float = 60.0, seed: int = 0, dtype=jnp.float32, progress: bool = True,
+                   starts=None, restart_every: int | None = None) -> Exploration:
     """Explore the minima of one molecule and return an `Exploration` (database, sequences, history, stats).
 
     force_fn(positions, aux) -> (energy eV, forces eV/A, aux), aux for one structure (None for analytic
     potentials); numbers (N,), positions (N, 3) Angstrom: the start geometry, which also defines the bond graph
     (minima whose covalent bond graph differs are counted as rearranged and dropped; their replica restarts
-    from the start geometry). n_replicas Langevin replicas at temperature_K (timestep fs, friction 1/fs) each
+    from a start geometry). n_replicas Langevin replicas at temperature_K (timestep fs, friction 1/fs) each
     give one frame every sample_every_fs; frames are quenched with `minimizer` ("fire" or "lbfgs", see
     `BatchRelaxer`) to fmax (eV/A) in n_slots slots (default 4 x n_replicas). A replica whose MD produces
-    non-finite positions also restarts from the start geometry (counted in stats["md_resets"]). Stops after
+    non-finite positions also restarts from a start geometry (counted in stats["md_resets"]). Stops after
     `minutes` of wall time or `max_frames` quenched frames (at least one must be given). checkpoint: a path; progress is saved there (`save_minima`) every save_every_s and at the
     end, and a later call with the same path resumes: the database, sequences, counters and the unfinished
     frames (in the relaxer, from their partly relaxed positions, or still queued) are loaded, and every replica
     restarts from its last sampled frame with new thermal velocities after a one-frame gap in its numbering (no
     transition is counted across a restart). Frames sampled after the last save of a killed run are lost.
+
+    Sampling diversity (a replica at 500-600 K stays in one backbone basin for picoseconds):
+    starts: optional (K, N, 3) Angstrom start geometries with the same bond graph as `positions` (e.g. frames of
+    the training data at different temperatures); replica r starts from starts[r % K] and a replica restarted
+    after a rearrangement or non-finite MD takes a random one of them. Default: `positions` only.
+    restart_every: after this many sampled frames since its last start, a replica restarts from a minimum drawn
+    uniformly from the unique minima found so far (from `starts` while there are none), with fresh thermal
+    velocities: a cheap way to spread the sampling over the growing graph. Every restart leaves a gap in the
+    replica's frame numbering, so no graph edge is ever drawn across it.
     """
     if minutes is None and max_frames is None:
         raise ValueError("give a time budget (minutes=...) or a frame budget (max_frames=...)")
@@ -198,17 +209,27 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
         raise ValueError(f"need n_replicas >= 1 and sample_every_fs >= timestep_fs, got {n_replicas}, "
                          f"{sample_every_fs}, {timestep_fs}")
     reference_bonds = bond_graph(numbers, start)
+    pool = start[None] if starts is None else np.asarray(starts, dtype=np.float64)
+    if pool.ndim != 3 or pool.shape[1:] != start.shape or len(pool) == 0:
+        raise ValueError(f"starts: expected shape (K, {len(numbers)}, 3) with K >= 1, got {pool.shape}")
+    for k, geometry in enumerate(pool):
+        if not np.array_equal(bond_graph(numbers, geometry), reference_bonds):
+            raise ValueError(f"starts[{k}] has a different covalent bond graph from positions (another molecule or "
+                             "a broken bond); every start must be the same molecule")
+    if restart_every is not None and restart_every < 1:
+        raise ValueError(f"restart_every must be >= 1 frame (or None), got {restart_every}")
     stride = int(round(sample_every_fs / timestep_fs))
     labels = [str(r) for r in range(n_replicas)]
 
     db = MinimaDatabase(numbers, start, energy_tol=energy_tol, rmsd_tol=rmsd_tol)
     sequences = {label: [] for label in labels}
     stats = {"frames": 0, "converged": 0, "not_converged": 0, "rearranged": 0, "md_resets": 0, "relax_steps": 0,
-             "restarts": 0, "elapsed_s": 0.0}
+             "restarts": 0, "elapsed_s": 0.0, "minimum_restarts": 0}
     history: list = []
     pending: list = []
-    replica_positions = np.stack([start] * n_replicas)
+    replica_positions = np.stack([pool[r % len(pool)] for r in range(n_replicas)])
     next_frame = np.zeros(n_replicas, np.int64)
+    since_start = np.zeros(n_replicas, np.int64)  # frames sampled since each replica's last (re)start
     checkpoint = None if checkpoint is None else Path(checkpoint)
     if checkpoint is not None and checkpoint.with_suffix(".json").exists():
         db, loaded, _, extra = load_minima(checkpoint)
@@ -219,6 +240,8 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
         replica_positions = np.asarray(extra["replica_positions"])
         next_frame = np.asarray(extra["next_frame"], np.int64) + 1  # a gap: no transition across the restart
         pending = [((int(r), int(f)), np.asarray(p)) for r, f, p in extra.get("pending", [])]
+        since_start = np.asarray(extra.get("since_start", [0] * n_replicas), np.int64)
+        stats.setdefault("minimum_restarts", 0)
         if minutes is not None and stats["elapsed_s"] >= 60.0 * minutes:
             return Exploration(db, sequences, history, stats)  # the budget is spent: nothing to compile or run
         stats["restarts"] += 1
@@ -227,7 +250,9 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
     md_init, md_step = langevin_baoab(force_fn, timestep_fs, temperature_K, friction_per_fs)
     base_seed = seed + 1000 * stats["restarts"]
 
-    md_init_jit = jax.jit(lambda pos, v, key: md_init(pos, v, masses, key=key, aux=aux))
+    options = compiler_options()
+    md_init_jit = jax.jit(lambda pos, v, key: md_init(pos, v, masses, key=key, aux=aux), compiler_options=options)
+    rng = np.random.default_rng(base_seed)
 
     def init_one(r, pos):
         """Replica r at pos with thermal velocities; seeds differ per replica, restart and frame."""
@@ -238,14 +263,21 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
     md_states = jax.tree.map(lambda *xs: jnp.stack(xs), *[init_one(r, replica_positions[r])
                                                          for r in range(n_replicas)])
 
-    @jax.jit
     def md_round(states):
         return jax.lax.scan(lambda s, _: (jax.vmap(md_step)(s), None), states, None, length=stride)[0]
+
+    md_round = jax.jit(md_round, compiler_options=options)
 
     relaxer = BatchRelaxer(force_fn, aux, start, n_slots or 4 * n_replicas, fmax, max_relax_steps, chunk_steps,
                            dtype, minimizer)
     queue: collections.deque = collections.deque(pending)  # frames sampled but not yet quenched
-    reset = set()
+    reset: dict = {}  # replica -> "start" (a random start geometry) or "minimum" (a random known minimum)
+
+    def restart_geometry(kind: str) -> np.ndarray:
+        if kind == "minimum" and len(db):
+            stats["minimum_restarts"] += 1
+            return db.positions[rng.integers(len(db))]
+        return pool[rng.integers(len(pool))]
     t0 = time.perf_counter() - stats["elapsed_s"]
     last_save = time.perf_counter()
 
@@ -254,9 +286,11 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
         unfinished = [[r, f, p.tolist()] for (r, f), p in relaxer.in_flight() + list(queue)]
         extra = {"stats": stats, "history": history, "replica_positions": replica_positions.tolist(),
                  "pending": unfinished,
-                 "next_frame": next_frame.tolist(), "settings": {
+                 "next_frame": next_frame.tolist(), "since_start": since_start.tolist(), "settings": {
                      "temperature_K": temperature_K, "timestep_fs": timestep_fs, "sample_every_fs": sample_every_fs,
-                     "n_replicas": n_replicas, "fmax": fmax, "friction_per_fs": friction_per_fs}}
+                     "n_replicas": n_replicas, "fmax": fmax, "friction_per_fs": friction_per_fs,
+                     "minimizer": minimizer if isinstance(minimizer, str) else getattr(minimizer, "__name__", "?"),
+                     "n_starts": len(pool), "restart_every": restart_every}}
         save_minima(checkpoint, db, sequences, extra)
 
     from tqdm.auto import tqdm
@@ -273,9 +307,10 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
             if not (sampling or queue or relaxer.active.any()):
                 break  # frame budget reached and every sampled frame quenched
             while len(queue) < relaxer.n_free and (max_frames is None or stats["frames"] < max_frames):
-                for r in reset:  # restart from the start geometry; the frame gap keeps the old chain apart
+                for r, kind in reset.items():  # restart; the frame gap keeps the old chain apart
                     next_frame[r] += 1
-                    one = init_one(r, start)
+                    since_start[r] = 0
+                    one = init_one(r, restart_geometry(kind))
                     md_states = jax.tree.map(lambda a, b: a.at[r].set(b), md_states, one)
                 reset.clear()
                 md_states = md_round(md_states)
@@ -284,11 +319,14 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
                 for r in range(n_replicas):
                     if not np.all(np.isfinite(replica_positions[r])):
                         stats["md_resets"] += 1
-                        reset.add(r)
+                        reset[r] = "start"
                         continue
                     queue.append(((r, int(next_frame[r])), replica_positions[r]))
                     next_frame[r] += 1
+                    since_start[r] += 1
                     stats["frames"] += 1
+                    if restart_every is not None and since_start[r] >= restart_every:
+                        reset.setdefault(r, "minimum")
             relaxer.load([queue.popleft() for _ in range(min(relaxer.n_free, len(queue)))])
             for (r, frame), pos, energy, ok, _ in relaxer.run_chunk():
                 bar.update(1)
@@ -297,7 +335,7 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
                     continue
                 if not np.array_equal(bond_graph(numbers, pos), reference_bonds):
                     stats["rearranged"] += 1
-                    reset.add(r)
+                    reset[r] = "start"
                     continue
                 stats["converged"] += 1
                 k, _ = db.add(pos, energy, trajectory=labels[r])

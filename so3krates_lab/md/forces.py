@@ -12,7 +12,7 @@ from . import neighbours as nl
 
 def model_force_fn(energy_fn, variables, cutoff: float, numbers, positions, cell=None,
                    pbc=(False, False, False), skin: float = 0.5, capacity: int | None = None, headroom: float = 1.3,
-                   dtype=jnp.float32, cell_list: bool | None = None):
+                   dtype=jnp.float32, cell_list: bool | None = None, all_pairs: bool = False):
     """(force_fn, neighbour list) for one structure and any energy_fn(variables, graph) -> (G,) energies.
 
     force_fn(positions, nbrs) -> (energy eV, forces (N, 3) eV/A, nbrs) updates the list in-jit when needed;
@@ -21,9 +21,18 @@ def model_force_fn(energy_fn, variables, cutoff: float, numbers, positions, cell
     geometry times `headroom`). dtype: the model's float type. The cell is fixed (NVE/NVT).
     cell_list: build the list with a cell list (O(N)) instead of all pairs (O(N^2)); None picks by
     `neighbours.cell_grid` (a cell list from a few hundred atoms on, where the cell allows one).
+    all_pairs: for a free molecule of a few dozen atoms, a fixed graph of every pair i < j and no neighbour list
+    at all: the returned aux is None and force_fn(positions, None) -> (energy, forces, None). Pairs beyond the
+    cutoff cost compute but contribute exactly zero (the cutoff function vanishes there), so the energy is the
+    same as with a list; what it saves is the per-step list check, which under `jax.vmap` (batched relaxation,
+    replicas) becomes a full list rebuild on every step because both branches of the `lax.cond` are evaluated.
     """
     numbers = np.asarray(numbers)
     n = len(numbers)
+    if all_pairs:
+        if cell is not None and any(pbc):
+            raise ValueError("all_pairs=True is for free molecules (no periodic cell); use the neighbour list")
+        return _all_pairs_force_fn(energy_fn, variables, numbers, dtype), None
     pbc = tuple(bool(p) for p in pbc) if cell is not None else (False, False, False)
     cell_arr = jnp.asarray(np.zeros((3, 3)) if cell is None else np.asarray(cell, float), dtype)
     reach = cutoff + skin
@@ -64,3 +73,25 @@ def model_force_fn(energy_fn, variables, cutoff: float, numbers, positions, cell
     force_fn.reallocate = reallocate
     force_fn.grid = grid
     return force_fn, nbrs
+
+
+def _all_pairs_force_fn(energy_fn, variables, numbers, dtype):
+    """force_fn(positions, aux=None) on the fixed graph of every pair i < j of a free molecule."""
+    n = len(numbers)
+    if n < 2:
+        raise ValueError(f"all_pairs needs at least 2 atoms, got {n}")
+    i, j = np.triu_indices(n, 1)
+    z = jnp.asarray(numbers, jnp.int32)
+    receivers, senders = jnp.asarray(i, jnp.int32), jnp.asarray(j, jnp.int32)
+    shifts = jnp.zeros((len(i), 3), jnp.int32)
+    cell = jnp.zeros((1, 3, 3), dtype)
+
+    def force_fn(positions, aux=None):
+        graph = Graph(numbers=z, positions=positions.astype(dtype), atom_graph=jnp.zeros(n, jnp.int32),
+                      receivers=receivers, senders=senders, cell_shifts=shifts, cell=cell,
+                      atom_mask=jnp.ones(n, bool), pair_mask=jnp.ones(len(i), bool), graph_mask=jnp.ones(1, bool))
+        energies, forces = energy_and_forces(energy_fn, variables, graph)
+        return energies[0], forces, aux
+
+    force_fn.grid = None
+    return force_fn
