@@ -58,6 +58,16 @@ def parse(argv=None):
                    help="persistent JAX compilation cache folder ('' to switch off)")
     p.add_argument("--compare-minimizers", type=int, default=0, metavar="K",
                    help="only relax K training frames with FIRE and with L-BFGS and compare steps, time and minima")
+    p.add_argument("--neighbour-list", action="store_true",
+                   help="use the skin neighbour list (every pair slot) instead of the fixed all-pairs graph")
+    p.add_argument("--starts", type=int, default=0, metavar="K",
+                   help="start the replicas from K training frames spread over the training MD (300-600 K) "
+                        "instead of frame 0 of --start only")
+    p.add_argument("--restart-every", type=int, default=0, metavar="N",
+                   help="restart a replica from a random known minimum after N sampled frames (0: never)")
+    p.add_argument("--ship", type=Path, default=None, metavar="STEM",
+                   help="also write the explored graph to STEM.json/.npz with STEM.provenance.json "
+                        "(e.g. data/minima/ac_ala3_nhme_explore)")
     p.add_argument("--profile-batches", default="", metavar="B1,B2,...",
                    help="only time one minimiser step (vmapped, compiled) at these batch sizes and exit")
     return p.parse_args(argv)
@@ -139,6 +149,31 @@ def write_plot(history, path: Path):
     atomic_write(path, lambda tmp: fig.write_html(tmp, include_plotlyjs="cdn"))
 
 
+def ship(args, run, summary):
+    """Write the explored database and graph to args.ship (.json/.npz) with a provenance file beside them."""
+    import datetime
+    import sys
+
+    from so3krates_lab._io import atomic_write
+    from so3krates_lab.analysis import save_minima
+
+    stem = Path(args.ship)
+    js = save_minima(stem, run.database, run.sequences, {"stats": run.stats, "history": run.history})
+    provenance = {
+        "files": [js.name, stem.with_suffix(".npz").name],
+        "what": "minima database and minima graph of Ac-Ala3-NHMe explored with the shipped SO3krates model "
+                "(analysis.load_minima reads it; MinimaBrowser.from_file draws it)",
+        "command": "python benchmarks/minima.py " + " ".join(sys.argv[1:]),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": args.model.name, "summary": summary, "sha256": {
+            p.name: __import__("hashlib").sha256(p.read_bytes()).hexdigest()
+            for p in (js, stem.with_suffix(".npz"))},
+    }
+    atomic_write(stem.with_suffix(".provenance.json"),
+                 lambda tmp: Path(tmp).write_text(json.dumps(provenance, indent=1)))
+    print(f"shipped the graph to {js} (+ .npz, .provenance.json)")
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -161,8 +196,12 @@ def main(argv=None) -> int:
     start = load(args.start)[0]
     numbers, positions = np.asarray(start.numbers), np.asarray(start.positions)
     n = len(numbers)
-    force_fn, nbrs = model_force_fn(make_energy_fn(config), variables, config.cutoff, numbers, positions,
-                                    capacity=n * (n - 1) // 2)  # every pair: the list cannot overflow
+    if args.neighbour_list:
+        force_fn, nbrs = model_force_fn(make_energy_fn(config), variables, config.cutoff, numbers, positions,
+                                        capacity=n * (n - 1) // 2)  # every pair: the list cannot overflow
+    else:  # a fixed graph of every pair: no list to check or rebuild (the same energy, see model_force_fn)
+        force_fn, nbrs = model_force_fn(make_energy_fn(config), variables, config.cutoff, numbers, positions,
+                                        all_pairs=True)
     print(f"model {args.model.name} (step {saved.step}), {n} atoms, device {jax.devices()[0]}, "
           f"cpu_count {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}", flush=True)
 
@@ -181,11 +220,24 @@ def main(argv=None) -> int:
         return 0
 
     # 1. exploration
+    starts = None
+    if args.starts > 0:
+        from so3krates_lab.analysis import bond_graph
+
+        data = load(args.data_dir / Path(saved.metadata["data_file"]).name)
+        train_idx = np.sort(np.asarray(Split.from_dict(saved.metadata["split"]).train))
+        candidates = train_idx[np.linspace(0, len(train_idx) - 1, args.starts).round().astype(int)]
+        reference = bond_graph(numbers, positions)
+        starts = np.stack([data[int(i)].positions for i in candidates
+                           if np.array_equal(bond_graph(numbers, data[int(i)].positions), reference)])
+        print(f"replicas start from {len(starts)} of {len(candidates)} training frames spread over the training MD "
+              f"(the others have a different bond graph at 1.2 x covalent radii)", flush=True)
     run = explore_minima(force_fn, nbrs, numbers, positions, n_replicas=args.replicas,
                          temperature_K=args.temperature, timestep_fs=args.timestep, sample_every_fs=args.sample_fs,
                          n_slots=args.slots, fmax=args.fmax, max_relax_steps=args.max_relax_steps,
                          chunk_steps=args.chunk, minimizer=args.minimizer, energy_tol=args.energy_tol, rmsd_tol=args.rmsd_tol,
-                         minutes=args.minutes, checkpoint=args.out / "explore", seed=args.seed, dtype=jnp.float32)
+                         minutes=args.minutes, checkpoint=args.out / "explore", seed=args.seed, dtype=jnp.float32,
+                         starts=starts, restart_every=args.restart_every or None)
     db, stats = run.database, run.stats
     ds = db.to_xarray()
     atomic_write(args.out / "minima.nc", lambda tmp: ds.to_netcdf(tmp))
@@ -202,6 +254,9 @@ def main(argv=None) -> int:
           f"{stats['relax_steps']} minimiser steps ({stats['relax_steps'] / max(stats['elapsed_s'], 1e-9):.1f} "
           f"structure-steps/s, {stats['relax_steps'] / max(quenched, 1):.0f} per quenched frame); graph: {graph.number_of_nodes()} minima, {graph.number_of_edges()} edges, "
           f"energy range {np.ptp(db.energies) if len(db) else 0:.3f} eV")
+    md_steps = stats["frames"] * int(round(args.sample_fs / args.timestep))
+    print(f"MD: {stats['frames']} frames sampled ({md_steps} Langevin structure-steps); "
+          f"{stats.get('minimum_restarts', 0)} replica restarts from known minima, {stats['md_resets']} MD resets")
 
     summary = {"exploration": {"stats": stats, "unique_minima": len(db), "edges": graph.number_of_edges(),
                                "table": minima_vs_time(run.history), "args": {k: str(v) for k, v in
@@ -271,6 +326,8 @@ def main(argv=None) -> int:
         summary["validation"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in val.attrs.items()}
 
     atomic_write(args.out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+    if args.ship is not None:
+        ship(args, run, summary)
     print(f"\nwrote {args.out}/: explore.json/.npz, minima.nc, minima_vs_time.html, summary.json")
     return 0
 
