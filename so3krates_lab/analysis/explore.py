@@ -6,7 +6,8 @@ The energy arrives as an MD force function `force_fn(positions, aux) -> (energy 
 
 `BatchRelaxer` relaxes a stream of structures with continuous batching: a fixed number of slots advance together
 (vmap) in compiled chunks of FIRE steps; between chunks, converged slots hand their minimum back and are refilled
-with new frames at once, so a batch never waits for its slowest member (which `md.relax_batch` does).
+with new frames at once (initialised inside the next compiled chunk), so a batch never waits for its slowest
+member (which `md.relax_batch` does).
 """
 
 from __future__ import annotations
@@ -47,10 +48,13 @@ class BatchRelaxer:
     """A minimiser (FIRE or L-BFGS from `md.minimize`) on `n_slots` structures at once with continuous refilling.
 
     force_fn, aux: the force function and one structure's aux (None for analytic potentials); every slot starts
-    with a copy. template: (N, 3) positions (Angstrom) the idle slots hold (e.g. the start geometry). fmax: convergence threshold on the largest atomic force (eV/A). max_steps: FIRE steps after
+    with a copy. template: (N, 3) positions (Angstrom) of
+    one structure (it fixes the shape of a slot). fmax: convergence threshold on the largest atomic force (eV/A).
+    max_steps: minimiser steps after
     which a slot is given up (reported as not converged). chunk_steps: steps per compiled call. minimizer:
-    "fire", "lbfgs" or any function force_fn -> (init, step) whose states have positions, energy, step, aux and
-    a `fmax` property; options: its keyword arguments.
+    "fire", "lbfgs" or any function force_fn -> (init, step) whose states are dataclasses (e.g. flax structs)
+    with positions, energy, step, aux and a `fmax` property; options: its keyword arguments. Freshly loaded
+    slots are initialised inside the same compiled call as the chunk, so the model is compiled once.
     """
 
     def __init__(self, force_fn, aux, template, n_slots: int, fmax: float = 1e-3, max_steps: int = 3000,
@@ -69,7 +73,11 @@ class BatchRelaxer:
         vinit, vstep = jax.vmap(init), jax.vmap(step)
         fmax_of = jax.vmap(lambda s: s.fmax)
 
-        def advance(states, active):
+        def advance(states, positions, fresh, active):
+            """(Re)initialise the fresh slots at `positions` (skipped when there are none), then one chunk."""
+            states = jax.lax.cond(jnp.any(fresh), lambda s: _where_rows(fresh, vinit(positions, s.aux), s),
+                                  lambda s: s, states)
+
             def body(s, _):
                 frozen = (fmax_of(s) < fmax) | ~active
                 return _where_rows(frozen, s, vstep(s)), None
@@ -77,41 +85,41 @@ class BatchRelaxer:
             states = jax.lax.scan(body, states, None, length=chunk_steps)[0]
             return states, fmax_of(states)
 
-        # three compiled pieces, each compiled once: init (one force call per slot), the chunk, and a cheap select
-        options = compiler_options()
-        self._advance = jax.jit(advance, compiler_options=options)
-        self._init = jax.jit(vinit, compiler_options=options)
-        self._select = jax.jit(_where_rows, compiler_options=options)
+        # one compiled program holds both the initialisation of freshly loaded slots and the chunk of steps:
+        # the model is compiled once per relaxer
+        self._advance = jax.jit(advance, compiler_options=compiler_options())
         template = jnp.asarray(np.asarray(template, dtype=np.float64), dtype)
-        self.states = self._init(jnp.stack([template] * self.n_slots), _stack(aux, self.n_slots))
+        stacked = jnp.stack([template] * self.n_slots)
+        aux_stacked = _stack(aux, self.n_slots)
+        shapes = jax.eval_shape(vinit, stacked, aux_stacked)  # the state layout, without running the model
+        self.states = dataclasses.replace(jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes), aux=aux_stacked)
+        self._positions = np.array(stacked)  # positions waiting to be loaded into fresh slots (Angstrom)
+        self._fresh = np.zeros(self.n_slots, bool)
         self.active = np.zeros(self.n_slots, bool)
         self.tags: list = [None] * self.n_slots
-        self.steps_done = 0  # FIRE steps summed over busy slots (the work done)
+        self.steps_done = 0  # minimiser steps summed over busy slots (the work done)
 
     @property
     def n_free(self) -> int:
         return int((~self.active).sum())
 
     def load(self, items):
-        """Put (tag, positions (N, 3) Angstrom) items into free slots; returns how many were taken."""
+        """Put (tag, positions (N, 3) Angstrom) items into free slots; returns how many were taken. The slots are
+        initialised (one force call each) at the start of the next `run_chunk`."""
         free = np.nonzero(~self.active)[0][: len(items)]
-        if len(free) == 0:
-            return 0
-        positions = np.array(self.states.positions)  # a writable host copy
-        mask = np.zeros(self.n_slots, bool)
         for slot, (tag, pos) in zip(free, items):
-            positions[slot] = pos
-            mask[slot] = True
+            self._positions[slot] = pos
+            self._fresh[slot] = True
             self.tags[slot] = tag
-        fresh = self._init(jnp.asarray(positions), self.states.aux)
-        self.states = self._select(jnp.asarray(mask), fresh, self.states)
-        self.active |= mask
+            self.active[slot] = True
         return len(free)
 
     def run_chunk(self):
         """Advance busy slots one chunk; returns finished items [(tag, positions, energy eV, converged, steps)]."""
-        before = np.asarray(self.states.step)
-        self.states, fmax = self._advance(self.states, jnp.asarray(self.active))
+        before = np.where(self._fresh, 0, np.asarray(self.states.step))
+        self.states, fmax = self._advance(self.states, jnp.asarray(self._positions), jnp.asarray(self._fresh),
+                                          jnp.asarray(self.active))
+        self._fresh[:] = False
         _check_overflow(self.states.aux, "relaxation")
         fmax = np.asarray(fmax)
         steps = np.asarray(self.states.step)
@@ -130,7 +138,7 @@ class BatchRelaxer:
 
     def in_flight(self) -> list:
         """[(tag, current positions (N, 3) Angstrom)] of the busy slots: unfinished work to save and reload."""
-        positions = np.asarray(self.states.positions, np.float64)
+        positions = np.where(self._fresh[:, None, None], self._positions, np.asarray(self.states.positions, np.float64))
         return [(self.tags[slot], positions[slot]) for slot in np.nonzero(self.active)[0]]
 
     def relax_all(self, structures, progress: bool = False, desc: str = "relax"):
