@@ -1,11 +1,11 @@
-"""Minima exploration: hot Langevin replicas, frames taken at intervals, every frame quenched with batched FIRE,
-the minima deduplicated into a `MinimaDatabase` and the sequence of minima recorded per trajectory.
+"""Minima exploration: hot Langevin replicas, frames taken at intervals, every frame quenched with batched FIRE or
+L-BFGS, the minima deduplicated into a `MinimaDatabase` and the sequence of minima recorded per trajectory.
 
 The energy arrives as an MD force function `force_fn(positions, aux) -> (energy eV, forces eV/A, aux)` (e.g.
 `so3krates_lab.md.model_force_fn(...)`, or an analytic potential with aux=None); nothing here imports the model.
 
 `BatchRelaxer` relaxes a stream of structures with continuous batching: a fixed number of slots advance together
-(vmap) in compiled chunks of FIRE steps; between chunks, converged slots hand their minimum back and are refilled
+(vmap) in compiled chunks of minimiser steps; between chunks, converged slots hand their minimum back and are refilled
 with new frames at once (initialised inside the next compiled chunk), so a batch never waits for its slowest
 member (which `md.relax_batch` does).
 """
@@ -48,13 +48,12 @@ class BatchRelaxer:
     """A minimiser (FIRE or L-BFGS from `md.minimize`) on `n_slots` structures at once with continuous refilling.
 
     force_fn, aux: the force function and one structure's aux (None for analytic potentials); every slot starts
-    with a copy. template: (N, 3) positions (Angstrom) of
-    one structure (it fixes the shape of a slot). fmax: convergence threshold on the largest atomic force (eV/A).
-    max_steps: minimiser steps after
-    which a slot is given up (reported as not converged). chunk_steps: steps per compiled call. minimizer:
-    "fire", "lbfgs" or any function force_fn -> (init, step) whose states are dataclasses (e.g. flax structs)
-    with positions, energy, step, aux and a `fmax` property; options: its keyword arguments. Freshly loaded
-    slots are initialised inside the same compiled call as the chunk, so the model is compiled once.
+    with a copy. template: (N, 3) positions (Angstrom) of one structure (it fixes the shape of a slot). fmax:
+    convergence threshold on the largest atomic force (eV/A). max_steps: minimiser steps after which a slot is
+    given up (reported as not converged). chunk_steps: steps per compiled call. minimizer: "fire", "lbfgs" or any
+    function force_fn -> (init, step) whose states are dataclasses (e.g. flax structs) with positions, energy,
+    step, aux and a `fmax` property; options: its keyword arguments. Freshly loaded slots are initialised inside
+    the same compiled call as the chunk, so the model is compiled once.
     """
 
     def __init__(self, force_fn, aux, template, n_slots: int, fmax: float = 1e-3, max_steps: int = 3000,
