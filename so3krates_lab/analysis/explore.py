@@ -35,6 +35,17 @@ def _stack(tree, n: int):
     return jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * n), tree)
 
 
+def _blank(shapes):
+    """Arrays of the given shapes (`jax.eval_shape` output): zeros, and valid PRNG keys for key leaves."""
+    def leaf(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            keys = jax.random.split(jax.random.key(0), max(int(np.prod(x.shape)), 1))
+            return keys.reshape(x.shape)
+        return jnp.zeros(x.shape, x.dtype)
+
+    return jax.tree.map(leaf, shapes)
+
+
 def _check_overflow(aux, where: str):
     if aux is not None and hasattr(aux, "overflow") and bool(np.any(np.asarray(aux.overflow))):
         raise RuntimeError(f"the neighbour list overflowed during {where}; build the force function with a larger "
@@ -91,7 +102,7 @@ class BatchRelaxer:
         stacked = jnp.stack([template] * self.n_slots)
         aux_stacked = _stack(aux, self.n_slots)
         shapes = jax.eval_shape(vinit, stacked, aux_stacked)  # the state layout, without running the model
-        self.states = dataclasses.replace(jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes), aux=aux_stacked)
+        self.states = dataclasses.replace(_blank(shapes), aux=aux_stacked)
         self._positions = np.array(stacked)  # positions waiting to be loaded into fresh slots (Angstrom)
         self._fresh = np.zeros(self.n_slots, bool)
         self.active = np.zeros(self.n_slots, bool)
@@ -257,23 +268,39 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
     md_init, md_step = langevin_baoab(force_fn, timestep_fs, temperature_K, friction_per_fs)
     base_seed = seed + 1000 * stats["restarts"]
 
-    options = compiler_options()
-    md_init_jit = jax.jit(lambda pos, v, key: md_init(pos, v, masses, key=key, aux=aux), compiler_options=options)
+    t0 = time.perf_counter() - stats["elapsed_s"]  # the wall time includes every compilation
     rng = np.random.default_rng(base_seed)
+    md_positions = np.array(replica_positions, dtype=np.float64)  # (re)starts waiting for the next MD round
+    md_velocities = np.zeros_like(md_positions)
+    md_keys = np.zeros((n_replicas,) + jax.random.key_data(jax.random.key(0)).shape, np.uint32)
+    md_fresh = np.zeros(n_replicas, bool)
 
-    def init_one(r, pos):
-        """Replica r at pos with thermal velocities; seeds differ per replica, restart and frame."""
-        v = maxwell_boltzmann(masses, temperature_K, seed=base_seed + 7919 * r + int(next_frame[r]), positions=pos)
-        key = jax.random.key(base_seed + 7919 * r + int(next_frame[r]))
-        return md_init_jit(jnp.asarray(pos, dtype), jnp.asarray(v, dtype), key)
+    def prepare(r, pos):
+        """Replica r restarts at pos with thermal velocities in the next MD round; seeds differ per replica,
+        restart and frame."""
+        seed_r = base_seed + 7919 * r + int(next_frame[r])
+        md_positions[r] = pos
+        md_velocities[r] = maxwell_boltzmann(masses, temperature_K, seed=seed_r, positions=pos)
+        md_keys[r] = np.asarray(jax.random.key_data(jax.random.key(seed_r)))
+        md_fresh[r] = True
 
-    md_states = jax.tree.map(lambda *xs: jnp.stack(xs), *[init_one(r, replica_positions[r])
-                                                         for r in range(n_replicas)])
+    def md_init_all(positions, velocities, keys, aux_stacked):
+        return jax.vmap(lambda p, v, k, a: md_init(p, v, masses, key=jax.random.wrap_key_data(k), aux=a))(
+            positions, velocities, keys, aux_stacked)
 
-    def md_round(states):
+    def md_round(states, positions, velocities, keys, fresh):
+        """(Re)initialise the fresh replicas (skipped when there are none), then sample_every_fs of MD."""
+        states = jax.lax.cond(jnp.any(fresh), lambda s: _where_rows(fresh, md_init_all(
+            positions.astype(dtype), velocities.astype(dtype), keys, s.aux), s), lambda s: s, states)
         return jax.lax.scan(lambda s, _: (jax.vmap(md_step)(s), None), states, None, length=stride)[0]
 
-    md_round = jax.jit(md_round, compiler_options=options)
+    md_round = jax.jit(md_round, compiler_options=compiler_options())  # one compilation holds init and steps
+    aux_stacked = _stack(aux, n_replicas)
+    md_states = dataclasses.replace(_blank(jax.eval_shape(
+        md_init_all, jnp.asarray(md_positions, dtype), jnp.asarray(md_velocities, dtype), md_keys, aux_stacked)),
+        aux=aux_stacked)
+    for r in range(n_replicas):
+        prepare(r, replica_positions[r])
 
     relaxer = BatchRelaxer(force_fn, aux, start, n_slots or 4 * n_replicas, fmax, max_relax_steps, chunk_steps,
                            dtype, minimizer)
@@ -285,7 +312,7 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
             stats["minimum_restarts"] += 1
             return db.positions[rng.integers(len(db))]
         return pool[rng.integers(len(pool))]
-    t0 = time.perf_counter() - stats["elapsed_s"]
+
     last_save = time.perf_counter()
 
     def save():
@@ -317,10 +344,10 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
                 for r, kind in reset.items():  # restart; the frame gap keeps the old chain apart
                     next_frame[r] += 1
                     since_start[r] = 0
-                    one = init_one(r, restart_geometry(kind))
-                    md_states = jax.tree.map(lambda a, b: a.at[r].set(b), md_states, one)
+                    prepare(r, restart_geometry(kind))
                 reset.clear()
-                md_states = md_round(md_states)
+                md_states = md_round(md_states, md_positions, md_velocities, md_keys, md_fresh)
+                md_fresh[:] = False
                 _check_overflow(md_states.aux, "MD")
                 replica_positions = np.asarray(md_states.positions, np.float64)
                 for r in range(n_replicas):
