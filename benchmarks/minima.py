@@ -149,6 +149,32 @@ def write_plot(history, path: Path):
     atomic_write(path, lambda tmp: fig.write_html(tmp, include_plotlyjs="cdn"))
 
 
+def diverse_starts(args, saved, numbers, positions, k: int):
+    """k training frames (their bond graph equal to the start's) covering as many backbone states as possible:
+    the states (`peptide.ramachandran_regions` of phi/psi) taken in turn, most frequent first, a random frame of
+    each (seeded). Returns (positions (k', N, 3) Angstrom, their states)."""
+    from so3krates_lab.analysis import backbone_torsions, bond_graph, dihedrals
+    from so3krates_lab.analysis.peptide import ramachandran_regions
+    from so3krates_lab.data import Split, load
+
+    data = load(args.data_dir / Path(saved.metadata["data_file"]).name)
+    train_idx = np.sort(np.asarray(Split.from_dict(saved.metadata["split"]).train))
+    frames = np.stack([data[int(i)].positions for i in train_idx]).astype(np.float64)
+    reference = bond_graph(numbers, positions)
+    intact = np.array([np.array_equal(bond_graph(numbers, f), reference) for f in frames])
+    quads = np.array([q for _, q in backbone_torsions(numbers, positions)])
+    regions = ramachandran_regions(dihedrals(frames, quads))
+    rng = np.random.default_rng(args.seed + 2)
+    states, counts = np.unique(regions[intact], return_counts=True)
+    members = {st: list(rng.permutation(np.nonzero(intact & (regions == st))[0])) for st in states}
+    picked = []
+    while len(picked) < k and any(members.values()):
+        for st in states[np.argsort(-counts)]:
+            if members[st] and len(picked) < k:
+                picked.append(members[st].pop())
+    return frames[picked], regions[picked]
+
+
 def ship(args, run, summary):
     """Write the explored database and graph to args.ship (.json/.npz) with a provenance file beside them."""
     import datetime
@@ -224,14 +250,9 @@ def main(argv=None) -> int:
     if args.starts > 0:
         from so3krates_lab.analysis import bond_graph
 
-        data = load(args.data_dir / Path(saved.metadata["data_file"]).name)
-        train_idx = np.sort(np.asarray(Split.from_dict(saved.metadata["split"]).train))
-        candidates = train_idx[np.linspace(0, len(train_idx) - 1, args.starts).round().astype(int)]
-        reference = bond_graph(numbers, positions)
-        starts = np.stack([data[int(i)].positions for i in candidates
-                           if np.array_equal(bond_graph(numbers, data[int(i)].positions), reference)])
-        print(f"replicas start from {len(starts)} of {len(candidates)} training frames spread over the training MD "
-              f"(the others have a different bond graph at 1.2 x covalent radii)", flush=True)
+        starts, regions = diverse_starts(args, saved, numbers, positions, args.starts)
+        print(f"replicas start from {len(starts)} training frames covering backbone states "
+              f"{dict(zip(*np.unique(regions, return_counts=True)))}", flush=True)
     run = explore_minima(force_fn, nbrs, numbers, positions, n_replicas=args.replicas,
                          temperature_K=args.temperature, timestep_fs=args.timestep, sample_every_fs=args.sample_fs,
                          n_slots=args.slots, fmax=args.fmax, max_relax_steps=args.max_relax_steps,

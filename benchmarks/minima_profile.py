@@ -107,7 +107,7 @@ def stage_speed(args, fns, numbers, data, train_idx):
         rows["single_call"][name] = {"compile_s": compile_s, "ms": ms}
         print(f"{name:>16} {compile_s:10.1f} {ms:8.1f}", flush=True)
     print(f"\nBatchRelaxer (L-BFGS, chunks of {args.chunk} steps, all slots busy): compile = construction + first "
-          "chunk; speed = median of 3 further chunks")
+          "chunk; speed = mean of 2 further chunks")
     print(f"{'force function':>16} {'slots':>6} {'compile s':>10} {'s/chunk':>8} {'structure-steps/s':>18}")
     for b in [int(x) for x in args.slots.split(",")]:
         for name, (force_fn, aux) in fns.items():
@@ -121,7 +121,7 @@ def stage_speed(args, fns, numbers, data, train_idx):
             relaxer.run_chunk()
             compile_s = time.perf_counter() - t0
             times = []
-            for _ in range(3):
+            for _ in range(2):
                 t0 = time.perf_counter()
                 relaxer.run_chunk()
                 times.append(time.perf_counter() - t0)
@@ -242,16 +242,9 @@ def stage_minimizers(args, fns, numbers, data, train_idx):
     return {"frames": pick.tolist(), "fmax": args.fmax, "table": table}
 
 
-def ramachandran_state(phi_psi: np.ndarray) -> np.ndarray:
-    """Per residue a region letter from (phi, psi) degrees (..., 2R): A (alpha-R: phi < 0, -100 < psi < 50),
-    B (beta/PII: phi < 0, otherwise), L (phi > 0). Returns (...,) strings such as 'ABA'."""
-    phi, psi = phi_psi[..., 0::2], phi_psi[..., 1::2]
-    letters = np.where(phi > 0, "L", np.where((psi > -100) & (psi < 50), "A", "B"))
-    return np.array(["".join(row) for row in letters.reshape(-1, letters.shape[-1])]).reshape(letters.shape[:-1])
-
-
 def stage_diversity(args, fns, numbers, data, train_idx):
     from so3krates_lab.analysis import BatchRelaxer, MinimaDatabase, backbone_torsions, dihedrals
+    from so3krates_lab.analysis.peptide import ramachandran_regions as ramachandran_state
 
     start = np.asarray(data[0].positions, np.float64)
     quads = np.array([q for _, q in backbone_torsions(numbers, start)])

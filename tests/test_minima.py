@@ -322,3 +322,9 @@ def test_backbone_torsions_of_the_shipped_tetrapeptide_match_ase():
     np.testing.assert_allclose(dihedrals(frame.positions * [1, 1, -1], quads), -angles, atol=1e-9)
     with pytest.raises(ValueError, match="not a peptide"):
         backbone_torsions(ETHANE_NUMBERS, ethane())
+    from so3krates_lab.analysis.peptide import ramachandran_regions
+
+    regions = ramachandran_regions(np.array([[60.0, -80.0, -70.0, -30.0, -90.0, 150.0],
+                                             [-60.0, -40.0, -150.0, 160.0, 70.0, 20.0]]))
+    assert regions.tolist() == ["LAB", "ABL"]
+    assert ramachandran_regions(angles).shape == ()

@@ -76,3 +76,17 @@ def dihedrals(positions, quads) -> np.ndarray:
     x = np.sum(v * w, axis=-1)
     y = np.sum(np.cross(b1n, v) * w, axis=-1)
     return np.degrees(np.arctan2(y, x))
+
+
+def ramachandran_regions(angles) -> np.ndarray:
+    """A coarse backbone state per structure from (..., 2R) angles in degrees ordered phi1, psi1, phi2, ... (as
+    `backbone_torsions` lists them, every residue with both): one letter per residue, A (right-handed helix
+    region: phi < 0, -100 < psi < 50), B (extended / polyproline region: phi < 0, other psi) or L (phi > 0).
+    Returns (...,) strings such as "LAB"."""
+    angles = np.asarray(angles, dtype=np.float64)
+    if angles.shape[-1] % 2:
+        raise ValueError(f"angles: expected pairs (phi, psi) on the last axis, got {angles.shape}")
+    phi, psi = angles[..., 0::2], angles[..., 1::2]
+    letters = np.where(phi > 0, "L", np.where((psi > -100) & (psi < 50), "A", "B"))
+    flat = letters.reshape(-1, letters.shape[-1])
+    return np.array(["".join(row) for row in flat]).reshape(letters.shape[:-1])
