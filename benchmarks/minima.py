@@ -248,8 +248,6 @@ def main(argv=None) -> int:
     # 1. exploration
     starts = None
     if args.starts > 0:
-        from so3krates_lab.analysis import bond_graph
-
         starts, regions = diverse_starts(args, saved, numbers, positions, args.starts)
         print(f"replicas start from {len(starts)} training frames covering backbone states "
               f"{dict(zip(*np.unique(regions, return_counts=True)))}", flush=True)
