@@ -47,6 +47,7 @@ def parse(argv=None):
     p.add_argument("--fmax", type=float, default=1e-3, help="eV/A, minimiser convergence")
     p.add_argument("--minimizer", choices=["fire", "lbfgs"], default="lbfgs")
     p.add_argument("--max-relax-steps", type=int, default=3000)
+    p.add_argument("--lbfgs-memory", type=int, default=10, help="L-BFGS history length (step pairs)")
     p.add_argument("--chunk", type=int, default=50, help="minimiser steps per compiled call")
     p.add_argument("--energy-tol", type=float, default=0.01, help="eV")
     p.add_argument("--rmsd-tol", type=float, default=0.1, help="Angstrom")
@@ -256,7 +257,8 @@ def main(argv=None) -> int:
                          n_slots=args.slots, fmax=args.fmax, max_relax_steps=args.max_relax_steps,
                          chunk_steps=args.chunk, minimizer=args.minimizer, energy_tol=args.energy_tol, rmsd_tol=args.rmsd_tol,
                          minutes=args.minutes, checkpoint=args.out / "explore", seed=args.seed, dtype=jnp.float32,
-                         starts=starts, restart_every=args.restart_every or None)
+                         starts=starts, restart_every=args.restart_every or None,
+                         minimizer_options={"memory": args.lbfgs_memory} if args.minimizer == "lbfgs" else None)
     db, stats = run.database, run.stats
     ds = db.to_xarray()
     atomic_write(args.out / "minima.nc", lambda tmp: ds.to_netcdf(tmp))
@@ -294,7 +296,8 @@ def main(argv=None) -> int:
         else:
             t0 = time.perf_counter()
             relaxer = BatchRelaxer(force_fn, nbrs, positions, args.slots, args.fmax, args.max_relax_steps,
-                                   args.chunk, minimizer=args.minimizer)
+                                   args.chunk, minimizer=args.minimizer,
+                                   **({"memory": args.lbfgs_memory} if args.minimizer == "lbfgs" else {}))
             t_pos, t_e, t_ok = relaxer.relax_all(np.stack([train[int(i)].positions for i in pick]), progress=True,
                                                  desc="training frames")
 

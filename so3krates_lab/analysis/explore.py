@@ -192,7 +192,8 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
                    chunk_steps: int = 50, minimizer="fire", energy_tol: float = 0.01, rmsd_tol: float = 0.1,
                    minutes: float | None = None, max_frames: int | None = None, checkpoint=None,
                    save_every_s: float = 60.0, seed: int = 0, dtype=jnp.float32, progress: bool = True,
-                   starts=None, restart_every: int | None = None) -> Exploration:
+                   starts=None, restart_every: int | None = None, minimizer_options: dict | None = None
+                   ) -> Exploration:
     """Explore the minima of one molecule and return an `Exploration` (database, sequences, history, stats).
 
     force_fn(positions, aux) -> (energy eV, forces eV/A, aux), aux for one structure (None for analytic
@@ -200,7 +201,7 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
     (minima whose covalent bond graph differs are counted as rearranged and dropped; their replica restarts
     from a start geometry). n_replicas Langevin replicas at temperature_K (timestep fs, friction 1/fs) each
     give one frame every sample_every_fs; frames are quenched with `minimizer` ("fire" or "lbfgs", see
-    `BatchRelaxer`) to fmax (eV/A) in n_slots slots (default 4 x n_replicas). A replica whose MD produces
+    `BatchRelaxer`; minimizer_options: its keyword arguments, e.g. {"memory": 30}) to fmax (eV/A) in n_slots slots (default 4 x n_replicas). A replica whose MD produces
     non-finite positions also restarts from a start geometry (counted in stats["md_resets"]). Stops after
     `minutes` of wall time or `max_frames` quenched frames (at least one must be given). checkpoint: a path; progress is saved there (`save_minima`) every save_every_s and at the
     end, and a later call with the same path resumes: the database, sequences, counters and the unfinished
@@ -303,7 +304,7 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
         prepare(r, replica_positions[r])
 
     relaxer = BatchRelaxer(force_fn, aux, start, n_slots or 4 * n_replicas, fmax, max_relax_steps, chunk_steps,
-                           dtype, minimizer)
+                           dtype, minimizer, **(minimizer_options or {}))
     queue: collections.deque = collections.deque(pending)  # frames sampled but not yet quenched
     reset: dict = {}  # replica -> "start" (a random start geometry) or "minimum" (a random known minimum)
 
@@ -324,7 +325,8 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
                      "temperature_K": temperature_K, "timestep_fs": timestep_fs, "sample_every_fs": sample_every_fs,
                      "n_replicas": n_replicas, "fmax": fmax, "friction_per_fs": friction_per_fs,
                      "minimizer": minimizer if isinstance(minimizer, str) else getattr(minimizer, "__name__", "?"),
-                     "n_starts": len(pool), "restart_every": restart_every}}
+                     "n_starts": len(pool), "restart_every": restart_every,
+                     "minimizer_options": minimizer_options or {}}}
         save_minima(checkpoint, db, sequences, extra)
 
     from tqdm.auto import tqdm
