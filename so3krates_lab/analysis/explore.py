@@ -201,12 +201,14 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
     (minima whose covalent bond graph differs are counted as rearranged and dropped; their replica restarts
     from a start geometry). n_replicas Langevin replicas at temperature_K (timestep fs, friction 1/fs) each
     give one frame every sample_every_fs; frames are quenched with `minimizer` ("fire" or "lbfgs", see
-    `BatchRelaxer`; minimizer_options: its keyword arguments, e.g. {"memory": 30}) to fmax (eV/A) in n_slots slots (default 4 x n_replicas). A replica whose MD produces
-    non-finite positions also restarts from a start geometry (counted in stats["md_resets"]). Stops after
-    `minutes` of wall time or `max_frames` quenched frames (at least one must be given). checkpoint: a path; progress is saved there (`save_minima`) every save_every_s and at the
-    end, and a later call with the same path resumes: the database, sequences, counters and the unfinished
-    frames (in the relaxer, from their partly relaxed positions, or still queued) are loaded, and every replica
-    restarts from its last sampled frame with new thermal velocities after a one-frame gap in its numbering (no
+    `BatchRelaxer`; minimizer_options: its keyword arguments, e.g. {"memory": 30}) to fmax (eV/A) in n_slots
+    slots (default 4 x n_replicas). A replica whose MD produces non-finite positions also restarts from a start
+    geometry (counted in stats["md_resets"]). Stops after `minutes` of wall time (compilation included) or
+    `max_frames` quenched frames (at least one must be given). checkpoint: a path; progress is saved there
+    (`save_minima`) every save_every_s and at the end, and a later call with the same path resumes: the
+    database, sequences, counters and the unfinished frames (in the relaxer, from their partly relaxed
+    positions, or still queued) are loaded, and every replica restarts from its last sampled frame with new
+    thermal velocities after a one-frame gap in its numbering (no
     transition is counted across a restart). Frames sampled after the last save of a killed run are lost.
 
     Sampling diversity (a replica at 500-600 K stays in one backbone basin for picoseconds):
