@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -76,22 +77,45 @@ def model_force_fn(energy_fn, variables, cutoff: float, numbers, positions, cell
 
 
 def _all_pairs_force_fn(energy_fn, variables, numbers, dtype):
-    """force_fn(positions, aux=None) on the fixed graph of every pair i < j of a free molecule."""
+    """force_fn(positions, aux=None) on the fixed graph of every pair i < j of a free molecule.
+
+    Under `jax.vmap` (batched minimisers, MD replicas) it does not batch the model's gathers and scatters over a
+    new axis: a custom batching rule evaluates the B structures as one graph of B disjoint copies (the layout
+    the model uses for training batches), which XLA compiles into the same kernels as a single structure."""
     n = len(numbers)
     if n < 2:
         raise ValueError(f"all_pairs needs at least 2 atoms, got {n}")
     i, j = np.triu_indices(n, 1)
-    z = jnp.asarray(numbers, jnp.int32)
-    receivers, senders = jnp.asarray(i, jnp.int32), jnp.asarray(j, jnp.int32)
-    shifts = jnp.zeros((len(i), 3), jnp.int32)
-    cell = jnp.zeros((1, 3, 3), dtype)
+    z = np.asarray(numbers, np.int32)
+
+    def packed(positions):
+        """energies (B,) eV and forces (B, N, 3) eV/A of B copies of the molecule, as one disjoint graph."""
+        b = positions.shape[0]
+        offsets = (np.arange(b) * n)[:, None]
+        graph = Graph(numbers=jnp.asarray(np.tile(z, b)), positions=positions.reshape(b * n, 3).astype(dtype),
+                      atom_graph=jnp.asarray(np.repeat(np.arange(b, dtype=np.int32), n)),
+                      receivers=jnp.asarray((i[None] + offsets).reshape(-1), jnp.int32),
+                      senders=jnp.asarray((j[None] + offsets).reshape(-1), jnp.int32),
+                      cell_shifts=jnp.zeros((b * len(i), 3), jnp.int32), cell=jnp.zeros((b, 3, 3), dtype),
+                      atom_mask=jnp.ones(b * n, bool), pair_mask=jnp.ones(b * len(i), bool),
+                      graph_mask=jnp.ones(b, bool))
+        energies, forces = energy_and_forces(energy_fn, variables, graph)
+        return energies, forces.reshape(b, n, 3)
+
+    @jax.custom_batching.custom_vmap
+    def evaluate(positions):
+        energies, forces = packed(positions[None])
+        return energies[0], forces[0]
+
+    @evaluate.def_vmap
+    def _batched(axis_size, in_batched, positions):
+        if not in_batched[0]:  # the same structure for every batch member
+            positions = jnp.broadcast_to(positions, (axis_size,) + positions.shape)
+        return packed(positions), (True, True)
 
     def force_fn(positions, aux=None):
-        graph = Graph(numbers=z, positions=positions.astype(dtype), atom_graph=jnp.zeros(n, jnp.int32),
-                      receivers=receivers, senders=senders, cell_shifts=shifts, cell=cell,
-                      atom_mask=jnp.ones(n, bool), pair_mask=jnp.ones(len(i), bool), graph_mask=jnp.ones(1, bool))
-        energies, forces = energy_and_forces(energy_fn, variables, graph)
-        return energies[0], forces, aux
+        energy, forces = evaluate(positions)
+        return energy, forces, aux
 
     force_fn.grid = None
     return force_fn
