@@ -47,6 +47,7 @@ def parse(argv=None):
     p.add_argument("--fmax", type=float, default=1e-3, help="eV/A, minimiser convergence")
     p.add_argument("--minimizer", choices=["fire", "lbfgs"], default="lbfgs")
     p.add_argument("--max-relax-steps", type=int, default=3000)
+    p.add_argument("--lbfgs-memory", type=int, default=10, help="L-BFGS history length (step pairs)")
     p.add_argument("--chunk", type=int, default=50, help="minimiser steps per compiled call")
     p.add_argument("--energy-tol", type=float, default=0.01, help="eV")
     p.add_argument("--rmsd-tol", type=float, default=0.1, help="Angstrom")
@@ -58,6 +59,16 @@ def parse(argv=None):
                    help="persistent JAX compilation cache folder ('' to switch off)")
     p.add_argument("--compare-minimizers", type=int, default=0, metavar="K",
                    help="only relax K training frames with FIRE and with L-BFGS and compare steps, time and minima")
+    p.add_argument("--neighbour-list", action="store_true",
+                   help="use the skin neighbour list (every pair slot) instead of the fixed all-pairs graph")
+    p.add_argument("--starts", type=int, default=0, metavar="K",
+                   help="start the replicas from K training frames spread over the training MD (300-600 K) "
+                        "instead of frame 0 of --start only")
+    p.add_argument("--restart-every", type=int, default=0, metavar="N",
+                   help="restart a replica from a random known minimum after N sampled frames (0: never)")
+    p.add_argument("--ship", type=Path, default=None, metavar="STEM",
+                   help="also write the explored graph to STEM.json/.npz with STEM.provenance.json "
+                        "(e.g. data/minima/ac_ala3_nhme_explore)")
     p.add_argument("--profile-batches", default="", metavar="B1,B2,...",
                    help="only time one minimiser step (vmapped, compiled) at these batch sizes and exit")
     return p.parse_args(argv)
@@ -139,6 +150,57 @@ def write_plot(history, path: Path):
     atomic_write(path, lambda tmp: fig.write_html(tmp, include_plotlyjs="cdn"))
 
 
+def diverse_starts(args, saved, numbers, positions, k: int):
+    """k training frames (their bond graph equal to the start's) covering as many backbone states as possible:
+    the states (`peptide.ramachandran_regions` of phi/psi) taken in turn, most frequent first, a random frame of
+    each (seeded). Returns (positions (k', N, 3) Angstrom, their states)."""
+    from so3krates_lab.analysis import backbone_torsions, bond_graph, dihedrals
+    from so3krates_lab.analysis.peptide import ramachandran_regions
+    from so3krates_lab.data import Split, load
+
+    data = load(args.data_dir / Path(saved.metadata["data_file"]).name)
+    train_idx = np.sort(np.asarray(Split.from_dict(saved.metadata["split"]).train))
+    frames = np.stack([data[int(i)].positions for i in train_idx]).astype(np.float64)
+    reference = bond_graph(numbers, positions)
+    intact = np.array([np.array_equal(bond_graph(numbers, f), reference) for f in frames])
+    quads = np.array([q for _, q in backbone_torsions(numbers, positions)])
+    regions = ramachandran_regions(dihedrals(frames, quads))
+    rng = np.random.default_rng(args.seed + 2)
+    states, counts = np.unique(regions[intact], return_counts=True)
+    members = {st: list(rng.permutation(np.nonzero(intact & (regions == st))[0])) for st in states}
+    picked = []
+    while len(picked) < k and any(members.values()):
+        for st in states[np.argsort(-counts)]:
+            if members[st] and len(picked) < k:
+                picked.append(members[st].pop())
+    return frames[picked], regions[picked]
+
+
+def ship(args, run, summary):
+    """Write the explored database and graph to args.ship (.json/.npz) with a provenance file beside them."""
+    import datetime
+    import sys
+
+    from so3krates_lab._io import atomic_write
+    from so3krates_lab.analysis import save_minima
+
+    stem = Path(args.ship)
+    js = save_minima(stem, run.database, run.sequences, {"stats": run.stats, "history": run.history})
+    provenance = {
+        "files": [js.name, stem.with_suffix(".npz").name],
+        "what": "minima database and minima graph of Ac-Ala3-NHMe explored with the shipped SO3krates model "
+                "(analysis.load_minima reads it; MinimaBrowser.from_file draws it)",
+        "command": "python benchmarks/minima.py " + " ".join(sys.argv[1:]),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": args.model.name, "summary": summary, "sha256": {
+            p.name: __import__("hashlib").sha256(p.read_bytes()).hexdigest()
+            for p in (js, stem.with_suffix(".npz"))},
+    }
+    atomic_write(stem.with_suffix(".provenance.json"),
+                 lambda tmp: Path(tmp).write_text(json.dumps(provenance, indent=1)))
+    print(f"shipped the graph to {js} (+ .npz, .provenance.json)")
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -161,8 +223,12 @@ def main(argv=None) -> int:
     start = load(args.start)[0]
     numbers, positions = np.asarray(start.numbers), np.asarray(start.positions)
     n = len(numbers)
-    force_fn, nbrs = model_force_fn(make_energy_fn(config), variables, config.cutoff, numbers, positions,
-                                    capacity=n * (n - 1) // 2)  # every pair: the list cannot overflow
+    if args.neighbour_list:
+        force_fn, nbrs = model_force_fn(make_energy_fn(config), variables, config.cutoff, numbers, positions,
+                                        capacity=n * (n - 1) // 2)  # every pair: the list cannot overflow
+    else:  # a fixed graph of every pair: no list to check or rebuild (the same energy, see model_force_fn)
+        force_fn, nbrs = model_force_fn(make_energy_fn(config), variables, config.cutoff, numbers, positions,
+                                        all_pairs=True)
     print(f"model {args.model.name} (step {saved.step}), {n} atoms, device {jax.devices()[0]}, "
           f"cpu_count {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}", flush=True)
 
@@ -181,11 +247,18 @@ def main(argv=None) -> int:
         return 0
 
     # 1. exploration
+    starts = None
+    if args.starts > 0:
+        starts, regions = diverse_starts(args, saved, numbers, positions, args.starts)
+        print(f"replicas start from {len(starts)} training frames covering backbone states "
+              f"{dict(zip(*np.unique(regions, return_counts=True)))}", flush=True)
     run = explore_minima(force_fn, nbrs, numbers, positions, n_replicas=args.replicas,
                          temperature_K=args.temperature, timestep_fs=args.timestep, sample_every_fs=args.sample_fs,
                          n_slots=args.slots, fmax=args.fmax, max_relax_steps=args.max_relax_steps,
                          chunk_steps=args.chunk, minimizer=args.minimizer, energy_tol=args.energy_tol, rmsd_tol=args.rmsd_tol,
-                         minutes=args.minutes, checkpoint=args.out / "explore", seed=args.seed, dtype=jnp.float32)
+                         minutes=args.minutes, checkpoint=args.out / "explore", seed=args.seed, dtype=jnp.float32,
+                         starts=starts, restart_every=args.restart_every or None,
+                         minimizer_options={"memory": args.lbfgs_memory} if args.minimizer == "lbfgs" else None)
     db, stats = run.database, run.stats
     ds = db.to_xarray()
     atomic_write(args.out / "minima.nc", lambda tmp: ds.to_netcdf(tmp))
@@ -202,6 +275,9 @@ def main(argv=None) -> int:
           f"{stats['relax_steps']} minimiser steps ({stats['relax_steps'] / max(stats['elapsed_s'], 1e-9):.1f} "
           f"structure-steps/s, {stats['relax_steps'] / max(quenched, 1):.0f} per quenched frame); graph: {graph.number_of_nodes()} minima, {graph.number_of_edges()} edges, "
           f"energy range {np.ptp(db.energies) if len(db) else 0:.3f} eV")
+    md_steps = stats["frames"] * int(round(args.sample_fs / args.timestep))
+    print(f"MD: {stats['frames']} frames sampled ({md_steps} Langevin structure-steps); "
+          f"{stats.get('minimum_restarts', 0)} replica restarts from known minima, {stats['md_resets']} MD resets")
 
     summary = {"exploration": {"stats": stats, "unique_minima": len(db), "edges": graph.number_of_edges(),
                                "table": minima_vs_time(run.history), "args": {k: str(v) for k, v in
@@ -220,7 +296,8 @@ def main(argv=None) -> int:
         else:
             t0 = time.perf_counter()
             relaxer = BatchRelaxer(force_fn, nbrs, positions, args.slots, args.fmax, args.max_relax_steps,
-                                   args.chunk, minimizer=args.minimizer)
+                                   args.chunk, minimizer=args.minimizer,
+                                   **({"memory": args.lbfgs_memory} if args.minimizer == "lbfgs" else {}))
             t_pos, t_e, t_ok = relaxer.relax_all(np.stack([train[int(i)].positions for i in pick]), progress=True,
                                                  desc="training frames")
 
@@ -271,6 +348,8 @@ def main(argv=None) -> int:
         summary["validation"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in val.attrs.items()}
 
     atomic_write(args.out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+    if args.ship is not None:
+        ship(args, run, summary)
     print(f"\nwrote {args.out}/: explore.json/.npz, minima.nc, minima_vs_time.html, summary.json")
     return 0
 

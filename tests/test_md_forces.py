@@ -109,3 +109,34 @@ def test_no_cell_list_where_the_cell_is_too_narrow():
     with pytest.raises(ValueError, match="no cell list possible"):
         model_force_fn(make_energy_fn(CONFIG), variables, CONFIG.cutoff, system.numbers, system.positions,
                        system.cell, system.pbc, cell_list=True, dtype=jnp.float64)
+
+
+def test_all_pairs_force_fn_matches_the_neighbour_list_beyond_the_cutoff():
+    """Two ethanols 7 A apart (some pairs beyond the 5 A cutoff): the fixed all-pairs graph gives the same
+    energy and forces as the skin list, because the cutoff function zeroes the far pairs."""
+    system = builtin.ethanol()
+    numbers = np.concatenate([system.numbers, system.numbers])
+    positions = np.concatenate([system.positions, system.positions + [7.0, 0.0, 0.0]])
+    variables = init_variables(CONFIG, graph_from_system(system, CONFIG.cutoff, dtype=np.float64), seed=3)
+    energy_fn = make_energy_fn(CONFIG)
+    listed, nbrs = model_force_fn(energy_fn, variables, CONFIG.cutoff, numbers, positions, dtype=jnp.float64)
+    every, aux = model_force_fn(energy_fn, variables, CONFIG.cutoff, numbers, positions, dtype=jnp.float64,
+                                all_pairs=True)
+    assert aux is None and int(nbrs.n_pairs) < len(numbers) * (len(numbers) - 1) // 2  # some pairs are far
+    moved = jnp.asarray(positions + 0.1 * np.random.default_rng(1).normal(size=positions.shape))
+    e_list, f_list, _ = fast_jit(listed)(moved, nbrs)
+    e_all, f_all, _ = fast_jit(every)(moved, None)
+    assert float(e_all) == pytest.approx(float(e_list), abs=1e-9)
+    np.testing.assert_allclose(np.asarray(f_all), np.asarray(f_list), atol=1e-9)
+    # vmapped (a batch of structures) it evaluates one graph of disjoint copies: the same numbers per structure
+    batch = jnp.stack([moved, moved * 1.03, moved + 0.7])  # the second stretched, the third translated
+    e_b, f_b, _ = fast_jit(jax.vmap(every, in_axes=(0, None)))(batch, None)
+    for k in range(len(batch)):
+        e_k, f_k, _ = fast_jit(every)(batch[k], None)
+        assert float(e_b[k]) == pytest.approx(float(e_k), abs=1e-9)
+        np.testing.assert_allclose(np.asarray(f_b[k]), np.asarray(f_k), atol=1e-9)
+    assert float(e_b[1]) != pytest.approx(float(e_b[0]), abs=1e-6)  # a stretched copy has another energy
+    assert float(e_b[2]) == pytest.approx(float(e_b[0]), abs=1e-9)  # a translated one the same
+    with pytest.raises(ValueError, match="free molecules"):
+        model_force_fn(energy_fn, variables, CONFIG.cutoff, numbers, positions, cell=np.eye(3) * 20,
+                       pbc=(True, True, True), all_pairs=True)

@@ -275,3 +275,56 @@ def test_reached_by_marks_the_minima_other_minima_reach():
     db, _ = _graph_fixture()
     hit = reached_by(db, db.positions[[2, 2, 0]] + 3.0, np.asarray(db.energies)[[2, 2, 0]])
     assert hit.tolist() == [True, False, True, False]
+
+
+def test_exploration_restarts_from_starts_and_known_minima_without_edges_across_restarts(tmp_path):
+    """At 150 K the 0.2 eV torsion barriers are not crossed within 50 fs, so one start finds one minimum;
+    three starts (one per basin) find all three. restart_every=1 restarts every replica after each frame (from
+    a known minimum), so no two frames of a chain are consecutive and the graph has no edge."""
+    kwargs = dict(n_replicas=3, n_slots=3, temperature_K=150.0, timestep_fs=1.0, sample_every_fs=50.0, fmax=1e-4,
+                  max_frames=12, minimizer="lbfgs", progress=False, seed=1)
+    numbers = np.full(4, 6)
+    one = explore_minima(_torsion_force_fn, None, numbers, _butane_like(180.0), **kwargs)
+    assert len(one.database) == 1
+    starts = np.stack([_butane_like(d) for d in (180.0, 65.0, -65.0)])
+    three = explore_minima(_torsion_force_fn, None, numbers, starts[0], starts=starts, restart_every=1, **kwargs)
+    assert len(three.database) == 3 and three.stats["minimum_restarts"] > 0
+    assert three.graph.number_of_edges() == 0
+    for seq in three.sequences.values():
+        frames = sorted(f for f, _ in seq)
+        assert all(b - a >= 2 for a, b in zip(frames, frames[1:])), frames
+    with pytest.raises(ValueError, match="bond graph"):
+        explore_minima(_torsion_force_fn, None, numbers, starts[0], starts=starts * [1.0, 1.0, 3.0], **kwargs)
+    with pytest.raises(ValueError, match="restart_every"):
+        explore_minima(_torsion_force_fn, None, numbers, starts[0], restart_every=0, **kwargs)
+
+
+def test_backbone_torsions_of_the_shipped_tetrapeptide_match_ase():
+    from pathlib import Path
+
+    from ase import Atoms
+
+    from so3krates_lab.analysis import backbone_torsions, dihedrals
+    from so3krates_lab.data import load
+
+    frame = load(Path(__file__).resolve().parents[1] / "data" / "ac_ala3_nhme_gfn2xtb.npz")[0]
+    torsions = backbone_torsions(frame.numbers, frame.positions)
+    assert [name for name, _ in torsions] == ["phi1", "psi1", "phi2", "psi2", "phi3", "psi3"]
+    quads = np.array([q for _, q in torsions])
+    numbers = np.asarray(frame.numbers)
+    assert np.all(numbers[quads[0::2, 1]] == 7) and np.all(numbers[quads[1::2, 3]] == 7)  # phi via N_i, psi to N_i+1
+    angles = dihedrals(frame.positions, quads)
+    atoms = Atoms(numbers=numbers, positions=frame.positions)
+    expected = np.array([atoms.get_dihedral(*q) for q in quads])
+    np.testing.assert_allclose((angles - expected + 180.0) % 360.0 - 180.0, 0.0, atol=1e-6)
+    # a batch of frames gives (frames, torsions); a mirror image flips every sign
+    assert dihedrals(np.stack([frame.positions] * 2), quads).shape == (2, 6)
+    np.testing.assert_allclose(dihedrals(frame.positions * [1, 1, -1], quads), -angles, atol=1e-9)
+    with pytest.raises(ValueError, match="not a peptide"):
+        backbone_torsions(ETHANE_NUMBERS, ethane())
+    from so3krates_lab.analysis.peptide import ramachandran_regions
+
+    regions = ramachandran_regions(np.array([[60.0, -80.0, -70.0, -30.0, -90.0, 150.0],
+                                             [-60.0, -40.0, -150.0, 160.0, 70.0, 20.0]]))
+    assert regions.tolist() == ["LAB", "ABL"]
+    assert ramachandran_regions(angles).shape == ()

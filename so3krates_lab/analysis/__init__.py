@@ -2,7 +2,7 @@
 nothing here imports the model or training.
 
 spectra: velocity autocorrelation, power spectra (cm^-1) and harmonic normal modes.
-alignment, minima, explore, validation: minima exploration, deduplication and the minima graph.
+alignment, minima, explore, validation, peptide: minima exploration, deduplication and the minima graph.
 """
 
 from .alignment import (
@@ -10,14 +10,15 @@ from .alignment import (
 )
 from .explore import BatchRelaxer, Exploration, explore_minima
 from .minima import MinimaDatabase, load_minima, minima_graph, save_minima
+from .peptide import backbone_torsions, dihedrals
 from .spectra import (
     EIGENVALUE_TO_CM1, PER_FS_TO_CM1, hessian_of, mode_animation, normal_modes, normal_modes_from_energy,
     power_spectrum, spectrum_peaks, vacf, vacf_by_element, vacf_from_trajectory,
 )
 from .validation import reached_by, reference_relax
 
-__all__ = ["BatchRelaxer", "EIGENVALUE_TO_CM1", "Exploration", "MinimaDatabase", "PER_FS_TO_CM1", "bond_graph",
-           "distance_fingerprint", "equivalent_groups", "explore_minima", "fingerprint_distance", "hessian_of",
+__all__ = ["BatchRelaxer", "EIGENVALUE_TO_CM1", "Exploration", "MinimaDatabase", "PER_FS_TO_CM1",
+           "backbone_torsions", "bond_graph", "dihedrals", "distance_fingerprint", "equivalent_groups", "explore_minima", "fingerprint_distance", "hessian_of",
            "kabsch", "kabsch_rmsd", "load_minima", "minima_graph", "mode_animation", "normal_modes",
            "normal_modes_from_energy", "power_spectrum", "reached_by", "reference_relax", "save_minima",
            "spectrum_peaks", "symmetric_rmsd", "vacf", "vacf_by_element", "vacf_from_trajectory"]

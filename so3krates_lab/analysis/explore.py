@@ -1,12 +1,13 @@
-"""Minima exploration: hot Langevin replicas, frames taken at intervals, every frame quenched with batched FIRE,
-the minima deduplicated into a `MinimaDatabase` and the sequence of minima recorded per trajectory.
+"""Minima exploration: hot Langevin replicas, frames taken at intervals, every frame quenched with batched FIRE or
+L-BFGS, the minima deduplicated into a `MinimaDatabase` and the sequence of minima recorded per trajectory.
 
 The energy arrives as an MD force function `force_fn(positions, aux) -> (energy eV, forces eV/A, aux)` (e.g.
 `so3krates_lab.md.model_force_fn(...)`, or an analytic potential with aux=None); nothing here imports the model.
 
 `BatchRelaxer` relaxes a stream of structures with continuous batching: a fixed number of slots advance together
-(vmap) in compiled chunks of FIRE steps; between chunks, converged slots hand their minimum back and are refilled
-with new frames at once, so a batch never waits for its slowest member (which `md.relax_batch` does).
+(vmap) in compiled chunks of minimiser steps; between chunks, converged slots hand their minimum back and are refilled
+with new frames at once (initialised inside the next compiled chunk), so a batch never waits for its slowest
+member (which `md.relax_batch` does).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..autodiff import compiler_options
 from ..md import fire, langevin_baoab, lbfgs, masses_of, maxwell_boltzmann
 from .alignment import bond_graph
 from .minima import MinimaDatabase, load_minima, minima_graph, save_minima
@@ -31,6 +33,17 @@ def _where_rows(mask, new, old):
 
 def _stack(tree, n: int):
     return jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * n), tree)
+
+
+def _blank(shapes):
+    """Arrays of the given shapes (`jax.eval_shape` output): zeros, and valid PRNG keys for key leaves."""
+    def leaf(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            keys = jax.random.split(jax.random.key(0), max(int(np.prod(x.shape)), 1))
+            return keys.reshape(x.shape)
+        return jnp.zeros(x.shape, x.dtype)
+
+    return jax.tree.map(leaf, shapes)
 
 
 def _check_overflow(aux, where: str):
@@ -46,10 +59,12 @@ class BatchRelaxer:
     """A minimiser (FIRE or L-BFGS from `md.minimize`) on `n_slots` structures at once with continuous refilling.
 
     force_fn, aux: the force function and one structure's aux (None for analytic potentials); every slot starts
-    with a copy. template: (N, 3) positions (Angstrom) the idle slots hold (e.g. the start geometry). fmax: convergence threshold on the largest atomic force (eV/A). max_steps: FIRE steps after
-    which a slot is given up (reported as not converged). chunk_steps: steps per compiled call. minimizer:
-    "fire", "lbfgs" or any function force_fn -> (init, step) whose states have positions, energy, step, aux and
-    a `fmax` property; options: its keyword arguments.
+    with a copy. template: (N, 3) positions (Angstrom) of one structure (it fixes the shape of a slot). fmax:
+    convergence threshold on the largest atomic force (eV/A). max_steps: minimiser steps after which a slot is
+    given up (reported as not converged). chunk_steps: steps per compiled call. minimizer: "fire", "lbfgs" or any
+    function force_fn -> (init, step) whose states are dataclasses (e.g. flax structs) with positions, energy,
+    step, aux and a `fmax` property; options: its keyword arguments. Freshly loaded slots are initialised inside
+    the same compiled call as the chunk, so the model is compiled once.
     """
 
     def __init__(self, force_fn, aux, template, n_slots: int, fmax: float = 1e-3, max_steps: int = 3000,
@@ -68,7 +83,11 @@ class BatchRelaxer:
         vinit, vstep = jax.vmap(init), jax.vmap(step)
         fmax_of = jax.vmap(lambda s: s.fmax)
 
-        def advance(states, active):
+        def advance(states, positions, fresh, active):
+            """(Re)initialise the fresh slots at `positions` (skipped when there are none), then one chunk."""
+            states = jax.lax.cond(jnp.any(fresh), lambda s: _where_rows(fresh, vinit(positions, s.aux), s),
+                                  lambda s: s, states)
+
             def body(s, _):
                 frozen = (fmax_of(s) < fmax) | ~active
                 return _where_rows(frozen, s, vstep(s)), None
@@ -76,40 +95,41 @@ class BatchRelaxer:
             states = jax.lax.scan(body, states, None, length=chunk_steps)[0]
             return states, fmax_of(states)
 
-        # three compiled pieces, each compiled once: init (one force call per slot), the chunk, and a cheap select
-        self._advance = jax.jit(advance)
-        self._init = jax.jit(vinit)
-        self._select = jax.jit(_where_rows)
+        # one compiled program holds both the initialisation of freshly loaded slots and the chunk of steps:
+        # the model is compiled once per relaxer
+        self._advance = jax.jit(advance, compiler_options=compiler_options())
         template = jnp.asarray(np.asarray(template, dtype=np.float64), dtype)
-        self.states = self._init(jnp.stack([template] * self.n_slots), _stack(aux, self.n_slots))
+        stacked = jnp.stack([template] * self.n_slots)
+        aux_stacked = _stack(aux, self.n_slots)
+        shapes = jax.eval_shape(vinit, stacked, aux_stacked)  # the state layout, without running the model
+        self.states = dataclasses.replace(_blank(shapes), aux=aux_stacked)
+        self._positions = np.array(stacked)  # positions waiting to be loaded into fresh slots (Angstrom)
+        self._fresh = np.zeros(self.n_slots, bool)
         self.active = np.zeros(self.n_slots, bool)
         self.tags: list = [None] * self.n_slots
-        self.steps_done = 0  # FIRE steps summed over busy slots (the work done)
+        self.steps_done = 0  # minimiser steps summed over busy slots (the work done)
 
     @property
     def n_free(self) -> int:
         return int((~self.active).sum())
 
     def load(self, items):
-        """Put (tag, positions (N, 3) Angstrom) items into free slots; returns how many were taken."""
+        """Put (tag, positions (N, 3) Angstrom) items into free slots; returns how many were taken. The slots are
+        initialised (one force call each) at the start of the next `run_chunk`."""
         free = np.nonzero(~self.active)[0][: len(items)]
-        if len(free) == 0:
-            return 0
-        positions = np.array(self.states.positions)  # a writable host copy
-        mask = np.zeros(self.n_slots, bool)
         for slot, (tag, pos) in zip(free, items):
-            positions[slot] = pos
-            mask[slot] = True
+            self._positions[slot] = pos
+            self._fresh[slot] = True
             self.tags[slot] = tag
-        fresh = self._init(jnp.asarray(positions), self.states.aux)
-        self.states = self._select(jnp.asarray(mask), fresh, self.states)
-        self.active |= mask
+            self.active[slot] = True
         return len(free)
 
     def run_chunk(self):
         """Advance busy slots one chunk; returns finished items [(tag, positions, energy eV, converged, steps)]."""
-        before = np.asarray(self.states.step)
-        self.states, fmax = self._advance(self.states, jnp.asarray(self.active))
+        before = np.where(self._fresh, 0, np.asarray(self.states.step))
+        self.states, fmax = self._advance(self.states, jnp.asarray(self._positions), jnp.asarray(self._fresh),
+                                          jnp.asarray(self.active))
+        self._fresh[:] = False
         _check_overflow(self.states.aux, "relaxation")
         fmax = np.asarray(fmax)
         steps = np.asarray(self.states.step)
@@ -128,7 +148,7 @@ class BatchRelaxer:
 
     def in_flight(self) -> list:
         """[(tag, current positions (N, 3) Angstrom)] of the busy slots: unfinished work to save and reload."""
-        positions = np.asarray(self.states.positions, np.float64)
+        positions = np.where(self._fresh[:, None, None], self._positions, np.asarray(self.states.positions, np.float64))
         return [(self.tags[slot], positions[slot]) for slot in np.nonzero(self.active)[0]]
 
     def relax_all(self, structures, progress: bool = False, desc: str = "relax"):
@@ -171,22 +191,34 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
                    n_slots: int | None = None, fmax: float = 1e-3, max_relax_steps: int = 3000,
                    chunk_steps: int = 50, minimizer="fire", energy_tol: float = 0.01, rmsd_tol: float = 0.1,
                    minutes: float | None = None, max_frames: int | None = None, checkpoint=None,
-                   save_every_s: float = 60.0, seed: int = 0, dtype=jnp.float32, progress: bool = True
+                   save_every_s: float = 60.0, seed: int = 0, dtype=jnp.float32, progress: bool = True,
+                   starts=None, restart_every: int | None = None, minimizer_options: dict | None = None
                    ) -> Exploration:
     """Explore the minima of one molecule and return an `Exploration` (database, sequences, history, stats).
 
     force_fn(positions, aux) -> (energy eV, forces eV/A, aux), aux for one structure (None for analytic
     potentials); numbers (N,), positions (N, 3) Angstrom: the start geometry, which also defines the bond graph
     (minima whose covalent bond graph differs are counted as rearranged and dropped; their replica restarts
-    from the start geometry). n_replicas Langevin replicas at temperature_K (timestep fs, friction 1/fs) each
+    from a start geometry). n_replicas Langevin replicas at temperature_K (timestep fs, friction 1/fs) each
     give one frame every sample_every_fs; frames are quenched with `minimizer` ("fire" or "lbfgs", see
-    `BatchRelaxer`) to fmax (eV/A) in n_slots slots (default 4 x n_replicas). A replica whose MD produces
-    non-finite positions also restarts from the start geometry (counted in stats["md_resets"]). Stops after
-    `minutes` of wall time or `max_frames` quenched frames (at least one must be given). checkpoint: a path; progress is saved there (`save_minima`) every save_every_s and at the
-    end, and a later call with the same path resumes: the database, sequences, counters and the unfinished
-    frames (in the relaxer, from their partly relaxed positions, or still queued) are loaded, and every replica
-    restarts from its last sampled frame with new thermal velocities after a one-frame gap in its numbering (no
+    `BatchRelaxer`; minimizer_options: its keyword arguments, e.g. {"memory": 30}) to fmax (eV/A) in n_slots
+    slots (default 4 x n_replicas). A replica whose MD produces non-finite positions also restarts from a start
+    geometry (counted in stats["md_resets"]). Stops after `minutes` of wall time (compilation included) or
+    `max_frames` quenched frames (at least one must be given). checkpoint: a path; progress is saved there
+    (`save_minima`) every save_every_s and at the end, and a later call with the same path resumes: the
+    database, sequences, counters and the unfinished frames (in the relaxer, from their partly relaxed
+    positions, or still queued) are loaded, and every replica restarts from its last sampled frame with new
+    thermal velocities after a one-frame gap in its numbering (no
     transition is counted across a restart). Frames sampled after the last save of a killed run are lost.
+
+    Sampling diversity (a replica at 500-600 K stays in one backbone basin for picoseconds):
+    starts: optional (K, N, 3) Angstrom start geometries with the same bond graph as `positions` (e.g. frames of
+    the training data at different temperatures); replica r starts from starts[r % K] and a replica restarted
+    after a rearrangement or non-finite MD takes a random one of them. Default: `positions` only.
+    restart_every: after this many sampled frames since its last start, a replica restarts from a minimum drawn
+    uniformly from the unique minima found so far (from `starts` while there are none), with fresh thermal
+    velocities: a cheap way to spread the sampling over the growing graph. Every restart leaves a gap in the
+    replica's frame numbering, so no graph edge is ever drawn across it.
     """
     if minutes is None and max_frames is None:
         raise ValueError("give a time budget (minutes=...) or a frame budget (max_frames=...)")
@@ -198,17 +230,27 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
         raise ValueError(f"need n_replicas >= 1 and sample_every_fs >= timestep_fs, got {n_replicas}, "
                          f"{sample_every_fs}, {timestep_fs}")
     reference_bonds = bond_graph(numbers, start)
+    pool = start[None] if starts is None else np.asarray(starts, dtype=np.float64)
+    if pool.ndim != 3 or pool.shape[1:] != start.shape or len(pool) == 0:
+        raise ValueError(f"starts: expected shape (K, {len(numbers)}, 3) with K >= 1, got {pool.shape}")
+    for k, geometry in enumerate(pool):
+        if not np.array_equal(bond_graph(numbers, geometry), reference_bonds):
+            raise ValueError(f"starts[{k}] has a different covalent bond graph from positions (another molecule or "
+                             "a broken bond); every start must be the same molecule")
+    if restart_every is not None and restart_every < 1:
+        raise ValueError(f"restart_every must be >= 1 frame (or None), got {restart_every}")
     stride = int(round(sample_every_fs / timestep_fs))
     labels = [str(r) for r in range(n_replicas)]
 
     db = MinimaDatabase(numbers, start, energy_tol=energy_tol, rmsd_tol=rmsd_tol)
     sequences = {label: [] for label in labels}
     stats = {"frames": 0, "converged": 0, "not_converged": 0, "rearranged": 0, "md_resets": 0, "relax_steps": 0,
-             "restarts": 0, "elapsed_s": 0.0}
+             "restarts": 0, "elapsed_s": 0.0, "minimum_restarts": 0}
     history: list = []
     pending: list = []
-    replica_positions = np.stack([start] * n_replicas)
+    replica_positions = np.stack([pool[r % len(pool)] for r in range(n_replicas)])
     next_frame = np.zeros(n_replicas, np.int64)
+    since_start = np.zeros(n_replicas, np.int64)  # frames sampled since each replica's last (re)start
     checkpoint = None if checkpoint is None else Path(checkpoint)
     if checkpoint is not None and checkpoint.with_suffix(".json").exists():
         db, loaded, _, extra = load_minima(checkpoint)
@@ -219,6 +261,8 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
         replica_positions = np.asarray(extra["replica_positions"])
         next_frame = np.asarray(extra["next_frame"], np.int64) + 1  # a gap: no transition across the restart
         pending = [((int(r), int(f)), np.asarray(p)) for r, f, p in extra.get("pending", [])]
+        since_start = np.asarray(extra.get("since_start", [0] * n_replicas), np.int64)
+        stats.setdefault("minimum_restarts", 0)
         if minutes is not None and stats["elapsed_s"] >= 60.0 * minutes:
             return Exploration(db, sequences, history, stats)  # the budget is spent: nothing to compile or run
         stats["restarts"] += 1
@@ -227,26 +271,51 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
     md_init, md_step = langevin_baoab(force_fn, timestep_fs, temperature_K, friction_per_fs)
     base_seed = seed + 1000 * stats["restarts"]
 
-    md_init_jit = jax.jit(lambda pos, v, key: md_init(pos, v, masses, key=key, aux=aux))
+    t0 = time.perf_counter() - stats["elapsed_s"]  # the wall time includes every compilation
+    rng = np.random.default_rng(base_seed)
+    md_positions = np.array(replica_positions, dtype=np.float64)  # (re)starts waiting for the next MD round
+    md_velocities = np.zeros_like(md_positions)
+    md_keys = np.zeros((n_replicas,) + jax.random.key_data(jax.random.key(0)).shape, np.uint32)
+    md_fresh = np.zeros(n_replicas, bool)
 
-    def init_one(r, pos):
-        """Replica r at pos with thermal velocities; seeds differ per replica, restart and frame."""
-        v = maxwell_boltzmann(masses, temperature_K, seed=base_seed + 7919 * r + int(next_frame[r]), positions=pos)
-        key = jax.random.key(base_seed + 7919 * r + int(next_frame[r]))
-        return md_init_jit(jnp.asarray(pos, dtype), jnp.asarray(v, dtype), key)
+    def prepare(r, pos):
+        """Replica r restarts at pos with thermal velocities in the next MD round; seeds differ per replica,
+        restart and frame."""
+        seed_r = base_seed + 7919 * r + int(next_frame[r])
+        md_positions[r] = pos
+        md_velocities[r] = maxwell_boltzmann(masses, temperature_K, seed=seed_r, positions=pos)
+        md_keys[r] = np.asarray(jax.random.key_data(jax.random.key(seed_r)))
+        md_fresh[r] = True
 
-    md_states = jax.tree.map(lambda *xs: jnp.stack(xs), *[init_one(r, replica_positions[r])
-                                                         for r in range(n_replicas)])
+    def md_init_all(positions, velocities, keys, aux_stacked):
+        return jax.vmap(lambda p, v, k, a: md_init(p, v, masses, key=jax.random.wrap_key_data(k), aux=a))(
+            positions, velocities, keys, aux_stacked)
 
-    @jax.jit
-    def md_round(states):
+    def md_round(states, positions, velocities, keys, fresh):
+        """(Re)initialise the fresh replicas (skipped when there are none), then sample_every_fs of MD."""
+        states = jax.lax.cond(jnp.any(fresh), lambda s: _where_rows(fresh, md_init_all(
+            positions.astype(dtype), velocities.astype(dtype), keys, s.aux), s), lambda s: s, states)
         return jax.lax.scan(lambda s, _: (jax.vmap(md_step)(s), None), states, None, length=stride)[0]
 
+    md_round = jax.jit(md_round, compiler_options=compiler_options())  # one compilation holds init and steps
+    aux_stacked = _stack(aux, n_replicas)
+    md_states = dataclasses.replace(_blank(jax.eval_shape(
+        md_init_all, jnp.asarray(md_positions, dtype), jnp.asarray(md_velocities, dtype), md_keys, aux_stacked)),
+        aux=aux_stacked)
+    for r in range(n_replicas):
+        prepare(r, replica_positions[r])
+
     relaxer = BatchRelaxer(force_fn, aux, start, n_slots or 4 * n_replicas, fmax, max_relax_steps, chunk_steps,
-                           dtype, minimizer)
+                           dtype, minimizer, **(minimizer_options or {}))
     queue: collections.deque = collections.deque(pending)  # frames sampled but not yet quenched
-    reset = set()
-    t0 = time.perf_counter() - stats["elapsed_s"]
+    reset: dict = {}  # replica -> "start" (a random start geometry) or "minimum" (a random known minimum)
+
+    def restart_geometry(kind: str) -> np.ndarray:
+        if kind == "minimum" and len(db):
+            stats["minimum_restarts"] += 1
+            return db.positions[rng.integers(len(db))]
+        return pool[rng.integers(len(pool))]
+
     last_save = time.perf_counter()
 
     def save():
@@ -254,9 +323,12 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
         unfinished = [[r, f, p.tolist()] for (r, f), p in relaxer.in_flight() + list(queue)]
         extra = {"stats": stats, "history": history, "replica_positions": replica_positions.tolist(),
                  "pending": unfinished,
-                 "next_frame": next_frame.tolist(), "settings": {
+                 "next_frame": next_frame.tolist(), "since_start": since_start.tolist(), "settings": {
                      "temperature_K": temperature_K, "timestep_fs": timestep_fs, "sample_every_fs": sample_every_fs,
-                     "n_replicas": n_replicas, "fmax": fmax, "friction_per_fs": friction_per_fs}}
+                     "n_replicas": n_replicas, "fmax": fmax, "friction_per_fs": friction_per_fs,
+                     "minimizer": minimizer if isinstance(minimizer, str) else getattr(minimizer, "__name__", "?"),
+                     "n_starts": len(pool), "restart_every": restart_every,
+                     "minimizer_options": minimizer_options or {}}}
         save_minima(checkpoint, db, sequences, extra)
 
     from tqdm.auto import tqdm
@@ -273,22 +345,26 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
             if not (sampling or queue or relaxer.active.any()):
                 break  # frame budget reached and every sampled frame quenched
             while len(queue) < relaxer.n_free and (max_frames is None or stats["frames"] < max_frames):
-                for r in reset:  # restart from the start geometry; the frame gap keeps the old chain apart
+                for r, kind in reset.items():  # restart; the frame gap keeps the old chain apart
                     next_frame[r] += 1
-                    one = init_one(r, start)
-                    md_states = jax.tree.map(lambda a, b: a.at[r].set(b), md_states, one)
+                    since_start[r] = 0
+                    prepare(r, restart_geometry(kind))
                 reset.clear()
-                md_states = md_round(md_states)
+                md_states = md_round(md_states, md_positions, md_velocities, md_keys, md_fresh)
+                md_fresh[:] = False
                 _check_overflow(md_states.aux, "MD")
                 replica_positions = np.asarray(md_states.positions, np.float64)
                 for r in range(n_replicas):
                     if not np.all(np.isfinite(replica_positions[r])):
                         stats["md_resets"] += 1
-                        reset.add(r)
+                        reset[r] = "start"
                         continue
                     queue.append(((r, int(next_frame[r])), replica_positions[r]))
                     next_frame[r] += 1
+                    since_start[r] += 1
                     stats["frames"] += 1
+                    if restart_every is not None and since_start[r] >= restart_every:
+                        reset.setdefault(r, "minimum")
             relaxer.load([queue.popleft() for _ in range(min(relaxer.n_free, len(queue)))])
             for (r, frame), pos, energy, ok, _ in relaxer.run_chunk():
                 bar.update(1)
@@ -297,7 +373,7 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
                     continue
                 if not np.array_equal(bond_graph(numbers, pos), reference_bonds):
                     stats["rearranged"] += 1
-                    reset.add(r)
+                    reset[r] = "start"
                     continue
                 stats["converged"] += 1
                 k, _ = db.add(pos, energy, trajectory=labels[r])

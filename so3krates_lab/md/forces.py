@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -12,7 +13,7 @@ from . import neighbours as nl
 
 def model_force_fn(energy_fn, variables, cutoff: float, numbers, positions, cell=None,
                    pbc=(False, False, False), skin: float = 0.5, capacity: int | None = None, headroom: float = 1.3,
-                   dtype=jnp.float32, cell_list: bool | None = None):
+                   dtype=jnp.float32, cell_list: bool | None = None, all_pairs: bool = False):
     """(force_fn, neighbour list) for one structure and any energy_fn(variables, graph) -> (G,) energies.
 
     force_fn(positions, nbrs) -> (energy eV, forces (N, 3) eV/A, nbrs) updates the list in-jit when needed;
@@ -21,9 +22,18 @@ def model_force_fn(energy_fn, variables, cutoff: float, numbers, positions, cell
     geometry times `headroom`). dtype: the model's float type. The cell is fixed (NVE/NVT).
     cell_list: build the list with a cell list (O(N)) instead of all pairs (O(N^2)); None picks by
     `neighbours.cell_grid` (a cell list from a few hundred atoms on, where the cell allows one).
+    all_pairs: for a free molecule of a few dozen atoms, a fixed graph of every pair i < j and no neighbour list
+    at all: the returned aux is None and force_fn(positions, None) -> (energy, forces, None). Pairs beyond the
+    cutoff cost compute but contribute exactly zero (the cutoff function vanishes there), so the energy is the
+    same as with a list; what it saves is the per-step list check, which under `jax.vmap` (batched relaxation,
+    replicas) becomes a full list rebuild on every step because both branches of the `lax.cond` are evaluated.
     """
     numbers = np.asarray(numbers)
     n = len(numbers)
+    if all_pairs:
+        if cell is not None and any(pbc):
+            raise ValueError("all_pairs=True is for free molecules (no periodic cell); use the neighbour list")
+        return _all_pairs_force_fn(energy_fn, variables, numbers, dtype), None
     pbc = tuple(bool(p) for p in pbc) if cell is not None else (False, False, False)
     cell_arr = jnp.asarray(np.zeros((3, 3)) if cell is None else np.asarray(cell, float), dtype)
     reach = cutoff + skin
@@ -64,3 +74,48 @@ def model_force_fn(energy_fn, variables, cutoff: float, numbers, positions, cell
     force_fn.reallocate = reallocate
     force_fn.grid = grid
     return force_fn, nbrs
+
+
+def _all_pairs_force_fn(energy_fn, variables, numbers, dtype):
+    """force_fn(positions, aux=None) on the fixed graph of every pair i < j of a free molecule.
+
+    Under `jax.vmap` (batched minimisers, MD replicas) it does not batch the model's gathers and scatters over a
+    new axis: a custom batching rule evaluates the B structures as one graph of B disjoint copies (the layout
+    the model uses for training batches), which XLA compiles into the same kernels as a single structure."""
+    n = len(numbers)
+    if n < 2:
+        raise ValueError(f"all_pairs needs at least 2 atoms, got {n}")
+    i, j = np.triu_indices(n, 1)
+    z = np.asarray(numbers, np.int32)
+
+    def packed(positions):
+        """energies (B,) eV and forces (B, N, 3) eV/A of B copies of the molecule, as one disjoint graph."""
+        b = positions.shape[0]
+        offsets = (np.arange(b) * n)[:, None]
+        graph = Graph(numbers=jnp.asarray(np.tile(z, b)), positions=positions.reshape(b * n, 3).astype(dtype),
+                      atom_graph=jnp.asarray(np.repeat(np.arange(b, dtype=np.int32), n)),
+                      receivers=jnp.asarray((i[None] + offsets).reshape(-1), jnp.int32),
+                      senders=jnp.asarray((j[None] + offsets).reshape(-1), jnp.int32),
+                      cell_shifts=jnp.zeros((b * len(i), 3), jnp.int32), cell=jnp.zeros((b, 3, 3), dtype),
+                      atom_mask=jnp.ones(b * n, bool), pair_mask=jnp.ones(b * len(i), bool),
+                      graph_mask=jnp.ones(b, bool))
+        energies, forces = energy_and_forces(energy_fn, variables, graph)
+        return energies, forces.reshape(b, n, 3)
+
+    @jax.custom_batching.custom_vmap
+    def evaluate(positions):
+        energies, forces = packed(positions[None])
+        return energies[0], forces[0]
+
+    @evaluate.def_vmap
+    def _batched(axis_size, in_batched, positions):
+        if not in_batched[0]:  # the same structure for every batch member
+            positions = jnp.broadcast_to(positions, (axis_size,) + positions.shape)
+        return packed(positions), (True, True)
+
+    def force_fn(positions, aux=None):
+        energy, forces = evaluate(positions)
+        return energy, forces, aux
+
+    force_fn.grid = None
+    return force_fn
