@@ -22,9 +22,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..autodiff import compiler_options
-from ..md import fire, langevin_baoab, lbfgs, masses_of, maxwell_boltzmann, stack_states, where_rows
+from ..md import fire, langevin_baoab, lbfgs, masses_of, maxwell_boltzmann
 from .alignment import bond_graph
 from .minima import MinimaDatabase, load_minima, minima_graph, save_minima
+
+
+def _where_rows(mask, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b), new, old)
+
+
+def _stack(tree, n: int):
+    return jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * n), tree)
 
 
 def _blank(shapes):
@@ -77,12 +85,12 @@ class BatchRelaxer:
 
         def advance(states, positions, fresh, active):
             """(Re)initialise the fresh slots at `positions` (skipped when there are none), then one chunk."""
-            states = jax.lax.cond(jnp.any(fresh), lambda s: where_rows(fresh, vinit(positions, s.aux), s),
+            states = jax.lax.cond(jnp.any(fresh), lambda s: _where_rows(fresh, vinit(positions, s.aux), s),
                                   lambda s: s, states)
 
             def body(s, _):
                 frozen = (fmax_of(s) < fmax) | ~active
-                return where_rows(frozen, s, vstep(s)), None
+                return _where_rows(frozen, s, vstep(s)), None
 
             states = jax.lax.scan(body, states, None, length=chunk_steps)[0]
             return states, fmax_of(states)
@@ -92,7 +100,7 @@ class BatchRelaxer:
         self._advance = jax.jit(advance, compiler_options=compiler_options())
         template = jnp.asarray(np.asarray(template, dtype=np.float64), dtype)
         stacked = jnp.stack([template] * self.n_slots)
-        aux_stacked = stack_states([aux] * self.n_slots)
+        aux_stacked = _stack(aux, self.n_slots)
         shapes = jax.eval_shape(vinit, stacked, aux_stacked)  # the state layout, without running the model
         self.states = dataclasses.replace(_blank(shapes), aux=aux_stacked)
         self._positions = np.array(stacked)  # positions waiting to be loaded into fresh slots (Angstrom)
@@ -285,12 +293,12 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
 
     def md_round(states, positions, velocities, keys, fresh):
         """(Re)initialise the fresh replicas (skipped when there are none), then sample_every_fs of MD."""
-        states = jax.lax.cond(jnp.any(fresh), lambda s: where_rows(fresh, md_init_all(
+        states = jax.lax.cond(jnp.any(fresh), lambda s: _where_rows(fresh, md_init_all(
             positions.astype(dtype), velocities.astype(dtype), keys, s.aux), s), lambda s: s, states)
         return jax.lax.scan(lambda s, _: (jax.vmap(md_step)(s), None), states, None, length=stride)[0]
 
     md_round = jax.jit(md_round, compiler_options=compiler_options())  # one compilation holds init and steps
-    aux_stacked = stack_states([aux] * n_replicas)
+    aux_stacked = _stack(aux, n_replicas)
     md_states = dataclasses.replace(_blank(jax.eval_shape(
         md_init_all, jnp.asarray(md_positions, dtype), jnp.asarray(md_velocities, dtype), md_keys, aux_stacked)),
         aux=aux_stacked)
