@@ -12,7 +12,6 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import numpy as np  # noqa: E402
 
 from test_train import CONFIG, toy_dataset  # noqa: E402
 from so3krates_lab.train import TrainConfig, fit  # noqa: E402

@@ -4,7 +4,6 @@ the uninterrupted trajectory, watchdogs stop an exploding run cleanly, overflow 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from test_md import MASSES, N, cluster_positions, morse_force_fn
 from so3krates_lab.md import degrees_of_freedom, maxwell_boltzmann, velocity_verlet, langevin_baoab

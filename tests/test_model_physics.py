@@ -19,7 +19,7 @@ from physics import (
 )
 from so3krates_lab.graph import Capacity, graph_from_system, neighbour_pairs, pack
 from so3krates_lab.model import (
-    So3krates, So3kratesConfig, contract, cosine_cutoff, energy_and_forces, energy_forces_stress,
+    So3krates, So3kratesConfig, contract, cosine_cutoff, energy_and_forces,
     init_variables, make_energy_fn, physnet_rbf, spherical_harmonics, with_constants,
 )
 from so3krates_lab.model.basis import degree_index

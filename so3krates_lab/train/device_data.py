@@ -64,7 +64,7 @@ def to_device(dataset: Dataset, cutoff: float, dtype=np.float32) -> DeviceData:
 def gather_batch(data: DeviceData, indices: jax.Array) -> tuple[Graph, Labels]:
     """The structures `indices` (B,) as one Graph of B structures (B * a atoms, B * p pairs) and its labels."""
     b = indices.shape[0]
-    a, p = data.numbers.shape[1], data.receivers.shape[1]
+    a = data.numbers.shape[1]
     offsets = (jnp.arange(b, dtype=jnp.int32) * a)[:, None]
 
     def flat(x):

@@ -250,7 +250,7 @@ def wait_until_run_finished(page, timeout_s: float, settle_s: float = 3.0) -> di
                        or all(re.fullmatch(r"\[\d+\]:", p) for p in s["prompts"]))
     wait_for(page, begun, 30, "the run to begin")
     while True:
-        state = wait_for(page, done, timeout_s, "all cells to finish")
+        wait_for(page, done, timeout_s, "all cells to finish")
         page.wait_for_timeout(settle_s * 1000)
         if done(notebook_state(page)):
             return notebook_state(page)
@@ -380,13 +380,18 @@ def save_screenshot(page, path: Path, max_height: int = 12000) -> Path:
 # class so3k-frame-counter whose text contains "frame N"; one with class so3k-status whose text contains
 # "running", "paused", "stopped" or "finished".
 
+def number_after(page, selector: str, word: str) -> int:
+    """N from the text "<word> N" of the first element matching the CSS `selector`; AssertionError if absent."""
+    text = page.locator(selector).first.inner_text()
+    match = re.search(rf"{re.escape(word)}\s+(\d+)", text)
+    if match is None:
+        raise AssertionError(f"{selector} text {text!r} has no '{word} N'")
+    return int(match.group(1))
+
+
 def frame_number(page) -> int:
     """N from the first live viewer's "frame N" counter."""
-    text = page.locator(".so3k-frame-counter").first.inner_text()
-    match = re.search(r"frame\s+(\d+)", text)
-    if match is None:
-        raise AssertionError(f"frame counter text {text!r} has no 'frame N'")
-    return int(match.group(1))
+    return number_after(page, ".so3k-frame-counter", "frame")
 
 
 def status_text(page) -> str:

@@ -19,13 +19,22 @@ import time
 import pytest
 
 import labdriver
-from labdriver import frame_number, live_button, status_text, wait_until
+from labdriver import frame_number, live_button, number_after, status_text, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 NOTEBOOKS = sorted((labdriver.REPO / "notebooks").glob("*.ipynb"))
 RUN_TIMEOUT_S = float(os.environ.get("SO3KRATES_BROWSER_TIMEOUT", "900"))
 CONTROL_TIMEOUT_S = 90.0  # a click must take effect within this (the run reacts between MD chunks)
+
+
+def _frame_holds(page, hold_s: float, state: str) -> int:
+    """The frame counter now, after checking that it stays there for hold_s seconds (the run is `state`)."""
+    held = frame_number(page)
+    page.wait_for_timeout(hold_s * 1000)
+    after = frame_number(page)
+    assert after == held, f"{state} at frame {held} but the counter moved on to {after}"
+    return held
 
 
 def check_live_md_controls(page) -> list[str]:
@@ -48,9 +57,7 @@ def check_live_md_controls(page) -> list[str]:
 
     live_button(page, "Pause").click()
     wait_until(page, status_text, lambda s: "paused" in s, CONTROL_TIMEOUT_S, "status 'paused' after Pause")
-    held = frame_number(page)
-    page.wait_for_timeout(hold_s * 1000)
-    assert frame_number(page) == held, f"paused at frame {held} but the counter moved on to {frame_number(page)}"
+    held = _frame_holds(page, hold_s, "paused")
     assert "paused" in status_text(page), f"status left 'paused' by itself: {status_text(page)!r}"
     log.append(f"paused: frame {held} held for {hold_s:.1f} s")
 
@@ -61,20 +68,14 @@ def check_live_md_controls(page) -> list[str]:
 
     live_button(page, "Stop").click()
     wait_until(page, status_text, lambda s: "stopped" in s, CONTROL_TIMEOUT_S, "status 'stopped' after Stop")
-    stopped = frame_number(page)
-    page.wait_for_timeout(hold_s * 1000)
-    assert frame_number(page) == stopped, f"stopped at frame {stopped} but the counter moved to {frame_number(page)}"
+    stopped = _frame_holds(page, hold_s, "stopped")
     log.append(f"stopped: frame {stopped} held for {hold_s:.1f} s; status {status_text(page)!r}")
     return log
 
 
 def _shown_minimum(page) -> int:
     """N from the first minima browser's details line ("minimum N: ...", N the node shown)."""
-    text = page.locator(".so3k-minimum-details").first.inner_text()
-    match = re.search(r"minimum\s+(\d+):", text)
-    if match is None:
-        raise AssertionError(f"minimum details text {text!r} has no 'minimum N'")
-    return int(match.group(1))
+    return number_after(page, ".so3k-minimum-details", "minimum")
 
 
 def _hover_text(page, x: float, y: float) -> str:
