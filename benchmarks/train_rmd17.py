@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=None, help="wall-clock training budget")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: unlimited with --minutes)")
     p.add_argument("--ev-init", choices=("zeros", "neighbours"), default="zeros")
+    p.add_argument("--degrees", default="1,2,3",
+                   help='comma list of EV degrees; "" gives the invariant ablation (checkpoint name *_invariant_*)')
     p.add_argument("--batch-size", type=int, default=5)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
@@ -53,10 +55,13 @@ def main(argv=None) -> int:
     pool, test = load(train_file), load(test_file)
     order = np.random.default_rng(args.seed).permutation(len(pool))
     train, valid = pool[order[:950]], pool[order[950:1000]]
-    config = So3kratesConfig(ev_init=args.ev_init)
+    degrees = tuple(int(d) for d in args.degrees.split(",") if d.strip())
+    config = So3kratesConfig(ev_init=args.ev_init, degrees=degrees)
     tc = TrainConfig(max_steps=args.steps or 10**9, max_seconds=None if args.minutes is None else 60 * args.minutes,
                      batch_size=args.batch_size, eval_every=args.eval_every, seed=args.seed)
-    name = f"rmd17_{args.molecule}_{args.ev_init}_seed{args.seed}"
+    variant = args.ev_init if degrees == (1, 2, 3) else ("invariant" if not degrees else
+                                                         "degrees" + "".join(map(str, degrees)))
+    name = f"rmd17_{args.molecule}_{variant}_seed{args.seed}"
     provenance = {"train_file": str(train_file), "train_sha256": pool.sha256, "test_file": str(test_file),
                   "test_sha256": test.sha256, "train_indices": order[:950].tolist(),
                   "valid_indices": order[950:1000].tolist()}
@@ -66,6 +71,7 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - start
     metrics = evaluate(make_energy_fn(config), result.variables, to_device(test, config.cutoff))
     print(f"\nrMD17 {args.molecule}, split 01 (950 train / 50 valid / 1000 test), ev_init={args.ev_init}, "
+          f"degrees {degrees}, "
           f"batch {tc.batch_size or 'auto'}")
     print(f"{'steps':>7s} {'best step':>9s} {'s/step':>7s} {'steps/s':>7s} {'steady/s':>8s} {'E MAE meV':>10s} "
           f"{'F MAE meV/A':>12s} "

@@ -62,6 +62,23 @@ def test_overflow_is_flagged_and_sticky():
     assert bool(after.overflow)
 
 
+def test_a_list_built_at_nan_positions_is_rebuilt_at_good_positions():
+    """An exploded run leaves a list with a NaN reference; restarted from good positions with that list (as a
+    reset replica is), the force function must rebuild it and give the model's forces, not keep the broken list."""
+    system = builtin.ethanol()
+    variables = init_variables(CONFIG, graph_from_system(system, CONFIG.cutoff, dtype=np.float64), seed=3)
+    force_fn, nbrs = model_force_fn(make_energy_fn(CONFIG), variables, CONFIG.cutoff, system.numbers,
+                                   system.positions, dtype=jnp.float64)
+    step = fast_jit(force_fn)
+    _, _, broken = step(jnp.full_like(jnp.asarray(system.positions), jnp.nan), nbrs)
+    assert np.isnan(np.asarray(broken.reference)).all() and int(jnp.sum(broken.pair_mask)) == 0
+    e, f, fixed = step(jnp.asarray(system.positions), broken)
+    assert int(fixed.builds) == int(broken.builds) + 1 and int(jnp.sum(fixed.pair_mask)) == 36
+    e_ref, f_ref = _reference(system, variables)
+    assert float(e) == pytest.approx(e_ref, abs=1e-9)
+    np.testing.assert_allclose(np.asarray(f), f_ref, atol=1e-9)
+
+
 def _pair_set(nbrs):
     """Pairs as a set of (i, j, shift) with each unordered pair written one canonical way."""
     m = np.asarray(nbrs.pair_mask)

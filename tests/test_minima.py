@@ -328,3 +328,15 @@ def test_backbone_torsions_of_the_shipped_tetrapeptide_match_ase():
                                              [-60.0, -40.0, -150.0, 160.0, 70.0, 20.0]]))
     assert regions.tolist() == ["LAB", "ABL"]
     assert ramachandran_regions(angles).shape == ()
+
+
+def test_exploration_of_an_exploding_potential_stops_with_a_clear_error():
+    """Forces that are NaN everywhere: every MD round leaves every replica non-finite. The search must say so
+    after a bounded number of restarts instead of resampling for ever."""
+    def exploding(positions, aux):
+        nan = jnp.full_like(positions, jnp.nan)
+        return jnp.sum(nan), nan, aux
+
+    with pytest.raises(RuntimeError, match="non-finite .* rounds in a row"):
+        explore_minima(exploding, None, np.full(4, 6), _butane_like(180.0), n_replicas=2, n_slots=2,
+                       temperature_K=300.0, timestep_fs=1.0, sample_every_fs=5.0, max_frames=4, progress=False)

@@ -22,17 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..autodiff import compiler_options
-from ..md import fire, langevin_baoab, lbfgs, masses_of, maxwell_boltzmann
+from ..md import fire, langevin_baoab, lbfgs, masses_of, maxwell_boltzmann, stack_states, where_rows
 from .alignment import bond_graph
 from .minima import MinimaDatabase, load_minima, minima_graph, save_minima
-
-
-def _where_rows(mask, new, old):
-    return jax.tree.map(lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b), new, old)
-
-
-def _stack(tree, n: int):
-    return jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * n), tree)
 
 
 def _blank(shapes):
@@ -53,6 +45,7 @@ def _check_overflow(aux, where: str):
 
 
 MINIMIZERS = {"fire": fire, "lbfgs": lbfgs}
+MAX_FAILED_MD_ROUNDS = 20  # explore_minima gives up when no replica survives this many MD rounds in a row
 
 
 class BatchRelaxer:
@@ -85,12 +78,12 @@ class BatchRelaxer:
 
         def advance(states, positions, fresh, active):
             """(Re)initialise the fresh slots at `positions` (skipped when there are none), then one chunk."""
-            states = jax.lax.cond(jnp.any(fresh), lambda s: _where_rows(fresh, vinit(positions, s.aux), s),
+            states = jax.lax.cond(jnp.any(fresh), lambda s: where_rows(fresh, vinit(positions, s.aux), s),
                                   lambda s: s, states)
 
             def body(s, _):
                 frozen = (fmax_of(s) < fmax) | ~active
-                return _where_rows(frozen, s, vstep(s)), None
+                return where_rows(frozen, s, vstep(s)), None
 
             states = jax.lax.scan(body, states, None, length=chunk_steps)[0]
             return states, fmax_of(states)
@@ -100,7 +93,7 @@ class BatchRelaxer:
         self._advance = jax.jit(advance, compiler_options=compiler_options())
         template = jnp.asarray(np.asarray(template, dtype=np.float64), dtype)
         stacked = jnp.stack([template] * self.n_slots)
-        aux_stacked = _stack(aux, self.n_slots)
+        aux_stacked = stack_states([aux] * self.n_slots)
         shapes = jax.eval_shape(vinit, stacked, aux_stacked)  # the state layout, without running the model
         self.states = dataclasses.replace(_blank(shapes), aux=aux_stacked)
         self._positions = np.array(stacked)  # positions waiting to be loaded into fresh slots (Angstrom)
@@ -293,12 +286,12 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
 
     def md_round(states, positions, velocities, keys, fresh):
         """(Re)initialise the fresh replicas (skipped when there are none), then sample_every_fs of MD."""
-        states = jax.lax.cond(jnp.any(fresh), lambda s: _where_rows(fresh, md_init_all(
+        states = jax.lax.cond(jnp.any(fresh), lambda s: where_rows(fresh, md_init_all(
             positions.astype(dtype), velocities.astype(dtype), keys, s.aux), s), lambda s: s, states)
         return jax.lax.scan(lambda s, _: (jax.vmap(md_step)(s), None), states, None, length=stride)[0]
 
     md_round = jax.jit(md_round, compiler_options=compiler_options())  # one compilation holds init and steps
-    aux_stacked = _stack(aux, n_replicas)
+    aux_stacked = stack_states([aux] * n_replicas)
     md_states = dataclasses.replace(_blank(jax.eval_shape(
         md_init_all, jnp.asarray(md_positions, dtype), jnp.asarray(md_velocities, dtype), md_keys, aux_stacked)),
         aux=aux_stacked)
@@ -317,6 +310,7 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
         return pool[rng.integers(len(pool))]
 
     last_save = time.perf_counter()
+    failed_rounds = 0  # MD rounds in a row in which no replica stayed finite
 
     def save():
         stats["elapsed_s"] = time.perf_counter() - t0
@@ -354,8 +348,15 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
                 md_fresh[:] = False
                 _check_overflow(md_states.aux, "MD")
                 replica_positions = np.asarray(md_states.positions, np.float64)
+                finite = np.isfinite(replica_positions).all(axis=(1, 2))
+                failed_rounds = 0 if finite.any() else failed_rounds + 1
+                if failed_rounds >= MAX_FAILED_MD_ROUNDS:
+                    raise RuntimeError(f"the MD of every replica went non-finite in {failed_rounds} rounds in a row "
+                                       f"(each restarted from a start geometry with new velocities): the model "
+                                       f"is unstable at {temperature_K:g} K with a {timestep_fs:g} fs time step; "
+                                       "lower the temperature or the time step")
                 for r in range(n_replicas):
-                    if not np.all(np.isfinite(replica_positions[r])):
+                    if not finite[r]:
                         stats["md_resets"] += 1
                         reset[r] = "start"
                         continue

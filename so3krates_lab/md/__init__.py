@@ -12,9 +12,10 @@ from .integrators import (
     nose_hoover_chain, temperature, velocity_verlet,
 )
 from .minimize import FireState, LbfgsState, fire, lbfgs, relax_batch
-from .replicas import ReplicaSimulation, stack_states
+from .replicas import ReplicaSimulation, stack_states, where_rows
 from .store import TrajectoryStore
 
 __all__ = ["ACCEL", "FireState", "Frames", "KB_EV_PER_K", "LbfgsState", "MDState", "ReplicaSimulation", "Simulation", "TrajectoryStore", "Watchdogs",
            "degrees_of_freedom", "fire", "kinetic_energy", "langevin_baoab", "lbfgs", "masses_of", "maxwell_boltzmann",
-           "model_force_fn", "nose_hoover_chain", "relax_batch", "stack_states", "temperature", "velocity_verlet"]
+           "model_force_fn", "nose_hoover_chain", "relax_batch", "stack_states", "temperature", "velocity_verlet",
+           "where_rows"]

@@ -221,9 +221,14 @@ def build(positions, cell, shifts: np.ndarray, reach: float, capacity: int, pbc=
 
 def update(nbrs: NeighbourList, positions, cell, shifts: np.ndarray, reach: float, skin: float,
            pbc=(False, False, False), grid: CellGrid | None = None) -> NeighbourList:
-    """Rebuild (inside jit) only when an atom moved more than skin / 2 since the last build; keep overflow sticky."""
+    """Rebuild (inside jit) only when an atom moved more than skin / 2 since the last build; keep overflow sticky.
+
+    A non-finite displacement also rebuilds: a list built at NaN positions (an exploded run) has a NaN reference,
+    and `NaN > x` is False, so without this a run restarted from good positions with that list would keep it
+    (and its missing pairs) for ever.
+    """
     moved = jnp.max(jnp.sum((positions - nbrs.reference) ** 2, axis=-1))
-    needed = moved > (0.5 * skin) ** 2
+    needed = ~(moved <= (0.5 * skin) ** 2)  # True for NaN
 
     def rebuild(_):
         fresh = build(positions, cell, shifts, reach, nbrs.capacity, pbc, nbrs.builds, grid, nbrs.bin_capacity)

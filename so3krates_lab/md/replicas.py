@@ -33,7 +33,8 @@ def stack_states(states):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
 
-def _where_rows(mask, new, old):
+def where_rows(mask, new, old):
+    """Per leading-axis row: `new` where mask (R,) is True, else `old`, on every leaf of two same-shaped states."""
     return jax.tree.map(lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b), new, old)
 
 
@@ -52,7 +53,7 @@ class ReplicaSimulation(Simulation):
         vstep = jax.vmap(self.step)
 
         def inner(s, _):
-            return _where_rows(active, vstep(s), s), None
+            return where_rows(active, vstep(s), s), None
 
         def outer(s, _):
             s, _ = jax.lax.scan(inner, s, None, length=self.record_every)
@@ -113,7 +114,7 @@ class ReplicaSimulation(Simulation):
                         self.stop_reasons[r] = f"stopped at t = {one.time_fs[k]:.1f} fs: {what}"
                         rollback[r] = True
                 self.active &= ~rollback
-                self.state = _where_rows(jnp.asarray(rollback), start, end)
+                self.state = where_rows(jnp.asarray(rollback), start, end)
                 frames.time_fs = np.asarray(steps_).max(1) * self.timestep_fs  # the active replicas' time
                 bar.update(self.chunk_steps)
                 bar.set_postfix(active=int(self.active.sum()), refresh=False)
