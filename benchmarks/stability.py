@@ -12,6 +12,7 @@ be done in pieces (--ps can be raised between runs).
         --start ../shared/data/rmd17/rmd17_aspirin_train_01.npz --temperature 500 --ps 300
 
 Prints one row per replica: stable ps, simulated ps, mean temperature, wall time, ms per step.
+`--report --out DIR` runs nothing and prints every run stored under DIR, unfinished ones included.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--model", type=Path, help="checkpoint to run (required unless --report)")
+    p.add_argument("--report", action="store_true",
+                   help="run nothing: print every run stored under --out (also unfinished ones) and exit")
     p.add_argument("--start", type=Path, default=None,
                    help="data file whose first frame starts the runs (default: the model's own test frames)")
     p.add_argument("--temperature", type=float, default=500.0)
@@ -38,6 +41,10 @@ def main(argv=None) -> int:
     p.add_argument("--chunk", type=int, default=2000, help="steps per compiled chunk")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "stability")
     args = p.parse_args(argv)
+    if args.report:
+        return report(args.out)
+    if args.model is None:
+        p.error("--model is required (or --report)")
 
     import jax.numpy as jnp
 
@@ -109,6 +116,39 @@ def main(argv=None) -> int:
     for row in rows:
         print(f"{row['replica']:>7}{row['stable_ps']:>11.2f}{row['simulated_ps']:>14.2f}{row['mean_T']:>10.0f}"
               f"{row['wall_s']:>9.0f}{row['ms_per_step']:>9.2f}  {'UNSTABLE: ' + row['reason'] if row['unstable'] else 'stable'}")
+    return 0
+
+
+def report(out: Path) -> int:
+    """One row per replica folder under out/<model>_<T>K/: what its trajectory store holds now, so runs that were
+    stopped part-way (killed, or still going) are reported with the time they reached. The stable time is the
+    time of the last stored frame: an unstable run stores frames up to its last good one."""
+    from so3krates_lab.md import TrajectoryStore
+
+    folders = sorted(out.glob("*/replica_*"))
+    if not folders:
+        print(f"no stability runs under {out}")
+        return 1
+    print(f"stability runs under {out} (unstable: a covalent bond deviates by > 0.5 A from its start length)")
+    print(f"{'run':<46}{'replica':>8}{'stable ps':>11}{'mean T K':>10}  state")
+    for folder in folders:
+        store = TrajectoryStore(folder)
+        if not store.chunk_paths():
+            continue
+        ds = store.open()
+        simulated = float(ds.time.values[-1]) / 1000
+        reason = store.stop_reason()
+        unstable = reason is not None and "bond" in reason
+        verdict = folder / "verdict.json"
+        cap = json.loads(verdict.read_text())["simulated_ps"] if verdict.exists() else None
+        if unstable:
+            state = "UNSTABLE: " + reason
+        elif cap is not None and abs(cap - simulated) < 1e-6:
+            state = f"stable, finished (cap {cap:g} ps)"
+        else:
+            state = "stable so far, unfinished (rerun with the same --ps to resume)"
+        print(f"{folder.parent.name:<46}{folder.name.split('_')[-1]:>8}{simulated:>11.2f}"
+              f"{float(ds.temperature.values.mean()):>10.0f}  {state}")
     return 0
 
 

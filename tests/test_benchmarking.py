@@ -30,3 +30,39 @@ def test_md_speed_times_eval_engine_and_ase_on_the_given_structure():
 def test_md_speed_refuses_empty_runs():
     with pytest.raises(ValueError, match="steps"):
         md_speed(builtin.ethanol(), TINY, {}, steps=0)
+
+
+def test_stability_report_reads_finished_unfinished_and_unstable_runs(tmp_path, capsys):
+    """benchmarks/stability.py --report: the stable time comes from what each replica's store holds now."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from so3krates_lab.md import TrajectoryStore
+    from so3krates_lab.md.driver import Frames
+
+    spec = importlib.util.spec_from_file_location(
+        "stability_script", Path(__file__).resolve().parents[1] / "benchmarks" / "stability.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def store(name, t_end_fs):
+        s = TrajectoryStore(tmp_path / "mol_500K" / name, numbers=[1, 1], timestep_fs=0.5)
+        t = np.linspace(t_end_fs / 4, t_end_fs, 4)
+        z = np.zeros(4)
+        s.append(Frames(time_fs=t, positions=np.zeros((4, 2, 3)), velocities=np.zeros((4, 2, 3)), potential=z,
+                        kinetic=z, temperature=np.full(4, 500.0), conserved=z))
+        return s
+
+    store("replica_0", 20_000.0)
+    (tmp_path / "mol_500K" / "replica_0" / "verdict.json").write_text(json.dumps({"simulated_ps": 20.0}))
+    store("replica_1", 7_000.0)  # killed part-way: no verdict
+    store("replica_2", 3_500.0).save_stop_reason("stopped at t = 3510.0 fs: a bond length deviates by 0.6 A")
+    assert script.main(["--report", "--out", str(tmp_path)]) == 0
+    rows = {line.split()[1]: line for line in capsys.readouterr().out.splitlines() if line.startswith("mol_500K")}
+    assert "20.00" in rows["0"] and "finished (cap 20 ps)" in rows["0"]
+    assert "7.00" in rows["1"] and "unfinished" in rows["1"]
+    assert "3.50" in rows["2"] and "UNSTABLE" in rows["2"]
+    assert script.main(["--report", "--out", str(tmp_path / "nothing")]) == 1
