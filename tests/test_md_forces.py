@@ -63,8 +63,8 @@ def test_overflow_is_flagged_and_sticky():
 
 
 def test_a_list_built_at_nan_positions_is_rebuilt_at_good_positions():
-    """An exploded run leaves a list with a NaN reference; restarted from good positions with that list (as a
-    reset replica is), the force function must rebuild it and give the model's forces, not keep the broken list."""
+    """A list built at NaN positions has a NaN reference; evaluated at good positions with that list, the force
+    function must rebuild it and give the model's forces, not keep its empty pair set (NaN > skin is False)."""
     system = builtin.ethanol()
     variables = init_variables(CONFIG, graph_from_system(system, CONFIG.cutoff, dtype=np.float64), seed=3)
     force_fn, nbrs = model_force_fn(make_energy_fn(CONFIG), variables, CONFIG.cutoff, system.numbers,

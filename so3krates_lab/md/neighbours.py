@@ -223,9 +223,10 @@ def update(nbrs: NeighbourList, positions, cell, shifts: np.ndarray, reach: floa
            pbc=(False, False, False), grid: CellGrid | None = None) -> NeighbourList:
     """Rebuild (inside jit) only when an atom moved more than skin / 2 since the last build; keep overflow sticky.
 
-    A non-finite displacement also rebuilds: a list built at NaN positions (an exploded run) has a NaN reference,
-    and `NaN > x` is False, so without this a run restarted from good positions with that list would keep it
-    (and its missing pairs) for ever.
+    A non-finite displacement also rebuilds: a list whose reference holds NaN (built at NaN positions, e.g. a
+    start structure with a NaN coordinate) would otherwise never be rebuilt, since `NaN > x` is False, and every
+    later step would use its empty pair set. NaN positions themselves give an empty list, so they stay visible
+    as NaN energies rather than as forces from a stale list.
     """
     moved = jnp.max(jnp.sum((positions - nbrs.reference) ** 2, axis=-1))
     needed = ~(moved <= (0.5 * skin) ** 2)  # True for NaN
