@@ -120,8 +120,10 @@ class BatchRelaxer:
     def run_chunk(self):
         """Advance busy slots one chunk; returns finished items [(tag, positions, energy eV, converged, steps)]."""
         before = np.where(self._fresh, 0, np.asarray(self.states.step))
-        self.states, fmax = self._advance(self.states, jnp.asarray(self._positions), jnp.asarray(self._fresh),
-                                          jnp.asarray(self.active))
+        # Copies: on the CPU, JAX may use a NumPy argument's memory without copying it while the call runs
+        # asynchronously, and these arrays are written right after (`_fresh` below, the others on the next load).
+        self.states, fmax = self._advance(self.states, np.array(self._positions), np.array(self._fresh),
+                                          np.array(self.active))
         self._fresh[:] = False
         _check_overflow(self.states.aux, "relaxation")
         fmax = np.asarray(fmax)
@@ -344,7 +346,13 @@ def explore_minima(force_fn, aux, numbers, positions, *, n_replicas: int = 8, te
                     since_start[r] = 0
                     prepare(r, restart_geometry(kind))
                 reset.clear()
-                md_states = md_round(md_states, md_positions, md_velocities, md_keys, md_fresh)
+                # Copies, never the arrays themselves: on the CPU, JAX uses a suitably aligned NumPy argument's
+                # memory without copying it while the call runs asynchronously, and md_fresh is cleared (the
+                # others refilled) right after. Passing md_fresh itself lost the re-initialisation in runs where
+                # its buffer happened to be aligned: every replica then ran MD from the blank all-zero state,
+                # went NaN and was reset, round after round (the intermittent notebook 05 hang).
+                md_states = md_round(md_states, md_positions.copy(), md_velocities.copy(), md_keys.copy(),
+                                     md_fresh.copy())
                 md_fresh[:] = False
                 _check_overflow(md_states.aux, "MD")
                 replica_positions = np.asarray(md_states.positions, np.float64)

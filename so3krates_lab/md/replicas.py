@@ -68,7 +68,7 @@ class ReplicaSimulation(Simulation):
 
     def _run_replica_chunk(self, start):
         while True:
-            end, out = self._chunk(start, jnp.asarray(self.active))
+            end, out = self._chunk(start, np.array(self.active))  # a copy: self.active is updated in place later
             if not self._overflowed(end):
                 return end, out
             if self.force_fn is None or not hasattr(self.force_fn, "reallocate"):
