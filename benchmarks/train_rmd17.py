@@ -44,7 +44,7 @@ def main(argv=None) -> int:
 
     from so3krates_lab.data import load
     from so3krates_lab.model import So3kratesConfig, make_energy_fn
-    from so3krates_lab.train import TrainConfig, evaluate, fit, refit_element_energies, to_device
+    from so3krates_lab.train import TrainConfig, evaluate, fit, load_checkpoint, refit_element_energies, to_device
 
     folder = args.data_dir / "rmd17"
     train_file = folder / f"rmd17_{args.molecule}_train_01.npz"
@@ -65,8 +65,6 @@ def main(argv=None) -> int:
     provenance = {"train_file": str(train_file), "train_sha256": pool.sha256, "test_file": str(test_file),
                   "test_sha256": test.sha256, "train_indices": order[:950].tolist(),
                   "valid_indices": order[950:1000].tolist()}
-    from so3krates_lab.train import load_checkpoint
-
     resumed = args.out / f"{name}.npz"
     steps_before = load_checkpoint(resumed).step if resumed.exists() and not args.fresh else 0
     start = time.perf_counter()
