@@ -86,10 +86,10 @@ def main(argv=None) -> int:
             rows.pop()
         if store.has_state():
             state = store.load_state(state)
-            # the neighbour list is not stored: rebuild it at the restored positions
-            _, _, aux = force_fn(state.positions, force_fn.reallocate(state.aux, state.positions,
-                                                                      state.aux.capacity))
-            state = state.replace(aux=aux)
+            if state.aux is not None:  # the neighbour list is not stored: rebuild it at the restored positions
+                _, _, aux = force_fn(state.positions, force_fn.reallocate(state.aux, state.positions,
+                                                                          state.aux.capacity))
+                state = state.replace(aux=aux)
         sim = Simulation(step, state, timestep_fs=args.timestep, dof=degrees_of_freedom(n), record_every=20,
                          chunk_steps=args.chunk, watchdogs=dogs, store=store, force_fn=force_fn,
                          conserved=step.conserved_energy)

@@ -32,6 +32,9 @@ def main(argv=None) -> int:
     p.add_argument("--degrees", default="1,2,3",
                    help='comma list of EV degrees; "" gives the invariant ablation (checkpoint name *_invariant_*)')
     p.add_argument("--batch-size", type=int, default=5)
+    p.add_argument("--anneal-to", type=float, default=None,
+                   help="with --minutes: decay the learning rate to this fraction over the budget "
+                        "(TrainConfig.anneal_to; checkpoint name *_anneal<value>_*)")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", type=Path,
@@ -58,9 +61,12 @@ def main(argv=None) -> int:
     degrees = tuple(int(d) for d in args.degrees.split(",") if d.strip())
     config = So3kratesConfig(ev_init=args.ev_init, degrees=degrees)
     tc = TrainConfig(max_steps=args.steps or 10**9, max_seconds=None if args.minutes is None else 60 * args.minutes,
-                     batch_size=args.batch_size, eval_every=args.eval_every, seed=args.seed)
+                     batch_size=args.batch_size, eval_every=args.eval_every, seed=args.seed,
+                     anneal_to=args.anneal_to)
     variant = args.ev_init if degrees == (1, 2, 3) else ("invariant" if not degrees else
                                                          "degrees" + "".join(map(str, degrees)))
+    if args.anneal_to is not None:
+        variant += f"_anneal{args.anneal_to:g}"
     name = f"rmd17_{args.molecule}_{variant}_seed{args.seed}"
     provenance = {"train_file": str(train_file), "train_sha256": pool.sha256, "test_file": str(test_file),
                   "test_sha256": test.sha256, "train_indices": order[:950].tolist(),
@@ -78,8 +84,8 @@ def main(argv=None) -> int:
     refit = evaluate(energy_fn, refit_element_energies(energy_fn, result.variables, train, config.cutoff),
                      test_device)
     print(f"\nrMD17 {args.molecule}, split 01 (950 train / 50 valid / 1000 test), ev_init={args.ev_init}, "
-          f"degrees {degrees}, "
-          f"batch {tc.batch_size or 'auto'}")
+          f"degrees {degrees}, batch {tc.batch_size or 'auto'}, learning rate {tc.learning_rate:g} decaying x0.1 per "
+          f"{tc.decay_steps} steps" + (f", annealed to x{tc.anneal_to:g} over the budget" if tc.anneal_to else ""))
     print(f"{'steps':>7s} {'best step':>9s} {'s/step':>7s} {'steps/s':>7s} {'steady/s':>8s} {'E MAE meV':>10s} "
           f"{'F MAE meV/A':>12s} "
           f"{'E RMSE':>8s} {'F RMSE':>8s}")

@@ -20,7 +20,8 @@ EVAL_CALLS = 20  # energy+forces calls per timed block
 
 def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, ase_steps: int | None = None,
              eval_calls: int = EVAL_CALLS, timestep_fs: float = 0.5, temperature_K: float = 300.0,
-             skin: float = 0.5, headroom: float = 1.3) -> dict:
+             skin: float = 0.5, headroom: float = 1.3, all_pairs: bool | None = None,
+             compare_list: bool = True) -> dict:
     """Side-by-side timings for one structure (a `System`, free or periodic) and one model (config, variables).
 
     Returns a dict: atoms, pairs (unordered pairs within the cutoff at the start), eval_ms (one jitted
@@ -28,10 +29,13 @@ def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, a
     skin neighbour list updated in-jit), ase_ms_per_step (ase.md.VelocityVerlet with `So3kratesCalculator`,
     blocks of `ase_steps` steps, default steps // 5 but at least 10; ase_steps=0 skips ASE and gives nan),
     compile_s (wall time of the first engine
-    chunk: tracing, compilation and one chunk), repeats, steps, neighbour_list ("cell" list or "all" pairs),
-    list_builds and reallocations of the engine's neighbour list. All times are medians over `repeats` blocks;
-    an eval block is `eval_calls` calls. skin (Angstrom) and headroom: the engine's neighbour list (see
-    `md.model_force_fn`); the list's pair capacity sets the engine's memory, which matters from ~10,000 atoms on.
+    chunk: tracing, compilation and one chunk), repeats, steps, neighbour_list (`force_fn.pairs` of
+    `md.model_force_fn`: "fixed" all-pairs graph, "list" or "cell" list), list_builds and reallocations of the
+    neighbour list. all_pairs: passed to `md.model_force_fn` (None: the fixed graph for small free molecules).
+    Where the engine runs on the fixed graph and compare_list is true, the neighbour-list engine is timed in the
+    same blocks: list_ms_per_step (else nan), and list_builds counts its rebuilds. All times are medians over
+    `repeats` blocks; an eval block is `eval_calls` calls. skin (Angstrom) and headroom: the engine's neighbour
+    list; its pair capacity sets the engine's memory, which matters from ~10,000 atoms on.
     """
     import jax
     import jax.numpy as jnp
@@ -53,20 +57,28 @@ def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, a
     jax.block_until_ready(evaluate(variables, graph))
 
     cell, pbc = system.box_and_pbc() if system.periodic else (None, (False,) * 3)
-    force_fn, nbrs = model_force_fn(energy_fn, variables, config.cutoff, system.numbers, system.positions, cell, pbc,
-                                    skin=skin, headroom=headroom)
     masses = masses_of(system.numbers)
     v0 = maxwell_boltzmann(masses, temperature_K, 0, None if system.periodic else system.positions)
-    init, step = velocity_verlet(force_fn, timestep_fs)
-    state = jax.jit(init)(jnp.asarray(system.positions, jnp.float32), jnp.asarray(v0, jnp.float32), masses,
-                          aux=nbrs)
-    sim = Simulation(step, state, timestep_fs=timestep_fs, dof=degrees_of_freedom(system.n_atoms, system.periodic),
-                     record_every=steps, chunk_steps=steps, watchdogs=None, force_fn=force_fn,
-                     periodic=system.periodic)
-    chunks = sim.chunks(steps * (repeats + 1), progress=False)
+
+    def engine(all_pairs):
+        """(chunk generator, force_fn, Simulation) of one engine; the first chunk (compile + warm-up) is run."""
+        force_fn, nbrs = model_force_fn(energy_fn, variables, config.cutoff, system.numbers, system.positions, cell,
+                                        pbc, skin=skin, headroom=headroom, all_pairs=all_pairs)
+        init, step = velocity_verlet(force_fn, timestep_fs)
+        state = jax.jit(init)(jnp.asarray(system.positions, jnp.float32), jnp.asarray(v0, jnp.float32), masses,
+                              aux=nbrs)
+        sim = Simulation(step, state, timestep_fs=timestep_fs, dof=degrees_of_freedom(system.n_atoms, system.periodic),
+                         record_every=steps, chunk_steps=steps, watchdogs=None, force_fn=force_fn,
+                         periodic=system.periodic)
+        chunks = sim.chunks(steps * (repeats + 1), progress=False)
+        next(chunks)
+        return chunks, force_fn, sim
+
     t0 = time.perf_counter()
-    next(chunks)  # compile + warm-up
+    chunks, force_fn, sim = engine(all_pairs)
     compile_s = time.perf_counter() - t0
+    # Where the engine chose the fixed all-pairs graph, the neighbour-list engine is timed beside it.
+    listed = engine(False) if compare_list and force_fn.pairs == "fixed" else None
 
     if ase_steps:
         atoms = Atoms(numbers=system.numbers, positions=system.positions, cell=cell, pbc=pbc)
@@ -75,7 +87,7 @@ def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, a
         dyn = VelocityVerlet(atoms, timestep_fs * units.fs)
         dyn.run(2)  # compile + warm-up
 
-    t_eval, t_engine, t_ase = [], [], []
+    t_eval, t_engine, t_list, t_ase = [], [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(eval_calls):
@@ -84,13 +96,21 @@ def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, a
         t0 = time.perf_counter()
         next(chunks)
         t_engine.append((time.perf_counter() - t0) / steps)
+        if listed is not None:
+            t0 = time.perf_counter()
+            next(listed[0])
+            t_list.append((time.perf_counter() - t0) / steps)
         if ase_steps:
             t0 = time.perf_counter()
             dyn.run(ase_steps)
             t_ase.append((time.perf_counter() - t0) / ase_steps)
+    list_sim = listed[2] if listed is not None else (sim if sim.state.aux is not None else None)
     return {"atoms": system.n_atoms, "pairs": int(np.sum(np.asarray(graph.pair_mask))),
             "eval_ms": 1e3 * float(np.median(t_eval)), "engine_ms_per_step": 1e3 * float(np.median(t_engine)),
             "ase_ms_per_step": 1e3 * float(np.median(t_ase)) if t_ase else float("nan"), "compile_s": compile_s, "repeats": repeats,
-            "steps": steps, "neighbour_list": "all" if force_fn.grid is None else "cell",
-            "list_builds": int(sim.state.aux.builds), "reallocations": sim.reallocations,
-            "capacity": int(sim.state.aux.capacity), "skin": skin}
+            "steps": steps, "neighbour_list": force_fn.pairs,
+            "list_builds": int(list_sim.state.aux.builds) if list_sim is not None else 0,
+            "reallocations": sim.reallocations,
+            "list_ms_per_step": 1e3 * float(np.median(t_list)) if t_list else float("nan"),
+            "capacity": system.n_atoms * (system.n_atoms - 1) // 2 if sim.state.aux is None
+            else int(sim.state.aux.capacity), "skin": skin}

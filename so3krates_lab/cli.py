@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=None, help="default: the spec's rule by training set size")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--decay-steps", type=int, default=100_000, help="steps per factor-10 learning-rate decay")
+    t.add_argument("--anneal-to", type=float, default=None,
+                   help="with --minutes: decay the learning rate to this fraction of its value over the budget")
     t.add_argument("--amsgrad", action="store_true")
     t.add_argument("--eval-every", type=int, default=100)
     t.add_argument("--patience", type=int, default=None, help="validations without improvement before stopping")
@@ -91,7 +93,7 @@ def main(argv=None) -> int:
                      learning_rate=args.lr, decay_steps=args.decay_steps, amsgrad=args.amsgrad,
                      batch_size=args.batch_size, eval_every=args.eval_every, patience=args.patience,
                      energy_weight=args.energy_weight, force_weight=args.force_weight, seed=args.seed,
-                     devices=args.devices)
+                     devices=args.devices, anneal_to=args.anneal_to)
     provenance = {"data_file": str(Path(args.data).resolve()), "data_sha256": data.sha256, "split": split.to_dict(),
                   "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom"},
                   "command": "so3krates-train " + " ".join(sys.argv[1:] if argv is None else argv)}

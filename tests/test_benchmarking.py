@@ -18,13 +18,17 @@ def test_md_speed_times_eval_engine_and_ase_on_the_given_structure():
     variables = init_variables(TINY, graph_from_system(mol, TINY.cutoff), seed=0)
     row = md_speed(mol, TINY, variables, steps=10, repeats=1, temperature_K=50.0)
     assert row["atoms"] == 9 and row["pairs"] == 36  # every pair of ethanol's 9 atoms is within 5 A
-    for key in ("eval_ms", "engine_ms_per_step", "ase_ms_per_step", "compile_s"):
+    # ethanol's 36 pairs fit in fewer slots than a list would get: the engine runs on the fixed graph, and the
+    # list engine is timed beside it
+    assert row["neighbour_list"] == "fixed" and row["capacity"] == 36
+    for key in ("eval_ms", "engine_ms_per_step", "list_ms_per_step", "ase_ms_per_step", "compile_s"):
         assert math.isfinite(row[key]) and row[key] > 0, (key, row[key])
-    # a tighter list (smaller skin and headroom) has fewer pair slots; ase_steps=0 skips ASE
+    # forced onto a tight list (small skin and headroom): no side timing; ase_steps=0 skips ASE
     tight = md_speed(mol, TINY, variables, steps=10, repeats=1, temperature_K=50.0, ase_steps=0, skin=0.1,
-                     headroom=1.0)
+                     headroom=1.0, all_pairs=False)
+    assert tight["neighbour_list"] == "list" and math.isnan(tight["list_ms_per_step"])
     assert math.isnan(tight["ase_ms_per_step"]) and math.isfinite(tight["engine_ms_per_step"])
-    assert tight["skin"] == 0.1 and tight["capacity"] <= row["capacity"]
+    assert tight["skin"] == 0.1 and tight["capacity"] == 36 and tight["list_builds"] >= 1
 
 
 def test_md_speed_refuses_empty_runs():

@@ -96,7 +96,8 @@ def test_overflow_reallocation_reproduces_the_ample_capacity_trajectory():
     runs = {}
     for capacity in (None, 12):
         force_fn, nbrs = model_force_fn(make_energy_fn(config), variables, config.cutoff, system.numbers,
-                                        system.positions, skin=0.1, capacity=capacity, dtype=jnp.float64)
+                                        system.positions, skin=0.1, capacity=capacity, dtype=jnp.float64,
+                                        all_pairs=False)
         init, step = velocity_verlet(force_fn, 0.5)
         state = init(jnp.asarray(system.positions), jnp.asarray(v0), masses, aux=nbrs)
         sim = Simulation(step, state, timestep_fs=0.5, dof=degrees_of_freedom(9), record_every=10,

@@ -27,7 +27,7 @@ def test_skin_list_force_fn_matches_the_model(kind):
     variables = init_variables(CONFIG, graph_from_system(system, CONFIG.cutoff, dtype=np.float64), seed=3)
     cell, pbc = (system.cell, system.pbc) if system.periodic else (None, (False,) * 3)
     force_fn, nbrs = model_force_fn(make_energy_fn(CONFIG), variables, CONFIG.cutoff, system.numbers, system.positions, cell,
-                                   pbc, skin=1.0, dtype=jnp.float64)
+                                   pbc, skin=1.0, dtype=jnp.float64, all_pairs=False)
     step = fast_jit(force_fn)
     rng = np.random.default_rng(0)
     # A displacement below skin/2 keeps the list; one above it forces a rebuild; unwrapped coordinates (whole
@@ -54,7 +54,7 @@ def test_overflow_is_flagged_and_sticky():
     system = builtin.ethanol()
     variables = init_variables(CONFIG, graph_from_system(system, CONFIG.cutoff, dtype=np.float64), seed=3)
     force_fn, nbrs = model_force_fn(make_energy_fn(CONFIG), variables, CONFIG.cutoff, system.numbers,
-                                   system.positions, capacity=10, dtype=jnp.float64)
+                                   system.positions, capacity=10, dtype=jnp.float64, all_pairs=False)
     assert bool(nbrs.overflow) and int(nbrs.n_pairs) == 36  # 9 atoms, all 36 pairs within 5.5 A
     grown = force_fn.reallocate(nbrs, system.positions, 40)
     assert not bool(grown.overflow) and int(jnp.sum(grown.pair_mask)) == 36
@@ -68,7 +68,7 @@ def test_a_list_built_at_nan_positions_is_rebuilt_at_good_positions():
     system = builtin.ethanol()
     variables = init_variables(CONFIG, graph_from_system(system, CONFIG.cutoff, dtype=np.float64), seed=3)
     force_fn, nbrs = model_force_fn(make_energy_fn(CONFIG), variables, CONFIG.cutoff, system.numbers,
-                                   system.positions, dtype=jnp.float64)
+                                   system.positions, dtype=jnp.float64, all_pairs=False)
     step = fast_jit(force_fn)
     _, _, broken = step(jnp.full_like(jnp.asarray(system.positions), jnp.nan), nbrs)
     assert np.isnan(np.asarray(broken.reference)).all() and int(jnp.sum(broken.pair_mask)) == 0
@@ -136,7 +136,8 @@ def test_all_pairs_force_fn_matches_the_neighbour_list_beyond_the_cutoff():
     positions = np.concatenate([system.positions, system.positions + [7.0, 0.0, 0.0]])
     variables = init_variables(CONFIG, graph_from_system(system, CONFIG.cutoff, dtype=np.float64), seed=3)
     energy_fn = make_energy_fn(CONFIG)
-    listed, nbrs = model_force_fn(energy_fn, variables, CONFIG.cutoff, numbers, positions, dtype=jnp.float64)
+    listed, nbrs = model_force_fn(energy_fn, variables, CONFIG.cutoff, numbers, positions, dtype=jnp.float64,
+                                  all_pairs=False)
     every, aux = model_force_fn(energy_fn, variables, CONFIG.cutoff, numbers, positions, dtype=jnp.float64,
                                 all_pairs=True)
     assert aux is None and int(nbrs.n_pairs) < len(numbers) * (len(numbers) - 1) // 2  # some pairs are far
@@ -157,3 +158,31 @@ def test_all_pairs_force_fn_matches_the_neighbour_list_beyond_the_cutoff():
     with pytest.raises(ValueError, match="free molecules"):
         model_force_fn(energy_fn, variables, CONFIG.cutoff, numbers, positions, cell=np.eye(3) * 20,
                        pbc=(True, True, True), all_pairs=True)
+
+
+def test_the_fixed_all_pairs_graph_is_chosen_only_where_it_has_no_more_pair_slots_than_a_list():
+    """Default all_pairs=None: ethanol (36 pairs, list capacity about 47) gets the fixed graph; a list capacity
+    below 36, a periodic cell or an explicit all_pairs=False gets the neighbour list. Same energy either way."""
+    system = builtin.ethanol()
+    variables = init_variables(CONFIG, graph_from_system(system, CONFIG.cutoff, dtype=np.float64), seed=3)
+    energy_fn = make_energy_fn(CONFIG)
+
+    def build(**kw):
+        return model_force_fn(energy_fn, variables, CONFIG.cutoff, system.numbers, system.positions,
+                              dtype=jnp.float64, **kw)
+
+    auto, aux = build()
+    assert auto.pairs == "fixed" and aux is None
+    for kw in ({"capacity": 35}, {"all_pairs": False}):
+        listed, nbrs = build(**kw)
+        assert listed.pairs == "list" and nbrs is not None
+    water = builtin.water_box(2, seed=1)
+    periodic, nbrs = model_force_fn(energy_fn, variables, CONFIG.cutoff, water.numbers, water.positions, water.cell,
+                                    water.pbc, dtype=jnp.float64)
+    assert periodic.pairs == "list" and nbrs is not None
+    listed, nbrs = build(all_pairs=False)
+    moved = jnp.asarray(system.positions + 0.05 * np.random.default_rng(2).normal(size=system.positions.shape))
+    e_auto, f_auto, _ = fast_jit(auto)(moved, None)
+    e_list, f_list, _ = fast_jit(listed)(moved, nbrs)
+    assert float(e_auto) == pytest.approx(float(e_list), abs=1e-9)
+    np.testing.assert_allclose(np.asarray(f_auto), np.asarray(f_list), atol=1e-9)

@@ -110,6 +110,39 @@ def test_callback_stops_training_and_keyboard_interrupt_saves(data, tmp_path):
     assert load_checkpoint(tmp_path / "c.npz").step == 15
 
 
+def test_annealing_over_the_time_budget_shrinks_the_updates(data, monkeypatch):
+    """TrainConfig(anneal_to=...) multiplies each update by anneal_to ** (elapsed / max_seconds). With a fake
+    clock (1 s per reading, about 2 readings per step, budget 100 s) and anneal_to=1e-10 the rate falls by 10x
+    every 5 steps, so 20 annealed steps move the parameters far less than 20 plain ones; anneal_to=1 changes
+    nothing at all."""
+    import importlib
+    import types
+
+    fit_module = importlib.import_module("so3krates_lab.train.fit")
+    clock = iter(range(10**6))
+    monkeypatch.setattr(fit_module, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    train, valid = data
+    base = dict(max_steps=20, eval_every=20, batch_size=4, learning_rate=3e-3, seed=0, max_seconds=100.0)
+    start = fit(train, valid, CONFIG, TrainConfig(**{**base, "max_steps": 0}), progress=False).variables["params"]
+
+    def moved(**kw):
+        result = fit(train, valid, CONFIG, TrainConfig(**base, **kw), progress=False)
+        assert result.step == 20  # the fake budget never runs out
+        return result.variables["params"], sum(float(jnp.sum((a - b) ** 2)) for a, b in
+                                              zip(jax.tree.leaves(result.variables["params"]), jax.tree.leaves(start)))
+
+    plain, d_plain = moved()
+    _, d_annealed = moved(anneal_to=1e-10)
+    same, _ = moved(anneal_to=1.0)
+    assert d_annealed < 0.2 * d_plain, (d_annealed, d_plain)
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(same)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="max_seconds"):
+        TrainConfig(anneal_to=0.1)
+    with pytest.raises(ValueError, match="anneal_to"):
+        TrainConfig(anneal_to=0.0, max_seconds=10.0)
+
+
 def test_the_train_step_compiles_once(data, monkeypatch):
     """Per-step cost is the compiled step: after warm-up nothing recompiles."""
     import sys

@@ -13,7 +13,7 @@ from . import neighbours as nl
 
 def model_force_fn(energy_fn, variables, cutoff: float, numbers, positions, cell=None,
                    pbc=(False, False, False), skin: float = 0.5, capacity: int | None = None, headroom: float = 1.3,
-                   dtype=jnp.float32, cell_list: bool | None = None, all_pairs: bool = False):
+                   dtype=jnp.float32, cell_list: bool | None = None, all_pairs: bool | None = None):
     """(force_fn, neighbour list) for one structure and any energy_fn(variables, graph) -> (G,) energies.
 
     force_fn(positions, nbrs) -> (energy eV, forces (N, 3) eV/A, nbrs) updates the list in-jit when needed;
@@ -25,13 +25,18 @@ def model_force_fn(energy_fn, variables, cutoff: float, numbers, positions, cell
     all_pairs: for a free molecule of a few dozen atoms, a fixed graph of every pair i < j and no neighbour list
     at all: the returned aux is None and force_fn(positions, None) -> (energy, forces, None). Pairs beyond the
     cutoff cost compute but contribute exactly zero (the cutoff function vanishes there), so the energy is the
-    same as with a list; what it saves is the per-step list check, which under `jax.vmap` (batched relaxation,
-    replicas) becomes a full list rebuild on every step because both branches of the `lax.cond` are evaluated.
+    same as with a list; what it saves is the per-step list check and the occasional rebuild (and, under
+    `jax.vmap` (batched relaxation, replicas), a full list rebuild on every step, because both branches of the
+    `lax.cond` are evaluated there). None (default) chooses it for a free structure whenever the fixed graph has
+    no more pair slots than the list would get (`capacity`, or the pairs within cutoff + skin at the start
+    times `headroom`): then it is never slower, and it cannot overflow. False always uses a list.
+    force_fn.pairs says which ran: "fixed" (every pair), "list" (all-pairs list builds) or "cell" (cell list).
     """
     numbers = np.asarray(numbers)
     n = len(numbers)
+    periodic = cell is not None and any(pbc)
     if all_pairs:
-        if cell is not None and any(pbc):
+        if periodic:
             raise ValueError("all_pairs=True is for free molecules (no periodic cell); use the neighbour list")
         return _all_pairs_force_fn(energy_fn, variables, numbers, dtype), None
     pbc = tuple(bool(p) for p in pbc) if cell is not None else (False, False, False)
@@ -53,6 +58,8 @@ def model_force_fn(energy_fn, variables, cutoff: float, numbers, positions, cell
     if capacity is None:
         probe = nl.build(start, cell_arr, shifts, reach, 1, pbc, grid=grid, bin_capacity=bin_capacity)
         capacity = max(int(np.ceil(int(probe.n_pairs) * headroom)), 8)
+    if all_pairs is None and not cell_list and not periodic and n >= 2 and n * (n - 1) // 2 <= capacity:
+        return _all_pairs_force_fn(energy_fn, variables, numbers, dtype), None
     nbrs = nl.build(start, cell_arr, shifts, reach, capacity, pbc, grid=grid, bin_capacity=bin_capacity)
     z = jnp.asarray(numbers, jnp.int32)
 
@@ -73,6 +80,7 @@ def model_force_fn(energy_fn, variables, cutoff: float, numbers, positions, cell
 
     force_fn.reallocate = reallocate
     force_fn.grid = grid
+    force_fn.pairs = "list" if grid is None else "cell"
     return force_fn, nbrs
 
 
@@ -118,4 +126,5 @@ def _all_pairs_force_fn(energy_fn, variables, numbers, dtype):
         return energy, forces, aux
 
     force_fn.grid = None
+    force_fn.pairs = "fixed"
     return force_fn

@@ -79,7 +79,8 @@ class So3krates(nn.Module):
         e = _dense(1, dtype, name="readout_out")(silu(_dense(F, dtype, name="readout_hidden")(x)))[:, 0]
         shift = self.variable("constants", "element_energy", lambda: jnp.zeros(N_ELEMENTS, dtype))
         scale = self.variable("constants", "energy_scale", lambda: jnp.ones((), dtype))
-        e = scale.value.astype(dtype) * e + shift.value.astype(dtype)[graph.numbers]
+        # jnp.asarray: constants loaded from a checkpoint may be NumPy arrays, which cannot be indexed by a tracer
+        e = jnp.asarray(scale.value, dtype) * e + jnp.asarray(shift.value, dtype)[graph.numbers]
         e = jnp.where(graph.atom_mask, e, jnp.zeros_like(e))
         if per_atom:
             return e

@@ -53,6 +53,10 @@ class TrainConfig:
     global norm clip_norm; Adam or AMSGrad. batch_size None follows `default_batch_size`. Validation every
     eval_every steps; early stopping after `patience` validations without improvement (None: never).
     max_seconds: stop (after a final validation) once this much wall time has passed in this call.
+    anneal_to: with max_seconds, also decay the learning rate over the time budget: every update is multiplied
+    by anneal_to ** (elapsed / max_seconds), so the rate ends at anneal_to times its scheduled value when the
+    budget runs out (a short run then ends at a small rate instead of mid-descent). Which step sees which rate
+    depends on the machine's speed, so such a run is not reproducible step for step; None: no annealing.
     """
 
     max_steps: int = 10_000
@@ -70,6 +74,14 @@ class TrainConfig:
     force_weight: float = 0.99
     seed: int = 0
     devices: int | None = None  # how many local devices to train on (None: all of them)
+    anneal_to: float | None = None
+
+    def __post_init__(self):
+        if self.anneal_to is not None:
+            if not 0 < self.anneal_to <= 1:
+                raise ValueError(f"anneal_to={self.anneal_to} must be in (0, 1]")
+            if self.max_seconds is None:
+                raise ValueError("anneal_to decays the learning rate over the time budget: set max_seconds too")
 
     def optimizer(self) -> optax.GradientTransformation:
         schedule = optax.exponential_decay(self.learning_rate, self.decay_steps, self.decay_rate)
@@ -180,8 +192,9 @@ def fit(
         best = {"loss": saved.metadata.get("best_loss", math.inf), "step": saved.metadata.get("best_step", 0),
                 "variables": jax.tree.map(jnp.asarray, best_saved.variables)}
 
-    def local_step(params, opt_state, constants, data, indices):
+    def local_step(params, opt_state, constants, data, indices, rate_factor):
         # One device's share of the batch; sums over the mesh make loss and gradients those of the whole batch.
+        # rate_factor scales the optimiser's updates (the learning rate: Adam's update is proportional to it).
         graph, labels = gather_batch(data, indices)
         counts = jax.lax.psum(label_counts(graph), DATA_AXIS)
 
@@ -192,10 +205,11 @@ def fit(
         (loss, parts), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
         loss, parts, grads = jax.lax.psum((loss, parts, grads), DATA_AXIS)
         updates, opt_state = tx.update(grads, opt_state, params)
+        updates = jax.tree.map(lambda u: u * rate_factor.astype(u.dtype), updates)
         return optax.apply_updates(params, updates), opt_state, loss, parts
 
     rep, shard = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec(DATA_AXIS)
-    train_step = jax.jit(jax.shard_map(local_step, mesh=mesh, in_specs=(rep, rep, rep, rep, shard),
+    train_step = jax.jit(jax.shard_map(local_step, mesh=mesh, in_specs=(rep, rep, rep, rep, shard, rep),
                                        out_specs=(rep, rep, rep, rep)),
                          donate_argnums=(0, 1), compiler_options=compiler_options())
     params, opt_state = jax.device_put((variables["params"], opt_state), replicated)
@@ -220,7 +234,10 @@ def fit(
             epoch, k = divmod(step, steps_per_epoch)
             order = _epoch_order(tc.seed, epoch, len(train))
             indices = jax.device_put(np.asarray(order[k * batch_size:(k + 1) * batch_size], np.int32), split)
-            params, opt_state, loss, _ = train_step(params, opt_state, constants, train_data, indices)
+            rate_factor = 1.0 if tc.anneal_to is None else \
+                tc.anneal_to ** min((time.perf_counter() - t0) / tc.max_seconds, 1.0)
+            params, opt_state, loss, _ = train_step(params, opt_state, constants, train_data, indices,
+                                                    np.float32(rate_factor))
             step += 1
             losses.append(loss)
             bar.update(1)
