@@ -92,15 +92,25 @@ def _hovered_minimum(page, x: float, y: float) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _point_centres(widget) -> list[tuple[float, float]]:
-    """Page coordinates of the centres of every plotted marker in the plotly graph(s) inside `widget`."""
+def _point_centres(widget, at_least: int = 2) -> list[tuple[float, float]]:
+    """Page coordinates of the centres of every plotted marker in the plotly graph(s) inside `widget`. A plotly
+    widget draws its markers after the kernel has gone idle (and later still on a loaded machine), so this waits,
+    up to CONTROL_TIMEOUT_S, until at least `at_least` markers are laid out, then returns what is there."""
     points = widget.locator(".scatterlayer .trace .points path")
-    centres = []
-    for k in range(points.count()):
-        box = points.nth(k).bounding_box()
-        if box is not None:
-            centres.append((box["x"] + box["width"] / 2, box["y"] + box["height"] / 2))
-    return centres
+
+    def centres(_page=None) -> list[tuple[float, float]]:
+        found = []
+        for k in range(points.count()):
+            box = points.nth(k).bounding_box()
+            if box is not None and box["width"] > 0:
+                found.append((box["x"] + box["width"] / 2, box["y"] + box["height"] / 2))
+        return found
+
+    try:
+        return wait_until(widget.page, centres, lambda found: len(found) >= at_least, CONTROL_TIMEOUT_S,
+                          f"at least {at_least} plotted markers")
+    except TimeoutError:
+        return centres()  # the caller's assertion reports how many there were
 
 
 def _mode_details(page) -> str:
