@@ -112,5 +112,4 @@ def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, a
             "list_builds": int(list_sim.state.aux.builds) if list_sim is not None else 0,
             "reallocations": sim.reallocations,
             "list_ms_per_step": 1e3 * float(np.median(t_list)) if t_list else float("nan"),
-            "capacity": system.n_atoms * (system.n_atoms - 1) // 2 if sim.state.aux is None
-            else int(sim.state.aux.capacity), "skin": skin}
+            "capacity": force_fn.n_pairs if sim.state.aux is None else int(sim.state.aux.capacity), "skin": skin}

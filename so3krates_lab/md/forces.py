@@ -30,7 +30,8 @@ def model_force_fn(energy_fn, variables, cutoff: float, numbers, positions, cell
     `lax.cond` are evaluated there). None (default) chooses it for a free structure whenever the fixed graph has
     no more pair slots than the list would get (`capacity`, or the pairs within cutoff + skin at the start
     times `headroom`): then it is never slower, and it cannot overflow. False always uses a list.
-    force_fn.pairs says which ran: "fixed" (every pair), "list" (all-pairs list builds) or "cell" (cell list).
+    force_fn.pairs says which ran: "fixed" (every pair), "list" (all-pairs list builds) or "cell" (cell list);
+    force_fn.n_pairs is the fixed graph's pair slots (None for a list: its slots are `nbrs.capacity`).
     """
     numbers = np.asarray(numbers)
     n = len(numbers)
@@ -81,6 +82,7 @@ def model_force_fn(energy_fn, variables, cutoff: float, numbers, positions, cell
     force_fn.reallocate = reallocate
     force_fn.grid = grid
     force_fn.pairs = "list" if grid is None else "cell"
+    force_fn.n_pairs = None  # the list's slots are nbrs.capacity, which grows on reallocation
     return force_fn, nbrs
 
 
@@ -127,4 +129,5 @@ def _all_pairs_force_fn(energy_fn, variables, numbers, dtype):
 
     force_fn.grid = None
     force_fn.pairs = "fixed"
+    force_fn.n_pairs = len(i)  # the fixed graph's slots (stored once per pair i < j)
     return force_fn
