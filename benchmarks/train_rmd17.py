@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--ev-init", choices=("zeros", "neighbours"), default="zeros")
     p.add_argument("--degrees", default="1,2,3",
                    help='comma list of EV degrees; "" gives the invariant ablation (checkpoint name *_invariant_*)')
-    p.add_argument("--batch-size", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=5, help="structures per step (other than 5: checkpoint name *_batch<n>_*)")
     p.add_argument("--anneal-to", type=float, default=None,
                    help="with --minutes: decay the learning rate to this fraction over the budget "
                         "(TrainConfig.anneal_to; checkpoint name *_anneal<value>_*)")
@@ -67,6 +67,8 @@ def main(argv=None) -> int:
                                                          "degrees" + "".join(map(str, degrees)))
     if args.anneal_to is not None:
         variant += f"_anneal{args.anneal_to:g}"
+    if args.batch_size != 5:
+        variant += f"_batch{args.batch_size}"
     name = f"rmd17_{args.molecule}_{variant}_seed{args.seed}"
     provenance = {"train_file": str(train_file), "train_sha256": pool.sha256, "test_file": str(test_file),
                   "test_sha256": test.sha256, "train_indices": order[:950].tolist(),
