@@ -71,6 +71,7 @@ class Row:
     builtin: bool
     note: str = ""
     xla_compile_s: float | None = None  # lower + compile only, without the first execution (JSON only)
+    faults_per_call: float | None = None  # minor page faults per timed call
 
 
 # --- Systems --------------------------------------------------------------------------------------------------
@@ -204,14 +205,17 @@ def measure(name: str, args, log) -> Row | None:
     def call():
         jax.block_until_ready(jitted(variables, graph))
 
-    # Warm-up: up to `warmup` calls, but stop after about a second (large systems take seconds per call).
+    # Warm-up: `warmup` calls, but stop after about 30 s (the largest boxes take seconds per call). With the tuned
+    # allocator the heap grows to its steady size over the first few calls (water-1536: 3 calls).
     t0 = time.perf_counter()
     for _ in range(args.warmup):
         call()
-        if time.perf_counter() - t0 > 1.0:
+        if time.perf_counter() - t0 > 30.0:
             break
     log(f"[{name}] compiled in {row.compile_s:.1f} s; timing")
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     times = time_calls(call, args.min_repeats, max(args.repeats, args.min_repeats), args.budget)
+    row.faults_per_call = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / len(times)
     median_s = float(np.median(times))
     row.median_ms = median_s * 1e3
     row.evals_per_s = 1.0 / median_s
@@ -230,7 +234,7 @@ COLUMNS = [
     ("ms", "median_ms"), ("eval/s", "evals_per_s"), ("us/atom", "us_per_atom"), ("compile s", "compile_s"),
     ("NL ms", "neighbour_ms"), ("bound ms", "bound_ms"), ("x bound", "ratio_to_bound"),
     ("ref ms", "reference_ms"), ("target ms", "target_ms"), ("XLA temp MB", "xla_temp_mb"),
-    ("RSS peak MB", "rss_peak_mb"), ("calls", "calls"),
+    ("RSS peak MB", "rss_peak_mb"), ("faults/call", "faults_per_call"), ("calls", "calls"),
 ]
 
 
@@ -245,7 +249,7 @@ def _fmt(value, key: str) -> str:
         return f"{value:.1f}"
     if key in ("compile_s",):
         return f"{value:.1f}"
-    if key in ("xla_temp_mb", "rss_peak_mb"):
+    if key in ("xla_temp_mb", "rss_peak_mb", "faults_per_call"):
         return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
     if value >= 100:
         return f"{value:.0f}"
@@ -295,7 +299,8 @@ def notes(rows: list[Row], skipped: list[str]) -> str:
         "wall time of one jitted energy+forces call (block_until_ready each); us/atom = ms per atom in",
         "microseconds; compile s = wall time of the first call (trace + compile + run); NL ms = host neighbour",
         "list (neighbour_pairs, median); XLA temp MB = compiled.memory_analysis().temp_size_in_bytes;",
-        "RSS peak MB = process peak resident memory after that system (ru_maxrss, cumulative).",
+        "RSS peak MB = process peak resident memory after that system (ru_maxrss, cumulative); faults/call =",
+        "minor page faults per timed call (memory the allocator handed back and the next call touched again).",
         f"Bound: bound ms = directed pairs x {FLOP_PER_PAIR / 1e6:.2f} MFLOP / {PEAK_FLOPS / 1e9:.0f} GFLOP/s. "
         "The default",
         f"model costs about {FLOP_PER_PAIR / 1e6:.2f} MFLOP per directed pair for energy+forces, and these CPUs reach",
@@ -346,7 +351,7 @@ def header_text(args) -> str:
         f"devices: {jax.devices()}",
         f"versions: python {platform.python_version()}, jax {jax.__version__}, jaxlib {jaxlib.__version__}, "
         f"flax {flax.__version__}, numpy {np.__version__}",
-        f"dtype {args.dtype}, ynn fusion {args.ynn}, seed {args.seed}, data {args.data_dir}, memory limit "
+        f"dtype {args.dtype}, ynn fusion {args.ynn}, malloc {args.malloc}, seed {args.seed}, data {args.data_dir}, memory limit "
         + (f"{args.max_memory_gb:.1f} GiB" if args.max_memory_gb else "none")
         + (f", load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}" if load else ""),
     ]
@@ -383,12 +388,15 @@ def parse_args(argv=None):
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--ynn", choices=("on", "off"), default="off",
                    help="XLA:CPU YNNPACK dot fusions (off = the library default; on = XLA's default)")
+    p.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
+                   help="tuned: so3krates_lab.memory.tune_malloc() before JAX starts (the library's tools do "
+                        "this); default: glibc's own settings")
     p.add_argument("--repeats", type=int, default=None,
                    help="at most this many timed calls per system (default 200, quick 50); at least --min-repeats")
     p.add_argument("--min-repeats", type=int, default=5, help="at least this many timed calls per system")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds of timed calls per system before stopping early (default 3, quick 1)")
-    p.add_argument("--warmup", type=int, default=3, help="warm-up calls after compilation (stop after ~1 s)")
+    p.add_argument("--warmup", type=int, default=5, help="warm-up calls after compilation (stop after ~30 s)")
     p.add_argument("--nl-repeats", type=int, default=5, help="neighbour-list timings per system (median)")
     p.add_argument("--max-memory-gb", type=float, default=None,
                    help="do not run a system whose compiled program needs more (XLA temp + arguments + outputs); "
@@ -421,6 +429,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.malloc == "tuned":
+        from so3krates_lab.memory import tune_malloc
+
+        tune_malloc()
     import jax
 
     if args.dtype == "float64":

@@ -1,0 +1,64 @@
+"""so3krates_lab.memory.tune_malloc: the glibc settings apply once, can be refused, and stop the per-call page faults.
+
+Each case runs in a fresh interpreter: the settings are process-wide and must be made before JAX starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt settings exist only in glibc")
+
+# A jitted gradient of gather -> tanh -> segment_sum on 40,000 pairs x 128 features: the model's pattern, with
+# temporary buffers of tens of MB. Prints minor page faults per call after warm-up.
+_FAULTS = """
+import json, resource, sys
+if sys.argv[1] == "tuned":
+    from so3krates_lab.memory import tune_malloc
+    tune_malloc()
+import jax, jax.numpy as jnp, numpy as np
+n, p = 2000, 40000
+idx = jnp.asarray(np.random.default_rng(0).integers(0, n, (2, p)), jnp.int32)
+def energy(x):
+    m = jnp.tanh(x[idx[0]] * x[idx[1]])
+    return jnp.sum(jax.ops.segment_sum(m, idx[0], num_segments=n) ** 2)
+f = jax.jit(jax.grad(energy))
+x = jnp.full((n, 128), 0.1, jnp.float32)
+for _ in range(20):  # the tuned heap grows in 64 MB steps until it holds a whole call
+    f(x).block_until_ready()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    f(x).block_until_ready()
+print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10))
+"""
+
+
+def _run(code: str, *args: str, env: dict | None = None) -> str:
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
+                         env=None if env is None else {**os.environ, **env})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_settings_apply_once_and_can_be_refused():
+    code = ("import json; from so3krates_lab.memory import tune_malloc, malloc_tuned; "
+            "a = tune_malloc(); b = tune_malloc(); print(json.dumps([a, b, malloc_tuned()]))")
+    first, second, tuned = json.loads(_run(code, env={"SO3KRATES_TUNE_MALLOC": "1"}))
+    assert first == second and tuned is True
+    assert first == {"arena_max": 1, "mmap_max": 0, "trim_threshold": 2**31 - 1, "top_pad": 64 << 20}
+    refused = json.loads(_run(code, env={"SO3KRATES_TUNE_MALLOC": "0"}))
+    assert refused == [{}, {}, False]
+
+
+def test_tuned_malloc_stops_the_per_call_page_faults():
+    default = json.loads(_run(_FAULTS, "default"))
+    if default < 1000:
+        pytest.skip(f"glibc's default settings fault only {default:.0f} times per call here: nothing to stop")
+    tuned = json.loads(_run(_FAULTS, "tuned"))
+    assert tuned <= 0.01 * default, f"tuned {tuned:.0f} vs default {default:.0f} minor page faults per call"
