@@ -9,14 +9,16 @@ and water-1536 about 330,000; `benchmarks/speed.py --malloc default|tuned` measu
 
 `tune_malloc()` changes four process-wide glibc settings so that freed memory stays mapped and is reused: one
 arena for all threads (the main heap, which grows with brk and honours the trim threshold), no mmap for large
-blocks, no trimming of the heap's top, and a 64 MB growth step. The heap needs some 10-20 calls to reach its
+blocks, no trimming of the heap's top, and a 64 MB growth step. The heap needs a few calls (water-1536: 3) to reach its
 steady size; after that those systems run without page faults.
 
 The price: the process keeps its peak heap size instead of handing freed memory back, and all threads share one
-allocator lock. Small molecules never reach the thresholds and gain nothing; in side-by-side runs they were
-0-25% slower tuned (aspirin energy+forces, batch-1 aspirin training steps), so use it for periodic boxes and
-molecules of a hundred atoms or more, not by default. Importing this package never calls it; the speed benchmark
-does (unless --malloc default) and so does the speed-and-scaling notebook.
+allocator lock. Small molecules never reach the thresholds and only pay for the shared lock: in side-by-side
+runs of `benchmarks/speed.py` ethanol took 1.85-1.90 ms tuned against 1.23-1.44 ms, aspirin 3.5-5.2 against
+2.6-2.7 ms. So use it for periodic boxes and molecules of a hundred atoms or more, not by default. (Two arenas
+instead of one kept the small molecules' speed but left the large systems' faults in some runs and not in
+others, depending on which thread got which arena.) Importing this package never calls it; the speed benchmark
+does with --malloc tuned, and the speed-and-scaling notebook does.
 
 Call it first, before JAX runs anything: threads that have already allocated keep their own arenas, and then only
 part of the gain remains. Set SO3KRATES_TUNE_MALLOC=0 to make the call do nothing. Other C libraries (musl,
