@@ -1,28 +1,32 @@
-"""Keep XLA:CPU's temporary buffers in resident memory between calls (glibc malloc settings), for large systems.
+"""Keep XLA:CPU's temporary buffers in resident memory between calls: no page faults on every call.
 
-Why: every call of a compiled function allocates its temporary buffers and frees them on return. Under glibc's
-default malloc, a buffer of more than a few tens of MB that a worker thread allocates lives in a fresh memory
-mapping (a new heap of the thread's arena, or a plain mmap above the mmap threshold) that is unmapped again when
-it is freed, so the next call touches brand-new pages. On the 2-core development machines one energy+forces call
-of the buckyball catcher (148 atoms, XLA temp 76 MB) took about 19,400 minor page faults, water-192 about 41,000
-and water-1536 about 330,000; `benchmarks/speed.py --malloc default|tuned` measures the times with and without.
+Why: every call of a compiled function allocates its temporary buffers and frees them on return. JAX runs CPU
+computations on a worker thread by default, and under glibc's malloc a buffer of more than a few tens of MB
+that a worker thread allocates lives in a fresh memory mapping (a new heap of that thread's arena, or a plain
+mmap) that is unmapped again when it is freed, so the next call touches brand-new pages. On the 2-core
+development machines one energy+forces call of the buckyball catcher (148 atoms, XLA temp 76 MB) took about
+19,400 minor page faults and 50 ms of system time, water-192 about 41,000 faults, water-1536 about 330,000, and
+one batch-5 aspirin training step about 15,600 faults and 35-40 ms.
 
-`tune_malloc()` changes four process-wide glibc settings so that freed memory stays mapped and is reused: one
-arena for all threads (the main heap, which grows with brk and honours the trim threshold), no mmap for large
-blocks, no trimming of the heap's top, and a 64 MB growth step. The heap needs a few calls (water-1536: 3) to reach its
-steady size; after that those systems run without page faults.
+`tune_malloc()` makes two process-wide changes:
+- JAX runs CPU computations in the calling thread (`jax_cpu_enable_async_dispatch=False`; XLA still spreads
+  the work of one computation over the cores), so the buffers come from the main thread's heap;
+- glibc serves large blocks from that heap instead of separate mappings (`M_MMAP_MAX=0`), never trims its top
+  (`M_TRIM_THRESHOLD`), and grows it in 64 MB steps (`M_TOP_PAD`).
+The heap reaches its steady size within a few calls (water-1536: 3), after which nothing faults.
 
-The price: the process keeps its peak heap size instead of handing freed memory back, and all threads share one
-allocator lock. Small molecules never reach the thresholds and only pay for the shared lock: in side-by-side
-runs of `benchmarks/speed.py` ethanol took 1.85-1.90 ms tuned against 1.23-1.44 ms, aspirin 3.5-5.2 against
-2.6-2.7 ms. So use it for periodic boxes and molecules of a hundred atoms or more, not by default. (Two arenas
-instead of one kept the small molecules' speed but left the large systems' faults in some runs and not in
-others, depending on which thread got which arena.) Importing this package never calls it; the speed benchmark
-does with --malloc tuned, and the speed-and-scaling notebook does.
+Measured side by side (`benchmarks/speed.py --malloc default|tuned`, README Performance): large systems about
+twice as fast, small molecules unchanged within the machines' noise. The price: the process keeps its peak heap
+size instead of handing freed memory back; a Python call into compiled code returns only when it is done (no
+overlap of Python work with computation; the toolkit waits for every result anyway); and computations started
+from other Python threads (a widget's background MD) still allocate in their own arenas and keep faulting.
+Limiting glibc to one arena instead fixed the faults too but made small molecules 30-90% slower (all threads on
+one allocator lock); two arenas left the faults in some runs.
 
-Call it first, before JAX runs anything: threads that have already allocated keep their own arenas, and then only
-part of the gain remains. Set SO3KRATES_TUNE_MALLOC=0 to make the call do nothing. Other C libraries (musl,
-macOS) have no such settings; there the call does nothing and returns an empty dict.
+Call it first, before JAX runs anything: the dispatch setting is read when JAX creates its CPU client. Importing
+this package never calls it; the command-line tools, benchmarks and tutorial notebooks do. Set
+SO3KRATES_TUNE_MALLOC=0 to make the call do nothing. Other C libraries (musl, macOS) have no such settings;
+there only the dispatch setting changes.
 """
 
 from __future__ import annotations
@@ -30,38 +34,49 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import warnings
 
 # mallopt parameter numbers from glibc's malloc.h
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -2, -4, -8
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 
-_SETTINGS = {  # name: (mallopt parameter, value)
-    "arena_max": (_M_ARENA_MAX, 1),
+_MALLOPT = {  # name: (mallopt parameter, value)
     "mmap_max": (_M_MMAP_MAX, 0),
     "trim_threshold": (_M_TRIM_THRESHOLD, 2**31 - 1),
     "top_pad": (_M_TOP_PAD, 64 << 20),
 }
 
-_applied: dict[str, int] | None = None
+_applied: dict | None = None
 
 
-def tune_malloc() -> dict[str, int]:
-    """Apply the settings above once per process; returns those applied ({} where glibc or consent is missing).
+def tune_malloc() -> dict:
+    """Apply the settings above once per process; returns what was applied ({} when SO3KRATES_TUNE_MALLOC=0).
 
-    Raises RuntimeError if glibc refuses a setting (mallopt returns 0), which would mean a changed glibc.
+    Warns if JAX's backends already exist (then the dispatch setting cannot take effect). Raises RuntimeError if
+    glibc refuses a setting (mallopt returns 0), which would mean a changed glibc.
     """
     global _applied
     if _applied is not None:
         return dict(_applied)
-    if os.environ.get("SO3KRATES_TUNE_MALLOC", "1").strip() == "0" or platform.libc_ver()[0] != "glibc":
+    if os.environ.get("SO3KRATES_TUNE_MALLOC", "1").strip() == "0":
         _applied = {}
         return {}
-    mallopt = ctypes.CDLL(None).mallopt
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    for name, (param, value) in _SETTINGS.items():
-        if mallopt(param, value) != 1:
-            raise RuntimeError(f"glibc mallopt refused {name}={value}")
-    _applied = {name: value for name, (_, value) in _SETTINGS.items()}
-    return dict(_applied)
+    import jax
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        warnings.warn("tune_malloc() called after JAX started: computations keep running on JAX's worker "
+                      "thread, whose buffers still fault; call it before JAX runs anything", stacklevel=2)
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    applied = {"cpu_async_dispatch": False}
+    if platform.libc_ver()[0] == "glibc":
+        mallopt = ctypes.CDLL(None).mallopt
+        mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+        for name, (param, value) in _MALLOPT.items():
+            if mallopt(param, value) != 1:
+                raise RuntimeError(f"glibc mallopt refused {name}={value}")
+            applied[name] = value
+    _applied = applied
+    return dict(applied)
 
 
 def malloc_tuned() -> bool:

@@ -1,4 +1,4 @@
-"""so3krates_lab.memory.tune_malloc: the glibc settings apply once, can be refused, and stop the per-call page faults.
+"""so3krates_lab.memory.tune_malloc: the settings apply once, can be refused, and stop the per-call page faults.
 
 Each case runs in a fresh interpreter: the settings are process-wide and must be made before JAX starts.
 """
@@ -51,9 +51,17 @@ def test_settings_apply_once_and_can_be_refused():
             "a = tune_malloc(); b = tune_malloc(); print(json.dumps([a, b, malloc_tuned()]))")
     first, second, tuned = json.loads(_run(code, env={"SO3KRATES_TUNE_MALLOC": "1"}))
     assert first == second and tuned is True
-    assert first == {"arena_max": 1, "mmap_max": 0, "trim_threshold": 2**31 - 1, "top_pad": 64 << 20}
+    assert first == {"cpu_async_dispatch": False, "mmap_max": 0, "trim_threshold": 2**31 - 1, "top_pad": 64 << 20}
     refused = json.loads(_run(code, env={"SO3KRATES_TUNE_MALLOC": "0"}))
     assert refused == [{}, {}, False]
+
+
+def test_late_call_warns():
+    code = ("import warnings, jax.numpy as jnp; jnp.ones(2).block_until_ready(); "
+            "from so3krates_lab.memory import tune_malloc\n"
+            "with warnings.catch_warnings(record=True) as w:\n    warnings.simplefilter('always'); tune_malloc()\n"
+            "print(any('after JAX started' in str(x.message) for x in w))")
+    assert _run(code, env={"SO3KRATES_TUNE_MALLOC": "1"}) == "True"
 
 
 def test_tuned_malloc_stops_the_per_call_page_faults():
