@@ -46,6 +46,9 @@ def main(argv=None) -> int:
                    help="skip the ASE comparison for systems with more atoms than this (memory, time)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON (rewritten after each row)")
     args = p.parse_args(argv)
+    from so3krates_lab.memory import tune_malloc
+
+    tune_malloc()  # before JAX runs: no page faults on every call (so3krates_lab/memory.py)
 
     from so3krates_lab.benchmarking import md_speed
     from so3krates_lab.graph import graph_from_system

@@ -203,6 +203,9 @@ def ship(args, run, summary):
 
 def main(argv=None) -> int:
     args = parse(argv)
+    from so3krates_lab.memory import tune_malloc
+
+    tune_malloc()  # before JAX runs: no page faults on every call (so3krates_lab/memory.py)
     args.out.mkdir(parents=True, exist_ok=True)
     import jax
     import jax.numpy as jnp

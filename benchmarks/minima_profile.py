@@ -309,6 +309,9 @@ def stage_diversity(args, fns, numbers, data, train_idx):
 
 def main(argv=None) -> int:
     args = parse(argv)
+    from so3krates_lab.memory import tune_malloc
+
+    tune_malloc()  # before JAX runs: no page faults on every call (so3krates_lab/memory.py)
     if args.jax_cache:
         import jax
 

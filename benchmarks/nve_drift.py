@@ -65,6 +65,9 @@ def main(argv=None) -> int:
     p.add_argument("--temperature", type=float, default=600.0, help="K at start (about half after equipartition)")
     p.add_argument("--dtype", default="float32,float64")
     args = p.parse_args(argv)
+    from so3krates_lab.memory import tune_malloc
+
+    tune_malloc()  # before JAX runs: no page faults on every call (so3krates_lab/memory.py)
     rows = [run(d, args) for d in args.dtype.split(",")]
     print(f"NVE, shipped ethanol model, velocity Verlet {args.timestep} fs, start {args.temperature:g} K")
     print(f"{'dtype':<9}{'ps':>7}{'mean T K':>10}{'drift meV/atom/ps':>19}{'std meV/atom':>14}  stopped")

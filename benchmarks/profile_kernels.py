@@ -35,6 +35,9 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--data-dir", type=Path, default=default_data_dir())
     args = p.parse_args(argv)
+    from so3krates_lab.memory import tune_malloc
+
+    tune_malloc()  # before JAX runs: no page faults on every call (so3krates_lab/memory.py)
 
     import jax
 

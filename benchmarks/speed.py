@@ -388,9 +388,9 @@ def parse_args(argv=None):
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--ynn", choices=("on", "off"), default="off",
                    help="XLA:CPU YNNPACK dot fusions (off = the library default; on = XLA's default)")
-    p.add_argument("--malloc", choices=("default", "tuned"), default="default",
-                   help="default: glibc's own settings; tuned: so3krates_lab.memory.tune_malloc() before JAX "
-                        "starts (no per-call page faults: much faster for 100+ atoms, slower for small molecules)")
+    p.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
+                   help="tuned: so3krates_lab.memory.tune_malloc() before JAX starts, as the library's tools do "
+                        "(no per-call page faults); default: JAX's and glibc's own settings")
     p.add_argument("--repeats", type=int, default=None,
                    help="at most this many timed calls per system (default 200, quick 50); at least --min-repeats")
     p.add_argument("--min-repeats", type=int, default=5, help="at least this many timed calls per system")

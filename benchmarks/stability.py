@@ -41,6 +41,9 @@ def main(argv=None) -> int:
     p.add_argument("--chunk", type=int, default=2000, help="steps per compiled chunk")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "stability")
     args = p.parse_args(argv)
+    from so3krates_lab.memory import tune_malloc
+
+    tune_malloc()  # before JAX runs: no page faults on every call (so3krates_lab/memory.py)
     if args.report:
         return report(args.out)
     if args.model is None:

@@ -28,6 +28,9 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", type=Path,
                    default=Path(os.environ.get("SO3KRATES_DATA_DIR", ROOT.parent / "shared" / "data")))
     args = p.parse_args(argv)
+    from so3krates_lab.memory import tune_malloc
+
+    tune_malloc()  # before JAX runs: no page faults on every call (so3krates_lab/memory.py)
 
     from so3krates_lab.data import load
     from so3krates_lab.model import So3kratesConfig

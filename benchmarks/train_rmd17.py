@@ -42,6 +42,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "results")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint instead of resuming")
     args = p.parse_args(argv)
+    from so3krates_lab.memory import tune_malloc
+
+    tune_malloc()  # before JAX runs: no page faults on every call (so3krates_lab/memory.py)
     if args.minutes is None and args.steps is None:
         p.error("give --minutes or --steps")
 

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from .memory import tune_malloc
+
+    tune_malloc()  # before JAX runs: no page faults on every call (memory.py)
     import numpy as np
 
     from .data import Split, load, random_split

@@ -76,6 +76,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "results" / "demo")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    from .memory import tune_malloc
+
+    tune_malloc()  # before JAX runs: no page faults on every call (memory.py)
 
     from .data import Split, load
     from .model import make_energy_fn
