@@ -293,7 +293,7 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def notes(rows: list[Row], skipped: list[str]) -> str:
+def notes(rows: list[Row], skipped: list[str], info: dict | None = None) -> str:
     lines = [
         "Columns: pairs = DIRECTED neighbour pairs within the cutoff (2 x the pairs a Graph stores); ms = median",
         "wall time of one jitted energy+forces call (block_until_ready each); us/atom = ms per atom in",
@@ -311,6 +311,12 @@ def notes(rows: list[Row], skipped: list[str]) -> str:
         "ref ms = public reference implementation, float32, measured on these 2-core machines; target ms =",
         "project target (float32). Both are float32 numbers: compare float64 rows with care.",
     ]
+    gflops = (info or {}).get("matmul_gflops")
+    if gflops and abs(gflops / (PEAK_FLOPS / 1e9) - 1) > 0.25:
+        lines.append(f"THIS machine's large float32 matmul runs at {gflops:.0f} GFLOP/s, not the {PEAK_FLOPS / 1e9:.0f} "
+                     "the bound, ref ms and target ms assume: compare with them only as ratios, or on a machine "
+                     "of that class" + ("" if (info or {}).get("avx512", True) else " (this CPU has no AVX-512)")
+                     + ".")
     if any(r.builtin for r in rows):
         lines.append("* = built-in fallback structure (data folder not found): no reference/target comparison.")
     if skipped:
@@ -325,29 +331,17 @@ def notes(rows: list[Row], skipped: list[str]) -> str:
     return "\n".join(lines)
 
 
-def header_text(args) -> str:
+def header_text(args, info: dict) -> str:
     import flax
+    from so3krates_lab.benchmarking import machine_line
     import jax
     import jaxlib
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            names = [l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")]
-        if names:
-            cpu = f"{names[0]} ({platform.machine()})"
-    except OSError:
-        pass
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = None
     lines = [
         "SO3krates energy+forces speed (default config: F=132, T=3, 4 heads, degrees (1,2,3), cutoff 5 A, "
         "32 radial functions)",
-        f"machine: {cpu}; os.cpu_count()={os.cpu_count()}" + (f", usable={affinity}" if affinity else "")
-        + f"; {platform.system()} {platform.release()}",
+        f"machine: {machine_line(info)}; {platform.system()} {platform.release()}",
         f"devices: {jax.devices()}",
         f"versions: python {platform.python_version()}, jax {jax.__version__}, jaxlib {jaxlib.__version__}, "
         f"flax {flax.__version__}, numpy {np.__version__}",
@@ -454,7 +448,10 @@ def main(argv=None) -> int:
         else:
             print(msg, file=sys.stderr, flush=True)
 
-    header = header_text(args)
+    from so3krates_lab.benchmarking import machine_info
+
+    info = machine_info()  # timings compare only between machines of one class (AVX-512 or not, matmul speed)
+    header = header_text(args, info)
     print(header, flush=True)
     if not args.data_dir.is_dir():
         log(f"data folder {args.data_dir} not found: using built-in ethanol and water; other systems skipped")
@@ -477,7 +474,7 @@ def main(argv=None) -> int:
     print()
     print(plain_table(rows))
     print()
-    print(notes(rows, skipped))
+    print(notes(rows, skipped, info))
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"Total benchmark time {total_s:.0f} s"
           + (f"; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}" if load else "")
@@ -489,6 +486,7 @@ def main(argv=None) -> int:
     if args.json is not None:
         payload = {
             "header": header,
+            "machine": info,
             "constants": {"flop_per_directed_pair": FLOP_PER_PAIR, "peak_flops": PEAK_FLOPS},
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "skipped": skipped,

@@ -113,3 +113,53 @@ def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, a
             "reallocations": sim.reallocations,
             "list_ms_per_step": 1e3 * float(np.median(t_list)) if t_list else float("nan"),
             "capacity": force_fn.n_pairs if sim.state.aux is None else int(sim.state.aux.capacity), "skin": skin}
+
+
+def machine_info(calibrate: bool = True, size: int = 2048, repeats: int = 7) -> dict:
+    """What a timing depends on: CPU model, vector extensions and, with `calibrate`, the measured float32
+    speed of one large matrix product (GFLOP/s, median of `repeats` jitted size x size products).
+
+    Timings are only comparable between machines of the same class: a CPU without AVX-512 does half the
+    float32 arithmetic per cycle. Returns {"cpu", "cores", "simd" (list, e.g. ["avx2", "fma"]), "avx512"
+    (bool), "matmul_gflops" (float, or None without calibrate or outside JAX's CPU backend)}.
+    """
+    import os
+    import platform
+
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
+                    cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    simd = sorted(f for f in flags if f in ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_bf16",
+                                             "avx512_vnni", "amx_tile"))
+    gflops = None
+    if calibrate:
+        import jax
+        import jax.numpy as jnp
+
+        a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size)), jnp.float32)
+        product = jax.jit(lambda m: m @ m)
+        product(a).block_until_ready()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            product(a).block_until_ready()
+            times.append(time.perf_counter() - t0)
+        gflops = 2.0 * size ** 3 / float(np.median(times)) / 1e9
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "simd": simd, "avx512": "avx512f" in flags, "matmul_gflops": gflops}
+
+
+def machine_line(info: dict) -> str:
+    """One printable line from `machine_info`."""
+    simd = " ".join(info["simd"]) or "unknown"
+    line = f"{info['cpu']}, {info['cores']} cores, SIMD {simd}" + ("" if info["avx512"] else " (no AVX-512)")
+    if info.get("matmul_gflops"):
+        line += f"; large float32 matmul {info['matmul_gflops']:.0f} GFLOP/s"
+    return line

@@ -70,3 +70,35 @@ def test_stability_report_reads_finished_unfinished_and_unstable_runs(tmp_path, 
     assert "7.00" in rows["1"] and "unfinished" in rows["1"]
     assert "3.50" in rows["2"] and "UNSTABLE" in rows["2"]
     assert script.main(["--report", "--out", str(tmp_path / "nothing")]) == 1
+
+
+def test_machine_info_names_the_cpu_class_and_measures_matmul_speed():
+    from so3krates_lab.benchmarking import machine_info, machine_line
+
+    quick = machine_info(calibrate=False)
+    assert quick["matmul_gflops"] is None and quick["cores"] >= 1 and isinstance(quick["avx512"], bool)
+    info = machine_info(size=256, repeats=3)
+    assert info["matmul_gflops"] > 0.1  # any working CPU does a 256^3 product faster than 0.1 GFLOP/s
+    line = machine_line(info)
+    assert "GFLOP/s" in line and ("no AVX-512" in line) != info["avx512"]
+
+
+def test_speed_benchmark_prints_its_table_and_the_machine(tmp_path):
+    """benchmarks/speed.py end to end on the smallest system: the header names the machine class and the
+    table has a finite timing for ethanol."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+    out = tmp_path / "speed.json"
+    proc = subprocess.run([sys.executable, str(script), "--systems", "ethanol", "--repeats", "5", "--budget", "0.2",
+                           "--warmup", "1", "--nl-repeats", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "machine:" in proc.stdout and "GFLOP/s" in proc.stdout
+    payload = json.loads(out.read_text())
+    (row,) = payload["rows"]
+    assert row["system"] == "ethanol" and row["atoms"] == 9 and row["median_ms"] > 0
+    assert payload["machine"]["matmul_gflops"] > 0
