@@ -43,7 +43,12 @@ def main(argv=None) -> int:
     pool = load(train_file)
     order = np.random.default_rng(0).permutation(len(pool))
     train, valid = pool[order[:950]], pool[order[950:955]]
-    print(f"rMD17 {args.molecule}: training step cost against batch size (steady, {args.steps} steps)")
+    from so3krates_lab.benchmarking import machine_info, machine_line
+    from so3krates_lab.memory import malloc_tuned
+
+    print(f"rMD17 {args.molecule}: training step cost against batch size (steady, {args.steps} steps); "
+          f"malloc {'tuned' if malloc_tuned() else 'default (SO3KRATES_TUNE_MALLOC=0)'}")
+    print(f"machine: {machine_line(machine_info())}")
     print(f"{'batch':>5} {'ms/step':>8} {'steps/s':>8} {'structures/s':>13}")
     for b in (int(x) for x in args.batch_sizes.split(",")):
         result = fit(train, valid, So3kratesConfig(),

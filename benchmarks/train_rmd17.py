@@ -107,6 +107,9 @@ def main(argv=None) -> int:
           "between the last two validations (validation included)")
     if steps_before:
         print(f"resumed at step {steps_before}: s/step and steps/s count the {steps_now} steps of this call")
+    from so3krates_lab.benchmarking import machine_info, machine_line
+
+    print(f"machine: {machine_line(machine_info())}")
     print(f"wall time {wall:.0f} s in this call; checkpoint "
           f"{args.out / (name + '.npz')}")
     return 0
