@@ -4,15 +4,16 @@ Why: every call of a compiled function allocates its temporary buffers and frees
 computations on a worker thread by default, and under glibc's malloc a buffer of more than a few tens of MB
 that a worker thread allocates lives in a fresh memory mapping (a new heap of that thread's arena, or a plain
 mmap) that is unmapped again when it is freed, so the next call touches brand-new pages. On the 2-core
-development machines one energy+forces call of the buckyball catcher (148 atoms, XLA temp 76 MB) took about
-19,400 minor page faults and 50 ms of system time, water-192 about 41,000 faults, water-1536 about 330,000, and
-one batch-5 aspirin training step about 15,600 faults and 35-40 ms.
+development machines (`benchmarks/speed.py --malloc default`, column faults/call) one energy+forces call of the
+buckyball catcher (148 atoms, XLA temp 76 MB) took about 19,400 minor page faults, water-192 about 41,000; the
+same happened to training steps from batch 3 on (aspirin).
 
 `tune_malloc()` makes two process-wide changes:
 - JAX runs CPU computations in the calling thread (`jax_cpu_enable_async_dispatch=False`; XLA still spreads
   the work of one computation over the cores), so the buffers come from the main thread's heap;
 - glibc serves large blocks from that heap instead of separate mappings (`M_MMAP_MAX=0`), never trims its top
-  (`M_TRIM_THRESHOLD`), and grows it in 64 MB steps (`M_TOP_PAD`).
+  (`M_TRIM_THRESHOLD=-1`; a finite threshold, at most 2 GiB, still trimmed the buffers of the largest boxes),
+  and grows it in 64 MB steps (`M_TOP_PAD`).
 The heap reaches its steady size within a few calls (water-1536: 3), after which nothing faults.
 
 Measured side by side (`benchmarks/speed.py --malloc default|tuned`, README Performance): large systems about
@@ -41,7 +42,8 @@ _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 
 _MALLOPT = {  # name: (mallopt parameter, value)
     "mmap_max": (_M_MMAP_MAX, 0),
-    "trim_threshold": (_M_TRIM_THRESHOLD, 2**31 - 1),
+    "trim_threshold": (_M_TRIM_THRESHOLD, -1),  # -1: never trim (any finite value below 2 GiB trims the
+    # temporary buffers of systems above ~5,000 atoms, whose single free block at the heap top is larger)
     "top_pad": (_M_TOP_PAD, 64 << 20),
 }
 
