@@ -206,7 +206,7 @@ def measure(name: str, args, log) -> Row | None:
         jax.block_until_ready(jitted(variables, graph))
 
     # Warm-up: `warmup` calls, but stop after about 30 s (the largest boxes take seconds per call). With the tuned
-    # allocator the heap grows to its steady size over the first few calls (water-1536: 3 calls).
+    # allocator the heap grows to its steady size over the first few calls.
     t0 = time.perf_counter()
     for _ in range(args.warmup):
         call()

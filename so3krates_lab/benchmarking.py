@@ -121,21 +121,22 @@ def machine_info(calibrate: bool = True, size: int = 2048, repeats: int = 7) -> 
 
     Timings are only comparable between machines of the same class: a CPU without AVX-512 does half the
     float32 arithmetic per cycle. Returns {"cpu", "cores", "simd" (list, e.g. ["avx2", "fma"]), "avx512"
-    (bool), "matmul_gflops" (float, or None without calibrate or outside JAX's CPU backend)}.
+    (bool), "matmul_gflops" (float, measured on JAX's default device; None without calibrate)}.
     """
     import os
     import platform
 
-    cpu, flags = platform.processor() or platform.machine(), set()
+    names, flags = [], set()
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
-                    cpu = line.split(":", 1)[1].strip()
+                if line.startswith("model name"):
+                    names.append(line.split(":", 1)[1].strip())
                 elif line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
+    cpu = names[0] if names else (platform.processor() or platform.machine())
     simd = sorted(f for f in flags if f in ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_bf16",
                                              "avx512_vnni", "amx_tile"))
     gflops = None

@@ -14,10 +14,11 @@ same happened to training steps from batch 3 on (aspirin).
 - glibc serves large blocks from that heap instead of separate mappings (`M_MMAP_MAX=0`), never trims its top
   (`M_TRIM_THRESHOLD=-1`; a finite threshold, at most 2 GiB, still trimmed the buffers of the largest boxes),
   and grows it in 64 MB steps (`M_TOP_PAD`).
-The heap reaches its steady size within a few calls (water-1536: 3), after which nothing faults.
+The heap reaches its steady size within a few calls, after which nothing faults.
 
-Measured side by side (`benchmarks/speed.py --malloc default|tuned`, README Performance): large systems about
-twice as fast, small molecules unchanged within the machines' noise. The price: the process keeps its peak heap
+Measured side by side (`benchmarks/speed.py --malloc default|tuned`, README Performance): large systems 1.3-1.9
+times faster (the slower the CPU's arithmetic, the smaller the share the faults took), small molecules unchanged
+within the machines' noise. The price: the process keeps its peak heap
 size instead of handing freed memory back; a Python call into compiled code returns only when it is done (no
 overlap of Python work with computation; the toolkit waits for every result anyway); and computations started
 from other Python threads (a widget's background MD) still allocate in their own arenas and keep faulting.
