@@ -25,9 +25,11 @@ from other Python threads (a widget's background MD) still allocate in their own
 Limiting glibc to one arena instead fixed the faults too but made small molecules 30-90% slower (all threads on
 one allocator lock); two arenas left the faults in some runs.
 
-Call it first, before JAX runs anything: the dispatch setting is read when JAX creates its CPU client. Importing
-this package never calls it; the command-line tools, benchmarks and tutorial notebooks do. Set
-SO3KRATES_TUNE_MALLOC=0 to make the call do nothing. Other C libraries (musl, macOS) have no such settings;
+It must run before JAX runs anything: the dispatch setting is read when JAX creates its CPU client. Importing
+this package never calls it. The library's entry points call `ensure_tuned()` (loading a `Potential`, `fit`,
+`md.simulate`, `explore_minima`), which applies it when JAX has not started yet, so a user who starts with one
+of them gets it without knowing about it; a process that ran JAX code before keeps JAX's defaults (call
+`tune_malloc()` yourself first in that case). Set SO3KRATES_TUNE_MALLOC=0 to make both do nothing. Other C libraries (musl, macOS) have no such settings;
 there only the dispatch setting changes.
 """
 
@@ -80,6 +82,20 @@ def tune_malloc() -> dict:
             applied[name] = value
     _applied = applied
     return dict(applied)
+
+
+def ensure_tuned() -> bool:
+    """Apply `tune_malloc()` quietly if it has not been applied and JAX has not started yet; returns whether
+    the settings are in effect. The library's entry points call this; it never warns."""
+    if _applied is not None:
+        return bool(_applied)
+    if os.environ.get("SO3KRATES_TUNE_MALLOC", "1").strip() == "0":
+        return False
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        return False
+    return bool(tune_malloc())
 
 
 def malloc_tuned() -> bool:

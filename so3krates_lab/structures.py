@@ -3,6 +3,7 @@
 * `System`  -- one structure on the host (NumPy), in internal units (eV, Angstrom).
 * `Dataset` -- an ordered collection of Systems plus where they came from.
 * `Graph`   -- a padded batch of structures on the device (a JAX pytree), the model's only input.
+* `Trajectory` -- frames of an MD run: what a run returns, what the trajectory store writes and reads.
 
 Shapes use these names: N atoms of one system; A atom capacity, P pair capacity, G structure capacity of a
 padded Graph.
@@ -213,3 +214,204 @@ class Graph:
     def capacity(self) -> tuple[int, int, int]:
         """(atoms, pairs, graphs) capacity: the static shape that decides compilation."""
         return (int(self.numbers.shape[0]), int(self.receivers.shape[0]), int(self.cell.shape[0]))
+
+
+_FRAME_FIELDS = ("positions", "velocities", "potential", "kinetic", "temperature", "conserved")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trajectory:
+    """Frames of an MD run, as a run returns them and as the trajectory store writes and reads them (host NumPy).
+
+    numbers:     (N,)  atomic numbers
+    time_fs:     (K,)  simulation time of each frame, fs
+    positions:   (K, N, 3) Angstrom, or (K, R, N, 3) for R replicas run together
+    velocities:  like positions, Angstrom/fs
+    potential, kinetic, conserved: (K,) or (K, R) eV (conserved: what the integrator conserves, e.g. the
+                 extended energy of a Nose-Hoover chain; potential + kinetic for NVE and Langevin)
+    temperature: (K,) or (K, R) K
+    cell, pbc:   (3, 3) Angstrom and (3,) bool of a periodic system (None / all False for a free molecule)
+    timestep_fs: the integrator's time step (frames are usually several steps apart), or None
+    stop_reason: why the run stopped early (a watchdog's finding, a stop on request), or None
+    stop_time_fs:(R,) for replicas: when each replica's watchdog tripped (inf: never); None for one structure
+    """
+
+    numbers: np.ndarray
+    time_fs: np.ndarray
+    positions: np.ndarray
+    velocities: np.ndarray
+    potential: np.ndarray
+    kinetic: np.ndarray
+    temperature: np.ndarray
+    conserved: np.ndarray
+    cell: np.ndarray | None = None
+    pbc: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(3, dtype=bool))
+    timestep_fs: float | None = None
+    stop_reason: str | None = None
+    stop_time_fs: np.ndarray | None = None
+
+    def __post_init__(self):
+        numbers = np.asarray(self.numbers, np.int32).reshape(-1)
+        time = np.asarray(self.time_fs, np.float64).reshape(-1)
+        positions = np.asarray(self.positions)
+        k, n = len(time), len(numbers)
+        if positions.ndim not in (3, 4) or positions.shape[0] != k or positions.shape[-2:] != (n, 3):
+            raise StructureError(f"positions must have shape ({k}, N={n}, 3) or ({k}, R, {n}, 3) for {k} frames "
+                                 f"of {n} atoms, got {positions.shape}")
+        lead = positions.shape[:-2]
+        for name in _FRAME_FIELDS[1:]:
+            value = np.asarray(getattr(self, name))
+            want = lead + ((n, 3) if name == "velocities" else ())
+            if value.shape != want:
+                raise StructureError(f"{name} must have shape {want}, got {value.shape}")
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "numbers", numbers)
+        object.__setattr__(self, "time_fs", time)
+        object.__setattr__(self, "positions", positions)
+        object.__setattr__(self, "pbc", np.broadcast_to(np.asarray(self.pbc, bool), (3,)).copy())
+        if self.cell is not None:
+            object.__setattr__(self, "cell", np.asarray(self.cell, np.float64).reshape(3, 3))
+        if self.stop_time_fs is not None:
+            object.__setattr__(self, "stop_time_fs", np.asarray(self.stop_time_fs, np.float64).reshape(-1))
+
+    # shape ---------------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.time_fs.shape[0])
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.numbers.shape[0])
+
+    @property
+    def n_replicas(self) -> int | None:
+        """R for a replica trajectory, None for one structure."""
+        return int(self.positions.shape[1]) if self.positions.ndim == 4 else None
+
+    @property
+    def periodic(self) -> bool:
+        return bool(self.pbc.any())
+
+    @property
+    def total(self) -> np.ndarray:
+        """Potential + kinetic energy (eV)."""
+        return self.potential + self.kinetic
+
+    @property
+    def frame_spacing_fs(self) -> float:
+        """Time between consecutive frames (fs); raises when they are not evenly spaced."""
+        if len(self) < 2:
+            raise ValueError("a trajectory of fewer than 2 frames has no frame spacing")
+        steps = np.diff(self.time_fs)
+        if not np.allclose(steps, steps[0], rtol=1e-6, atol=1e-9):
+            raise ValueError(f"frames are not evenly spaced in time (steps {steps.min()}..{steps.max()} fs)")
+        return float(steps[0])
+
+    # selection -----------------------------------------------------------------------------------------------
+    def take(self, index) -> "Trajectory":
+        """The frames selected by `index` (a slice, integer array or boolean mask over frames)."""
+        if isinstance(index, (int, np.integer)):
+            index = [int(index)]
+        picked = {name: getattr(self, name)[index] for name in ("time_fs",) + _FRAME_FIELDS}
+        return dataclasses.replace(self, **picked)
+
+    def since(self, skip_fs: float) -> "Trajectory":
+        """The frames from `skip_fs` fs after the first one on (drop an equilibration period)."""
+        return self.take(self.time_fs >= self.time_fs[0] + skip_fs) if len(self) else self
+
+    def replica(self, r: int) -> "Trajectory":
+        """Replica r of a replica trajectory as a one-structure trajectory (cut at its stop time, if it stopped)."""
+        if self.n_replicas is None:
+            raise ValueError("this trajectory has no replica axis")
+        picked = {name: getattr(self, name)[:, r] for name in _FRAME_FIELDS}
+        one = dataclasses.replace(self, stop_time_fs=None, **picked)
+        if self.stop_time_fs is not None and np.isfinite(self.stop_time_fs[r]):
+            one = one.take(one.time_fs < self.stop_time_fs[r])
+        return one
+
+    @classmethod
+    def concatenate(cls, parts: Sequence["Trajectory"]) -> "Trajectory":
+        """Frames of several parts (chunks of one run) in order; metadata from the last part."""
+        parts = list(parts)
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        last = parts[-1]
+        joined = {name: np.concatenate([getattr(p, name) for p in parts]) for name in ("time_fs",) + _FRAME_FIELDS}
+        return dataclasses.replace(last, **joined)
+
+    # conversion ----------------------------------------------------------------------------------------------
+    def to_xarray(self):
+        """An xarray.Dataset: dims time, [replica,] atom, xyz; units in attributes; coords time (fs), atomic_number."""
+        import xarray as xr
+
+        lead = ("time",) if self.n_replicas is None else ("time", "replica")
+        data = {
+            "positions": (lead + ("atom", "xyz"), self.positions.astype(np.float64), {"units": "Angstrom"}),
+            "velocities": (lead + ("atom", "xyz"), self.velocities.astype(np.float64), {"units": "Angstrom/fs"}),
+            "potential_energy": (lead, self.potential.astype(np.float64), {"units": "eV"}),
+            "kinetic_energy": (lead, self.kinetic.astype(np.float64), {"units": "eV"}),
+            "conserved_energy": (lead, self.conserved.astype(np.float64), {"units": "eV"}),
+            "temperature": (lead, self.temperature.astype(np.float64), {"units": "K"}),
+        }
+        if self.stop_time_fs is not None:
+            data["stop_time_fs"] = ("replica", self.stop_time_fs, {"units": "fs"})
+        attrs = {}
+        if self.timestep_fs is not None:
+            attrs["timestep_fs"] = float(self.timestep_fs)
+        if self.stop_reason:
+            attrs["stop_reason"] = self.stop_reason
+        if self.cell is not None:
+            attrs["cell"] = self.cell.reshape(-1).tolist()
+        attrs["pbc"] = [int(p) for p in self.pbc]
+        return xr.Dataset(data, coords={"time": ("time", self.time_fs, {"units": "fs"}),
+                                        "atomic_number": ("atom", self.numbers)}, attrs=attrs)
+
+    @classmethod
+    def from_xarray(cls, ds) -> "Trajectory":
+        """The inverse of `to_xarray` (also reads what the trajectory store writes)."""
+        missing = [v for v in ("positions", "velocities", "potential_energy", "kinetic_energy", "temperature")
+                   if v not in ds]
+        if missing or "time" not in ds.coords or "atomic_number" not in ds.coords:
+            raise StructureError(f"not a trajectory dataset: missing {missing or 'the time/atomic_number coords'}")
+        cell = ds.attrs.get("cell")
+        potential = ds.potential_energy.values
+        conserved = ds.conserved_energy.values if "conserved_energy" in ds else potential + ds.kinetic_energy.values
+        pbc = ds.attrs.get("pbc", [0, 0, 0])
+        return cls(numbers=ds.atomic_number.values, time_fs=ds.time.values, positions=ds.positions.values,
+                   velocities=ds.velocities.values, potential=potential, kinetic=ds.kinetic_energy.values,
+                   temperature=ds.temperature.values, conserved=conserved,
+                   cell=None if cell is None else np.asarray(cell, float).reshape(3, 3),
+                   pbc=np.asarray(pbc, bool).reshape(-1) if np.size(pbc) == 3 else np.zeros(3, bool),
+                   timestep_fs=ds.attrs.get("timestep_fs"), stop_reason=ds.attrs.get("stop_reason") or None,
+                   stop_time_fs=ds.stop_time_fs.values if "stop_time_fs" in ds else None)
+
+    def to_ase(self, stride: int = 1) -> list:
+        """ase.Atoms per frame (every `stride`-th), with time_fs, energy (eV) and temperature_K in `info`."""
+        from ase import Atoms
+
+        if self.n_replicas is not None:
+            raise ValueError("to_ase needs one structure: take .replica(r) first")
+        out = []
+        for k in range(0, len(self), int(stride)):
+            atoms = Atoms(numbers=self.numbers, positions=self.positions[k],
+                          cell=self.cell if self.cell is not None else None, pbc=self.pbc)
+            atoms.info.update(time_fs=float(self.time_fs[k]), energy=float(self.potential[k]),
+                              temperature_K=float(self.temperature[k]))
+            out.append(atoms)
+        return out
+
+    def to_extxyz(self, path, stride: int = 1):
+        """Write every `stride`-th frame to an extended-XYZ file (atomically); returns the path."""
+        from pathlib import Path
+
+        from ase.io import write
+
+        from ._io import atomic_write
+
+        frames = self.to_ase(stride)
+        return atomic_write(Path(path), lambda tmp: write(tmp, frames, format="extxyz"))
+
+    def __repr__(self) -> str:
+        span = f"{self.time_fs[0]:.1f}..{self.time_fs[-1]:.1f} fs" if len(self) else "empty"
+        reps = f", {self.n_replicas} replicas" if self.n_replicas is not None else ""
+        stop = f", stopped: {self.stop_reason}" if self.stop_reason else ""
+        return f"Trajectory({len(self)} frames of {self.n_atoms} atoms{reps}, {span}{stop})"

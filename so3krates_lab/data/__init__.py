@@ -12,10 +12,12 @@ from so3krates_lab.data.readers import (
     read_padded_npz,
     read_rmd17,
 )
+from so3krates_lab.data.shipped import load_shipped, shipped_dir, shipped_models, shipped_path
 from so3krates_lab.data.shifts import element_energy_sum, fit_element_energies
 from so3krates_lab.data.splits import Split, random_split
 
 __all__ = [
+    "load_shipped", "shipped_dir", "shipped_models", "shipped_path",
     "MAX_RMS_FORCE",
     "READERS",
     "FormatError",

@@ -1,5 +1,5 @@
 """Adapters at the edge: ASE."""
 
-from .ase_calculator import So3kratesCalculator, system_from_atoms
+from .ase_calculator import PotentialCalculator, system_from_atoms
 
-__all__ = ["So3kratesCalculator", "system_from_atoms"]
+__all__ = ["PotentialCalculator", "system_from_atoms"]

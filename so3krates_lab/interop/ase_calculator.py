@@ -1,4 +1,6 @@
-"""An ASE calculator for SO3krates: energy (eV), forces (eV/A) and, for periodic cells, stress (eV/A^3).
+"""An ASE calculator for any potential: energy (eV), forces (eV/A) and, for periodic cells, stress (eV/A^3).
+
+    atoms.calc = potential.calculator()          # or PotentialCalculator(potential)
 
 Compiled code is reused across structures of similar size: each structure is padded to capacities from the
 same geometric ladder as the batches (`graph.ladder_rung`), so a new structure compiles only when it crosses a
@@ -12,10 +14,9 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from ..autodiff import compiler_options, energy_and_forces, energy_forces_stress
 from ..graph import Capacity, ladder_rung, neighbour_pairs, pack
-from ..model import (
-    So3kratesConfig, compiler_options, energy_and_forces, energy_forces_stress, make_energy_fn,
-)
+from ..potential_base import check_potential, float_dtype
 from ..structures import System
 
 
@@ -26,30 +27,30 @@ def system_from_atoms(atoms) -> System:
                   cell=atoms.cell.array if pbc.any() else None, pbc=pbc)
 
 
-class So3kratesCalculator(Calculator):
-    """ASE calculator around `energy_fn(variables, graph)`.
+def _energy_of(potential, graph):
+    return potential.energy(graph)
 
-    config, variables: a model and its variables (e.g. from `train.load_checkpoint`); see `from_checkpoint`.
-    """
+
+class PotentialCalculator(Calculator):
+    """ASE calculator around a potential (anything with cutoff, dtype and energy(graph), e.g. a `Potential`)."""
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
-    def __init__(self, config: So3kratesConfig, variables: dict, **kwargs):
+    def __init__(self, potential, **kwargs):
         super().__init__(**kwargs)
-        self.config = config
-        self.variables = variables
-        energy_fn = make_energy_fn(config)
+        check_potential(potential)
+        self.potential = potential
         options = compiler_options()
-        self._forces = jax.jit(lambda v, g: energy_and_forces(energy_fn, v, g), compiler_options=options)
-        self._stress = jax.jit(lambda v, g: energy_forces_stress(energy_fn, v, g), compiler_options=options)
-        self._dtype = np.float64 if config.dtype == "float64" else np.float32
+        self._forces = jax.jit(lambda p, g: energy_and_forces(_energy_of, p, g), compiler_options=options)
+        self._stress = jax.jit(lambda p, g: energy_forces_stress(_energy_of, p, g), compiler_options=options)
+        self._dtype = float_dtype(potential)
 
     @classmethod
-    def from_checkpoint(cls, path, **kwargs) -> "So3kratesCalculator":
-        from ..train import load_checkpoint
+    def from_file(cls, path, **kwargs) -> "PotentialCalculator":
+        """The calculator of a checkpoint file (`so3krates_lab.Potential.load`)."""
+        from ..model import Potential  # the model is needed only to read its file
 
-        saved = load_checkpoint(path)
-        return cls(saved.config, jax.tree.map(jax.numpy.asarray, saved.variables), **kwargs)
+        return cls(Potential.load(path), **kwargs)
 
     @property
     def compiled_shapes(self) -> int:
@@ -59,14 +60,14 @@ class So3kratesCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         system = system_from_atoms(self.atoms)
-        pairs = neighbour_pairs(system, self.config.cutoff)
+        pairs = neighbour_pairs(system, self.potential.cutoff)
         capacity = Capacity(ladder_rung(system.n_atoms + 1), ladder_rung(len(pairs) + 1), 1)
         graph = pack([system], [pairs], capacity, self._dtype)
         n = system.n_atoms
         if system.periodic:
-            energies, forces, stress = self._stress(self.variables, graph)
+            energies, forces, stress = self._stress(self.potential, graph)
             self.results["stress"] = full_3x3_to_voigt_6_stress(np.asarray(stress[0], dtype=np.float64))
         else:
-            energies, forces = self._forces(self.variables, graph)
+            energies, forces = self._forces(self.potential, graph)
         self.results["energy"] = self.results["free_energy"] = float(energies[0])
         self.results["forces"] = np.asarray(forces, dtype=np.float64)[:n]

@@ -1,93 +1,114 @@
-"""The SO3krates force function for compiled MD: one structure, a skin neighbour list carried in the MD state."""
+"""Force functions for compiled MD and minimisation: a potential and one structure -> a typed `ForceFunction`.
+
+    ff = force_function(potential, system)       # potential: anything with cutoff, dtype, energy(graph)
+    energy, forces, aux = ff(positions, ff.aux)   # aux: the skin neighbour list carried in the MD state
+
+Integrators and minimisers call `ff(positions, aux) -> (energy eV, forces (N, 3) eV/A, aux)`; the driver uses
+`ff.neighbours.reallocate` after an overflow. Analytic force functions without a graph fit the same type:
+`ForceFunction.from_callable(fn)`.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..autodiff import energy_and_forces
-from ..structures import Graph
-from . import neighbours as nl
+from ..graph.skin import SkinNeighbourFn, skin_neighbour_fn
+from ..potential_base import check_potential, float_dtype
+from ..structures import Graph, System
 
 
-def model_force_fn(energy_fn, variables, cutoff: float, numbers, positions, cell=None,
-                   pbc=(False, False, False), skin: float = 0.5, capacity: int | None = None, headroom: float = 1.3,
-                   dtype=jnp.float32, cell_list: bool | None = None, all_pairs: bool | None = None):
-    """(force_fn, neighbour list) for one structure and any energy_fn(variables, graph) -> (G,) energies.
+@dataclasses.dataclass(frozen=True, eq=False)
+class ForceFunction:
+    """fn(positions, aux) -> (energy eV, forces (N, 3) eV/A, aux), and what the driver needs around it.
 
-    force_fn(positions, nbrs) -> (energy eV, forces (N, 3) eV/A, nbrs) updates the list in-jit when needed;
-    force_fn.reallocate(nbrs, positions, capacity, bin_capacity=None) builds a larger list (the driver calls it
-    on overflow). cutoff: the model's cutoff (Angstrom). capacity: pair slots (default: pairs at the start
-    geometry times `headroom`). dtype: the model's float type. The cell is fixed (NVE/NVT).
-    cell_list: build the list with a cell list (O(N)) instead of all pairs (O(N^2)); None picks by
-    `neighbours.cell_grid` (a cell list from a few hundred atoms on, where the cell allows one).
-    all_pairs: for a free molecule of a few dozen atoms, a fixed graph of every pair i < j and no neighbour list
-    at all: the returned aux is None and force_fn(positions, None) -> (energy, forces, None). Pairs beyond the
-    cutoff cost compute but contribute exactly zero (the cutoff function vanishes there), so the energy is the
-    same as with a list; what it saves is the per-step list check and the occasional rebuild (and, under
-    `jax.vmap` (batched relaxation, replicas), a full list rebuild on every step, because both branches of the
-    `lax.cond` are evaluated there). None (default) chooses it for a free structure whenever the fixed graph has
-    no more pair slots than the list would get (`capacity`, or the pairs within cutoff + skin at the start
-    times `headroom`): then it is never slower, and it cannot overflow. False always uses a list.
-    force_fn.pairs says which ran: "fixed" (every pair), "list" (all-pairs list builds) or "cell" (cell list);
-    force_fn.n_pairs is the fixed graph's pair slots (None for a list: its slots are `nbrs.capacity`).
+    aux:        the start value of the carried state (the neighbour list), None without one
+    neighbours: the typed neighbour functions (build / update / reallocate), None for a fixed graph
+    pairs:      "fixed" (every pair i < j, no list), "list" (all-pairs list builds), "cell" (cell list) or
+                "custom" (a function without a graph)
+    n_pairs:    pair slots of the fixed graph (None for a list: its slots are `aux.capacity`, which grows)
+    dtype:      the float type it computes in
     """
-    numbers = np.asarray(numbers)
+
+    fn: Callable
+    aux: object = None
+    neighbours: SkinNeighbourFn | None = None
+    pairs: str = "custom"
+    n_pairs: int | None = None
+    dtype: object = jnp.float32
+
+    def __call__(self, positions, aux=None):
+        return self.fn(positions, aux)
+
+    @classmethod
+    def from_callable(cls, fn: Callable, aux=None, dtype=jnp.float32) -> "ForceFunction":
+        """Wrap an analytic fn(positions, aux) -> (energy, forces, aux)."""
+        return cls(fn=fn, aux=aux, dtype=dtype)
+
+
+def _energy_of(potential, graph):
+    return potential.energy(graph)
+
+
+def force_function(potential, system: System, *, skin: float = 0.5, capacity: int | None = None,
+                   headroom: float = 1.3, cell_list: bool | None = None, all_pairs: bool | None = None,
+                   positions=None) -> ForceFunction:
+    """The force function of `potential` for one structure (its atoms, cell and periodicity; the cell is fixed).
+
+    positions: the start geometry (default: the system's), which sizes the list. skin (Angstrom): the list holds
+    pairs within cutoff + skin and is rebuilt in-jit when an atom moved more than skin / 2. capacity: pair slots
+    (default: pairs at the start geometry times `headroom`). cell_list: a cell list (O(N)) instead of all pairs
+    (O(N^2)); None picks by `graph.cell_grid` (from a few hundred atoms on, where the cell allows one).
+    all_pairs: for a free molecule of a few dozen atoms, a fixed graph of every pair i < j and no list: aux is
+    None. Pairs beyond the cutoff cost compute but contribute exactly zero (the cutoff function vanishes there),
+    so the energy is the same as with a list; what it saves is the per-step list check and the occasional
+    rebuild (and, under `jax.vmap`, a full rebuild on every step, because both branches of the list's `lax.cond`
+    are evaluated there). None (default) chooses it for a free structure whenever the fixed graph has no more
+    pair slots than the list would get; then it is never slower and cannot overflow. False always uses a list.
+    """
+    check_potential(potential)
+    dtype = jnp.dtype(float_dtype(potential))
+    numbers = np.asarray(system.numbers)
     n = len(numbers)
-    periodic = cell is not None and any(pbc)
+    start = np.asarray(system.positions if positions is None else positions, float)
+    cell, pbc = (system.cell, tuple(system.pbc)) if system.periodic else (None, (False, False, False))
     if all_pairs:
-        if periodic:
+        if system.periodic:
             raise ValueError("all_pairs=True is for free molecules (no periodic cell); use the neighbour list")
-        return _all_pairs_force_fn(energy_fn, variables, numbers, dtype), None
-    pbc = tuple(bool(p) for p in pbc) if cell is not None else (False, False, False)
-    cell_arr = jnp.asarray(np.zeros((3, 3)) if cell is None else np.asarray(cell, float), dtype)
-    reach = cutoff + skin
-    shifts = nl.image_shifts(None if cell is None else np.asarray(cell), pbc, reach)
-    grid = None
-    if cell_list is not False:
-        grid = nl.cell_grid(positions, None if cell is None else np.asarray(cell), pbc, reach,
-                            min_atoms=0 if cell_list else 400)
-        if cell_list and grid is None:
-            raise ValueError("no cell list possible here: the cell is partly periodic or narrower than three "
-                             f"times cutoff + skin ({reach} A) in some periodic direction; use cell_list=False")
-    start = jnp.asarray(positions, dtype)
+        return _all_pairs(potential, numbers, dtype)
+    nfn = skin_neighbour_fn(start, cell, pbc, potential.cutoff, skin, cell_list, dtype)
     bin_capacity = 0
-    if grid is not None:
-        probe = nl.build(start, cell_arr, shifts, reach, 1, pbc, grid=grid, bin_capacity=1)
+    if nfn.grid is not None:
+        probe = nfn.build(start, 1, 1)
         bin_capacity = max(int(np.ceil(int(probe.max_bin_count) * headroom)), 4)
     if capacity is None:
-        probe = nl.build(start, cell_arr, shifts, reach, 1, pbc, grid=grid, bin_capacity=bin_capacity)
+        probe = nfn.build(start, 1, bin_capacity)
         capacity = max(int(np.ceil(int(probe.n_pairs) * headroom)), 8)
-    if all_pairs is None and not cell_list and not periodic and n >= 2 and n * (n - 1) // 2 <= capacity:
-        return _all_pairs_force_fn(energy_fn, variables, numbers, dtype), None
-    nbrs = nl.build(start, cell_arr, shifts, reach, capacity, pbc, grid=grid, bin_capacity=bin_capacity)
+    if all_pairs is None and nfn.grid is None and not system.periodic and n >= 2 and n * (n - 1) // 2 <= capacity:
+        return _all_pairs(potential, numbers, dtype)
+    nbrs = nfn.build(start, capacity, bin_capacity)
     z = jnp.asarray(numbers, jnp.int32)
+    cell_arr = jnp.asarray(np.zeros((3, 3)) if cell is None else np.asarray(cell, float), dtype)
 
-    def force_fn(positions, nbrs):
-        nbrs = nl.update(nbrs, positions, cell_arr, shifts, reach, skin, pbc, grid)
+    def fn(positions, nbrs):
+        nbrs = nfn.update(nbrs, positions)
         graph = Graph(numbers=z, positions=positions.astype(dtype), atom_graph=jnp.zeros(n, jnp.int32),
                       receivers=nbrs.receivers, senders=nbrs.senders, cell_shifts=nbrs.cell_shifts,
                       cell=cell_arr[None], atom_mask=jnp.ones(n, bool), pair_mask=nbrs.pair_mask,
                       graph_mask=jnp.ones(1, bool))
-        energies, forces = energy_and_forces(energy_fn, variables, graph)
+        energies, forces = energy_and_forces(_energy_of, potential, graph)
         return energies[0], forces, nbrs
 
-    def reallocate(nbrs, positions, capacity: int, bin_capacity: int | None = None):
-        """A list with `capacity` pair slots (and, for a cell list, at least `bin_capacity` slots per bin)."""
-        bins = max(nbrs.bin_capacity, bin_capacity or 0) if grid is not None else 0
-        return nl.build(jnp.asarray(positions, dtype), cell_arr, shifts, reach, capacity, pbc, nbrs.builds, grid,
-                        bins)
-
-    force_fn.reallocate = reallocate
-    force_fn.grid = grid
-    force_fn.pairs = "list" if grid is None else "cell"
-    force_fn.n_pairs = None  # the list's slots are nbrs.capacity, which grows on reallocation
-    return force_fn, nbrs
+    return ForceFunction(fn=fn, aux=nbrs, neighbours=nfn, pairs=nfn.kind, n_pairs=None, dtype=dtype)
 
 
-def _all_pairs_force_fn(energy_fn, variables, numbers, dtype):
-    """force_fn(positions, aux=None) on the fixed graph of every pair i < j of a free molecule.
+def _all_pairs(potential, numbers, dtype) -> ForceFunction:
+    """The fixed graph of every pair i < j of a free molecule.
 
     Under `jax.vmap` (batched minimisers, MD replicas) it does not batch the model's gathers and scatters over a
     new axis: a custom batching rule evaluates the B structures as one graph of B disjoint copies (the layout
@@ -109,7 +130,7 @@ def _all_pairs_force_fn(energy_fn, variables, numbers, dtype):
                       cell_shifts=jnp.zeros((b * len(i), 3), jnp.int32), cell=jnp.zeros((b, 3, 3), dtype),
                       atom_mask=jnp.ones(b * n, bool), pair_mask=jnp.ones(b * len(i), bool),
                       graph_mask=jnp.ones(b, bool))
-        energies, forces = energy_and_forces(energy_fn, variables, graph)
+        energies, forces = energy_and_forces(_energy_of, potential, graph)
         return energies, forces.reshape(b, n, 3)
 
     @jax.custom_batching.custom_vmap
@@ -123,11 +144,11 @@ def _all_pairs_force_fn(energy_fn, variables, numbers, dtype):
             positions = jnp.broadcast_to(positions, (axis_size,) + positions.shape)
         return packed(positions), (True, True)
 
-    def force_fn(positions, aux=None):
+    def fn(positions, aux=None):
         energy, forces = evaluate(positions)
         return energy, forces, aux
 
-    force_fn.grid = None
-    force_fn.pairs = "fixed"
-    force_fn.n_pairs = len(i)  # the fixed graph's slots (stored once per pair i < j)
-    return force_fn
+    return ForceFunction(fn=fn, aux=None, neighbours=None, pairs="fixed", n_pairs=len(i), dtype=dtype)
+
+
+__all__ = ["ForceFunction", "force_function"]

@@ -3,18 +3,24 @@
 Units: positions Angstrom, velocities Angstrom/fs, time fs, masses amu, energies eV, temperatures K.
 `force_fn(positions, aux) -> (potential energy eV, forces eV/Angstrom, aux)` is any JAX-traceable function (the
 model's, or an analytic test potential); `aux` is state the force function carries along the trajectory (the
-neighbour list of the model's force function; None for analytic potentials). Each integrator returns `init(positions, velocities, masses, key=None)` and
-`step(state) -> state`, both jittable; a driver scans `step` over many steps in one compiled call.
+neighbour list of the model's force function; None for analytic potentials). Each integrator returns an
+`Integrator`: `init(positions, velocities, masses, key=None, aux=None)` and `step(state) -> state`, both
+jittable, with its time step, force function and conserved quantity, so a driver needs nothing else; it scans
+`step` over many steps in one compiled call.
+
+`NVE`, `Langevin` and `NoseHoover` are the same integrators as settings only (no force function yet), for
+`md.simulate(potential, system, Langevin(0.5, 300.0))`, which builds the force function from the system.
 
 - `velocity_verlet`: NVE.
 - `langevin_baoab`: NVT, BAOAB splitting (Leimkuhler and Matthews), friction in 1/fs.
 - `nose_hoover_chain`: NVT, a Nose-Hoover chain (Martyna, Klein, Tuckerman 1992) with the Trotter scheme of
   Martyna et al. (1996) (a chain half-step around each velocity-Verlet step). Its extended energy is conserved,
-  which `conserved_energy` returns for checking.
+  which `Integrator.conserved` returns for checking.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import jax
@@ -51,6 +57,30 @@ def degrees_of_freedom(n_atoms: int, periodic: bool = False) -> int:
 def temperature(velocities, masses, dof: int):
     """Instantaneous kinetic temperature (K) for `dof` degrees of freedom."""
     return 2.0 * kinetic_energy(velocities, masses) / (dof * KB_EV_PER_K)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Integrator:
+    """An integrator as one typed value (Optax's init/update pair idea).
+
+    init(positions, velocities, masses, key=None, aux=None) -> MDState; step(state) -> state (both jittable);
+    timestep_fs: the step; force_fn: what it integrates; conserved(state) -> eV: the quantity it conserves
+    (potential + kinetic, or an extended energy); temperature_K: a thermostat's target (None for NVE);
+    needs_key: init needs a PRNG key (stochastic integrators).
+    """
+
+    init: Callable
+    step: Callable
+    timestep_fs: float
+    force_fn: Callable
+    conserved: Callable
+    name: str
+    temperature_K: float | None = None
+    needs_key: bool = False
+
+
+def _mechanical_energy(state):
+    return state.potential + kinetic_energy(state.velocities, state.masses)
 
 
 @struct.dataclass
@@ -103,7 +133,7 @@ def velocity_verlet(force_fn: ForceFn, timestep_fs: float):
         state = _kick(_new_forces(state, force_fn), 0.5 * dt)
         return state.replace(step=state.step + 1)
 
-    return init, step
+    return Integrator(init, step, dt, force_fn, _mechanical_energy, "velocity Verlet (NVE)")
 
 
 def langevin_baoab(force_fn: ForceFn, timestep_fs: float, temperature_K: float, friction_per_fs: float = 0.01):
@@ -127,7 +157,8 @@ def langevin_baoab(force_fn: ForceFn, timestep_fs: float, temperature_K: float, 
         state = _kick(_new_forces(_drift(state, 0.5 * dt), force_fn), 0.5 * dt)
         return state.replace(step=state.step + 1)
 
-    return init, step
+    return Integrator(init, step, dt, force_fn, _mechanical_energy, f"Langevin BAOAB ({temperature_K:g} K)",
+                      float(temperature_K), needs_key=True)
 
 
 def nose_hoover_chain(force_fn: ForceFn, timestep_fs: float, temperature_K: float, n_atoms: int,
@@ -187,26 +218,67 @@ def nose_hoover_chain(force_fn: ForceFn, timestep_fs: float, temperature_K: floa
         return (state.potential + kinetic_energy(state.velocities, state.masses)
                 + 0.5 * jnp.sum(q * vxi**2) + dof * kt * xi[0] + kt * jnp.sum(xi[1:]))
 
-    step.conserved_energy = conserved_energy
-    return init, step
+    return Integrator(init, step, dt, force_fn, conserved_energy, f"Nose-Hoover chain ({temperature_K:g} K)",
+                      float(temperature_K))
 
 
-def maxwell_boltzmann(masses, temperature_K: float, seed: int = 0, positions=None) -> np.ndarray:
-    """Velocities (N, 3) Angstrom/fs drawn at temperature_K, with zero linear momentum and, when positions are
-    given (a free molecule), zero angular momentum; then rescaled to exactly temperature_K for the remaining
-    degrees of freedom."""
+def maxwell_boltzmann(masses, temperature_K: float, seed: int = 0, positions=None, *,
+                      periodic: bool = False) -> np.ndarray:
+    """Velocities (N, 3) Angstrom/fs drawn at temperature_K, with zero linear momentum and, for a free molecule
+    (periodic=False; its `positions` are then required), zero angular momentum; then rescaled to exactly
+    temperature_K for the remaining degrees of freedom (`degrees_of_freedom(N, periodic)`)."""
     masses = np.asarray(masses, np.float64)
+    if not periodic and positions is None and len(masses) > 2:
+        raise ValueError("a free molecule's velocities need its positions (to remove the angular momentum); "
+                         "pass positions=..., or periodic=True for a periodic system")
     n = len(masses)
     rng = np.random.default_rng(seed)
     v = rng.normal(size=(n, 3)) * np.sqrt(KB_EV_PER_K * temperature_K * ACCEL / masses)[:, None]
     v -= (masses[:, None] * v).sum(0) / masses.sum()
-    if positions is not None and n > 2:
+    if not periodic and n > 2:
         r = np.asarray(positions, np.float64)
         r = r - (masses[:, None] * r).sum(0) / masses.sum()
         angular = (masses[:, None] * np.cross(r, v)).sum(0)
         inertia = np.einsum("i,ij->", masses, r**2) * np.eye(3) - np.einsum("i,ij,ik->jk", masses, r, r)
         omega = np.linalg.solve(inertia, angular)
         v -= np.cross(omega, r)
-    dof = degrees_of_freedom(n, periodic=positions is None)
+    dof = degrees_of_freedom(n, periodic)
     current = (masses[:, None] * v**2).sum() / ACCEL / (dof * KB_EV_PER_K)
     return v * np.sqrt(temperature_K / current) if current > 0 else v
+
+
+# --- integrators as settings, for md.simulate ----------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class NVE:
+    """Velocity Verlet (microcanonical) with a time step in fs."""
+
+    timestep_fs: float = 0.5
+
+    def build(self, force_fn, n_atoms: int, periodic: bool) -> Integrator:
+        return velocity_verlet(force_fn, self.timestep_fs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Langevin:
+    """Langevin dynamics (BAOAB) at temperature_K with friction in 1/fs."""
+
+    timestep_fs: float = 0.5
+    temperature_K: float = 300.0
+    friction_per_fs: float = 0.01
+
+    def build(self, force_fn, n_atoms: int, periodic: bool) -> Integrator:
+        return langevin_baoab(force_fn, self.timestep_fs, self.temperature_K, self.friction_per_fs)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoseHoover:
+    """A Nose-Hoover chain at temperature_K with relaxation time tau_fs."""
+
+    timestep_fs: float = 0.5
+    temperature_K: float = 300.0
+    tau_fs: float = 50.0
+    chain_length: int = 3
+
+    def build(self, force_fn, n_atoms: int, periodic: bool) -> Integrator:
+        return nose_hoover_chain(force_fn, self.timestep_fs, self.temperature_K, n_atoms, self.tau_fs,
+                                 self.chain_length, periodic)

@@ -1,17 +1,18 @@
 """Trajectory store: MD frames on disk as they are produced, readable after a crash, resumable.
 
-A store is a folder: `meta.json` (atomic numbers, time step, anything the caller adds), one netCDF file per
+A store is a folder: `meta.json` (atomic numbers, time step, cell, anything the caller adds), one netCDF file per
 chunk (`frames_00000.nc`, ..., each written to a temporary name and renamed, so a file is either complete or
-absent), `state.npz` (the integrator state after the last stored chunk, atomic) and, if a watchdog stopped the
-run, `offending.nc` with the frames from the first bad one on and `stop_reason.txt`.
+absent), `state.npz` (the integrator state after the last stored chunk, plus the driver's bookkeeping; atomic)
+and, if a watchdog stopped the run, `offending.nc` with the frames from the first bad one on and
+`stop_reason.txt`. Replica runs store a `replica` dimension.
 
     store = TrajectoryStore("runs/ethanol", numbers=numbers, timestep_fs=0.5)
-    ds = store.open()             # xarray.Dataset: time, atom, xyz
-    store.to_extxyz("traj.extxyz") / store.to_ase()
+    traj = store.open()           # so3krates_lab.Trajectory (traj.to_xarray(), traj.to_ase(), traj.to_extxyz(path))
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,10 +20,13 @@ import jax
 import numpy as np
 
 from .._io import atomic_write
+from ..structures import Trajectory
+
+_DRIVER_PREFIX = "driver__"
 
 
 class TrajectoryStore:
-    def __init__(self, directory, numbers=None, timestep_fs: float | None = None, **meta):
+    def __init__(self, directory, numbers=None, timestep_fs: float | None = None, *, cell=None, pbc=None, **meta):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         meta_path = self.directory / "meta.json"
@@ -34,35 +38,28 @@ class TrajectoryStore:
             if numbers is None:
                 raise ValueError(f"{self.directory} is not a trajectory store yet: pass numbers= to create one")
             self.meta = {"numbers": [int(z) for z in numbers], "timestep_fs": timestep_fs, **meta}
+            if cell is not None:
+                self.meta["cell"] = np.asarray(cell, float).reshape(-1).tolist()
+                self.meta["pbc"] = [bool(p) for p in np.broadcast_to(np.asarray(pbc, bool), (3,))]
             atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(self.meta, indent=1)))
 
+    @property
+    def numbers(self) -> np.ndarray:
+        return np.asarray(self.meta["numbers"], np.int32)
+
     # frames -------------------------------------------------------------------------------------------------
-    def _dataset(self, frames):
-        import xarray as xr
-
-        return xr.Dataset(
-            {"positions": (("time", "atom", "xyz"), frames.positions.astype(np.float64), {"units": "Angstrom"}),
-             "velocities": (("time", "atom", "xyz"), frames.velocities.astype(np.float64),
-                            {"units": "Angstrom/fs"}),
-             "potential_energy": ("time", frames.potential, {"units": "eV"}),
-             "kinetic_energy": ("time", frames.kinetic, {"units": "eV"}),
-             "conserved_energy": ("time", frames.conserved, {"units": "eV"}),
-             "temperature": ("time", frames.temperature, {"units": "K"})},
-            coords={"time": ("time", frames.time_fs.astype(np.float64), {"units": "fs"}),
-                    "atomic_number": ("atom", np.asarray(self.meta["numbers"], np.int32))},
-        )
-
     def chunk_paths(self) -> list[Path]:
         return sorted(self.directory.glob("frames_*.nc"))
 
-    def append(self, frames) -> Path:
+    def append(self, frames: Trajectory) -> Path:
+        """Write one chunk of frames (a file per chunk, atomic)."""
         path = self.directory / f"frames_{len(self.chunk_paths()):05d}.nc"
-        ds = self._dataset(frames)
+        ds = frames.to_xarray()
         atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
         return path
 
-    def open(self):
-        """All stored frames as one xarray.Dataset (dims time, atom, xyz)."""
+    def open(self) -> Trajectory:
+        """All stored frames as one `Trajectory` (with the recorded stop reason, if the run stopped early)."""
         import xarray as xr
 
         paths = self.chunk_paths()
@@ -71,14 +68,15 @@ class TrajectoryStore:
         parts = []
         for p in paths:
             with xr.open_dataset(p, engine="scipy") as ds:
-                parts.append(ds.load())
-        out = xr.concat(parts, dim="time")
-        out.attrs.update({k: json.dumps(v) if not isinstance(v, (int, float, str)) else v
-                          for k, v in self.meta.items() if v is not None})
-        return out
+                parts.append(Trajectory.from_xarray(ds.load()))
+        cell = self.meta.get("cell")
+        return dataclasses.replace(Trajectory.concatenate(parts), numbers=self.numbers,
+                                   timestep_fs=self.meta.get("timestep_fs"),
+                                   cell=None if cell is None else np.asarray(cell).reshape(3, 3),
+                                   pbc=self.meta.get("pbc", [False] * 3), stop_reason=self.stop_reason())
 
-    def save_offending(self, frames, reason: str) -> None:
-        ds = self._dataset(frames)
+    def save_offending(self, frames: Trajectory, reason: str) -> None:
+        ds = frames.to_xarray()
         atomic_write(self.directory / "offending.nc", lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
         self.save_stop_reason(reason)
 
@@ -96,8 +94,9 @@ class TrajectoryStore:
         return path.read_text().strip() if path.exists() else None
 
     # integrator state --------------------------------------------------------------------------------------
-    def save_state(self, state) -> None:
-        """The MD state's arrays (PRNG keys as raw key data); the neighbour list is not stored (rebuilt)."""
+    def save_state(self, state, **driver) -> None:
+        """The MD state's arrays (PRNG keys as raw key data; the neighbour list is not stored, it is rebuilt) and
+        the driver's bookkeeping arrays (`driver`: e.g. which replicas are active)."""
         arrays = {"positions": state.positions, "velocities": state.velocities, "forces": state.forces,
                   "potential": state.potential, "masses": state.masses, "step": state.step}
         for name, value in state.thermostat.items():
@@ -105,6 +104,7 @@ class TrajectoryStore:
                 arrays[f"thermostat_key__{name}"] = jax.random.key_data(value)
             else:
                 arrays[f"thermostat__{name}"] = value
+        arrays.update({_DRIVER_PREFIX + k: v for k, v in driver.items()})
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
         atomic_write(self.directory / "state.npz", lambda tmp: _savez_to(tmp, arrays))
 
@@ -121,31 +121,27 @@ class TrajectoryStore:
                 thermostat[name] = jax.random.wrap_key_data(saved[f"thermostat_key__{name}"])
             else:
                 thermostat[name] = jax.numpy.asarray(saved[f"thermostat__{name}"], value.dtype)
+        for k in ("positions", "velocities"):
+            if saved[k].shape != tuple(getattr(template, k).shape):
+                raise ValueError(f"{self.directory}/state.npz: saved {k} have shape {saved[k].shape}, the run "
+                                 f"expects {tuple(getattr(template, k).shape)} (another system or replica count?)")
         return template.replace(**{k: jax.numpy.asarray(saved[k], getattr(template, k).dtype)
                                    for k in ("positions", "velocities", "forces", "potential", "masses", "step")},
                                 thermostat=thermostat)
 
+    def load_driver_state(self) -> dict:
+        """The driver's bookkeeping saved with the last state ({} when none was saved)."""
+        if not self.has_state():
+            return {}
+        with np.load(self.directory / "state.npz") as f:
+            return {k[len(_DRIVER_PREFIX):]: f[k] for k in f.files if k.startswith(_DRIVER_PREFIX)}
+
     # export -------------------------------------------------------------------------------------------------
     def to_ase(self, stride: int = 1) -> list:
-        from ase import Atoms
-
-        ds = self.open()
-        numbers = self.meta["numbers"]
-        out = []
-        for k in range(0, ds.sizes["time"], stride):
-            atoms = Atoms(numbers=numbers, positions=ds.positions.values[k])
-            atoms.info.update(time_fs=float(ds.time.values[k]), energy=float(ds.potential_energy.values[k]),
-                              temperature_K=float(ds.temperature.values[k]))
-            out.append(atoms)
-        return out
+        return self.open().to_ase(stride)
 
     def to_extxyz(self, path, stride: int = 1) -> Path:
-        from ase.io import write
-
-        path = Path(path)
-        frames = self.to_ase(stride)
-        atomic_write(path, lambda tmp: write(tmp, frames, format="extxyz"))
-        return path
+        return self.open().to_extxyz(path, stride)
 
 
 def _savez_to(path: str, arrays: dict) -> None:

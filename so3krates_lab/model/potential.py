@@ -1,64 +1,158 @@
-"""The pure model boundary: energy_fn(variables, graph) -> (G,) energies in eV, and its variables.
+"""`Potential`: a trained SO3krates model as one value (configuration + variables), loaded and saved in one call.
 
-Forces and stress come from the autodiff helpers of `so3krates_lab.autodiff`, re-exported here.
+    pot = Potential.load("data/models/ethanol_pbe.npz")     # or so3krates_lab.data.shipped_model("ethanol_pbe")
+    pot.evaluate(system).forces                              # eV/A
+    atoms.calc = pot.calculator()                            # ASE
+    sim = so3krates_lab.md.simulate(pot, system, so3krates_lab.md.Langevin(0.5, 300.0))
+
+It follows the potential protocol (`so3krates_lab.potential_base`): `cutoff`, `dtype`, `energy(graph)`, and is
+a pytree whose leaves are the variables and whose static part is the configuration, so compiled code is shared
+between potentials of the same configuration (a later checkpoint, a refit of the element energies).
 """
 
 from __future__ import annotations
 
-import functools
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
-from ..autodiff import (  # noqa: F401  (re-exported: the model's public helpers)
-    CPU_COMPILER_OPTIONS, EnergyFn, compiler_options, energy_and_forces, energy_forces_stress,
-)
+from ..memory import ensure_tuned
+from ..potential_base import DTYPES, BasePotential
 from ..structures import Graph
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import So3kratesConfig
+from .energy import with_constants
 from .so3krates import So3krates
 
 
-def jit_energy_and_forces(energy_fn: "EnergyFn", options: dict | None = None):
-    """jax.jit of `energy_and_forces(energy_fn, variables, graph)` with the backend's compiler options."""
-    return jax.jit(functools.partial(energy_and_forces, energy_fn),
-                   compiler_options=compiler_options() if options is None else options)
+@struct.dataclass
+class Potential(BasePotential):
+    """A SO3krates model: `config` (static) and `variables` {"params": ..., "constants": ...} (the leaves).
 
-
-def make_energy_fn(config: So3kratesConfig) -> EnergyFn:
-    """energy_fn(variables, graph) -> (G,) energies in eV (pure; jit it or differentiate it)."""
-    model = So3krates(config)
-
-    def energy_fn(variables, graph: Graph):
-        return model.apply(variables, graph)
-
-    return energy_fn
-
-
-def init_variables(config: So3kratesConfig, graph: Graph, seed: int = 0) -> dict:
-    """Fresh variables {"params": ..., "constants": ...} in the config's dtype.
-
-    The constants (element energies, energy scale) start at 0 and 1; fit them from data before training.
+    metadata: what the checkpoint recorded (data provenance, split, training history); not traced, and never a
+    reason to compile again.
     """
-    if config.dtype == "float64" and not jax.config.jax_enable_x64:
-        raise RuntimeError(
-            "config.dtype='float64' needs 64-bit JAX: run `jax.config.update('jax_enable_x64', True)` "
-            "before creating arrays (this package never changes global JAX settings itself)"
-        )
-    return jax.jit(So3krates(config).init)(jax.random.PRNGKey(seed), graph)
+
+    variables: dict
+    config: So3kratesConfig = struct.field(pytree_node=False)
+    info: "_Info" = struct.field(pytree_node=False, default=None)
+
+    def __post_init__(self):
+        if not isinstance(self.config, So3kratesConfig):
+            raise TypeError(f"config must be a So3kratesConfig, got {type(self.config).__name__}")
+        if not isinstance(self.info, _Info):
+            object.__setattr__(self, "info", _Info(self.info or {}))
+
+    @classmethod
+    def create(cls, config: So3kratesConfig, variables: dict, metadata: dict | None = None) -> "Potential":
+        return cls(variables=variables, config=config, info=_Info(metadata or {}))
+
+    @property
+    def metadata(self) -> dict:
+        """The checkpoint's free metadata (a copy)."""
+        return dict(self.info.data)
+
+    # the protocol ------------------------------------------------------------------------------------------
+    @property
+    def cutoff(self) -> float:
+        return float(self.config.cutoff)
+
+    @property
+    def dtype(self) -> str:
+        return self.config.dtype
+
+    def energy(self, graph: Graph):
+        """(G,) energies in eV."""
+        return So3krates(self.config).apply(self.variables, graph)
+
+    def atomic_energies(self, graph: Graph):
+        """(A,) per-atom energies in eV (0 on padding atoms)."""
+        return So3krates(self.config).apply(self.variables, graph, per_atom=True)
+
+    # the model's constants ---------------------------------------------------------------------------------
+    @property
+    def element_energy(self) -> np.ndarray:
+        """(119,) eV per element, indexed by atomic number: the energy a lone atom of that element adds."""
+        return np.asarray(self.variables["constants"]["element_energy"], np.float64)
+
+    @property
+    def energy_scale(self) -> float:
+        return float(np.asarray(self.variables["constants"]["energy_scale"]))
+
+    def with_constants(self, element_energy=None, energy_scale=None) -> "Potential":
+        """A copy with new element energies (119,) eV and/or energy scale (see `model.with_constants`)."""
+        return self.replace(variables=with_constants(self.variables, element_energy, energy_scale))
+
+    def with_dtype(self, dtype) -> "Potential":
+        """The same model computing in float32 or float64 (floating variables cast; float64 needs jax_enable_x64)."""
+        name = np.dtype(dtype).name
+        if name not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {name!r}")
+        if name == "float64" and not jax.config.jax_enable_x64:
+            raise RuntimeError("float64 needs `jax.config.update('jax_enable_x64', True)` before creating arrays "
+                               "(this package never changes global JAX settings itself)")
+        return Potential(variables=_as_jax(self.variables, np.dtype(name)), config=self.config.replace(dtype=name),
+                         info=self.info)
+
+    @property
+    def n_parameters(self) -> int:
+        return int(sum(np.size(x) for x in jax.tree.leaves(self.variables["params"])))
+
+    # files -------------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path, dtype=None) -> "Potential":
+        """A potential from a checkpoint file (`model.checkpoint` format; every version this package wrote).
+
+        dtype: None keeps the saved configuration's; "float32" / "float64" override it.
+        """
+        return cls.from_checkpoint(load_checkpoint(path), dtype)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint, dtype=None) -> "Potential":
+        ensure_tuned()  # before the first JAX array: XLA:CPU's buffers stay mapped between calls (memory.py)
+        config = checkpoint.config
+        if config.dtype == "float64" and dtype is None and not jax.config.jax_enable_x64:
+            raise RuntimeError("this checkpoint computes in float64, which needs "
+                               "`jax.config.update('jax_enable_x64', True)`; or pass dtype='float32'")
+        pot = cls.create(config, _as_jax(checkpoint.variables, np.dtype(config.dtype)), checkpoint.metadata)
+        return pot if dtype is None or np.dtype(dtype).name == config.dtype else pot.with_dtype(dtype)
+
+    def save(self, path, *, step: int = 0, opt_state=None, metadata: dict | None = None) -> Path:
+        """Write the checkpoint (atomic); metadata defaults to the potential's own. Returns the final path."""
+        return save_checkpoint(path, self.config, self.variables, step=step, opt_state=opt_state,
+                               metadata=self.metadata if metadata is None else metadata)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Potential(SO3krates F={c.features}, T={c.layers}, heads={c.heads}, degrees={c.degrees}, "
+                f"cutoff={c.cutoff} A, {c.dtype}, {self.n_parameters:,} parameters)")
 
 
-def with_constants(variables: dict, element_energy=None, energy_scale=None) -> dict:
-    """A copy of `variables` with new element energies (119,) eV and/or energy scale ()."""
-    constants = dict(variables["constants"])
-    dtype = constants["element_energy"].dtype
-    if element_energy is not None:
-        element_energy = np.asarray(element_energy)
-        if element_energy.shape != (119,):
-            raise ValueError(f"element_energy must have shape (119,), got {element_energy.shape}")
-        constants["element_energy"] = jnp.asarray(element_energy, dtype)
-    if energy_scale is not None:
-        constants["energy_scale"] = jnp.asarray(energy_scale, dtype)
-    return {**variables, "constants": constants}
+class _Info:
+    """Metadata carried beside the pytree's static part: all instances compare equal and hash alike, so that
+    provenance never changes a compiled function's cache key."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data):
+        self.data = dict(data)
+
+    def __eq__(self, other):
+        return isinstance(other, _Info)
+
+    def __hash__(self):
+        return 0
 
 
+def _as_jax(variables, float_type: np.dtype):
+    def leaf(x):
+        x = np.asarray(x)
+        return jnp.asarray(x, dtype=float_type if np.issubdtype(x.dtype, np.floating) else x.dtype)
+
+    return jax.tree.map(leaf, variables)
+
+
+__all__ = ["Potential"]

@@ -1,6 +1,6 @@
 """Test-set evaluation as an xarray Dataset: totals, per element, per structure; a printable table.
 
-    report = error_report(energy_fn, variables, test)          # xarray.Dataset, errors in meV and meV/A
+    report = error_report(potential, test)          # xarray.Dataset, errors in meV and meV/A
     print(error_table(report))
     parity_plot(report).write_html("parity.html")       # so3krates_lab.widgets.plots (plotly)
 
@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..model import compiler_options, energy_and_forces
+from ..autodiff import compiler_options, energy_and_forces
+from ..potential_base import check_potential, float_dtype
 from ..structures import Dataset
 from .device_data import gather_batch, to_device
 
@@ -36,49 +37,54 @@ def _symbol(z: int) -> str:
     return _SYMBOLS[z]
 
 
-@functools.lru_cache(maxsize=32)
-def _batch_predictor(energy_fn, batch: int, atoms: int):
-    """The jitted (variables, device data, indices) -> (energies (batch,), forces (batch, atoms, 3)), one per energy
-    function and batch shape, so that evaluating again (another split, a later checkpoint) compiles nothing."""
+def _energy_of(potential, graph):
+    return potential.energy(graph)
 
-    def run(v, d, idx):
+
+@functools.lru_cache(maxsize=32)
+def _batch_predictor(batch: int, atoms: int):
+    """The jitted (potential, device data, indices) -> (energies (batch,), forces (batch, atoms, 3)), one per batch
+    shape; the potential is an argument (a pytree), so evaluating another potential of the same configuration (a
+    later checkpoint, another split) compiles nothing."""
+
+    def run(potential, d, idx):
         graph, _ = gather_batch(d, idx)
-        e, f = energy_and_forces(energy_fn, v, graph)
+        e, f = energy_and_forces(_energy_of, potential, graph)
         return e, f.reshape(batch, atoms, 3)
 
     return jax.jit(run, compiler_options=compiler_options())
 
 
-def predict(energy_fn, variables, dataset: Dataset, cutoff: float, dtype=np.float32, batch_size: int = 32):
-    """Model energies (S,) eV and a list of forces (n_atoms, 3) eV/A for every structure of `dataset`.
+def predict(potential, dataset: Dataset, batch_size: int = 32):
+    """Energies (S,) eV and a list of forces (n_atoms, 3) eV/A of `potential` for every structure of `dataset`.
 
     The data set is packed once; batches of `batch_size` structures run through one compiled function (the last
     batch is filled with repeats and the extras dropped), so nothing recompiles within a call.
     """
+    check_potential(potential)
     if len(dataset) == 0:
         raise ValueError("cannot evaluate an empty data set")
-    data = to_device(dataset, cutoff, dtype)
+    data = to_device(dataset, potential.cutoff, float_dtype(potential))
     n, a = data.size, data.numbers.shape[1]
     b = min(batch_size, n)
-    run = _batch_predictor(energy_fn, b, a)
+    run = _batch_predictor(b, a)
     energies, forces = [], []
     for start in range(0, n, b):
         idx = np.minimum(np.arange(start, start + b), n - 1)
-        e, f = run(variables, data, jnp.asarray(idx, jnp.int32))
+        e, f = run(potential, data, jnp.asarray(idx, jnp.int32))
         keep = min(b, n - start)
         energies.append(np.asarray(e[:keep], np.float64))
         forces.extend(np.asarray(f[:keep], np.float64))
     return np.concatenate(energies), [f[: s.n_atoms] for f, s in zip(forces, dataset)]
 
 
-def error_report(energy_fn, variables, dataset: Dataset, cutoff: float, dtype=np.float32, batch_size: int = 32,
-                 name: str | None = None):
-    """Energy and force errors of a model on a labelled data set, as an xarray Dataset (see module doc)."""
+def error_report(potential, dataset: Dataset, batch_size: int = 32, name: str | None = None):
+    """Energy and force errors of a potential on a labelled data set, as an xarray Dataset (see module doc)."""
     import xarray as xr
 
     if any(s.energy is None or s.forces is None for s in dataset):
         raise ValueError("error_report needs energies and forces on every structure")
-    e_pred, f_pred = predict(energy_fn, variables, dataset, cutoff, dtype, batch_size)
+    e_pred, f_pred = predict(potential, dataset, batch_size)
     e_ref = dataset.energies
     f_ref = [s.forces for s in dataset]
     e_err = 1e3 * (e_pred - e_ref)
@@ -130,9 +136,9 @@ def error_table(report) -> str:
     return "\n".join(lines)
 
 
-def refit_element_energies(energy_fn, variables, dataset: Dataset, cutoff: float, dtype=np.float32,
-                           batch_size: int = 32) -> dict:
-    """Variables whose per-element energies absorb the model's mean energy error on `dataset` (least squares).
+def refit_element_energies(potential, dataset: Dataset, batch_size: int = 32):
+    """A copy of `potential` (a `Potential`) whose per-element energies absorb its mean energy error on `dataset`
+    (least squares).
 
     The loss weights forces 99:1 over energies, so a trained model's energies can carry a near-constant offset
     that forces cannot see. Adding per-element corrections delta_z fitted by least squares to the residuals
@@ -140,15 +146,13 @@ def refit_element_energies(energy_fn, variables, dataset: Dataset, cutoff: float
     For data sets of one composition only the composition-weighted sum of the corrections is determined; the
     minimum-norm solution is used. Fit on the training set, never on the test set.
     """
-    from ..model import with_constants
-
-    e_pred, _ = predict(energy_fn, variables, dataset, cutoff, dtype, batch_size)
+    e_pred, _ = predict(potential, dataset, batch_size)
     residual = dataset.energies - e_pred
     counts = np.zeros((len(dataset), 119))
     for k, s in enumerate(dataset):
         np.add.at(counts[k], s.numbers, 1.0)
     used = np.nonzero(counts.sum(0))[0]
     delta, *_ = np.linalg.lstsq(counts[:, used], residual, rcond=None)
-    element_energy = np.array(variables["constants"]["element_energy"], dtype=np.float64)
+    element_energy = potential.element_energy.copy()
     element_energy[used] += delta
-    return with_constants(variables, element_energy=element_energy)
+    return potential.with_constants(element_energy=element_energy)

@@ -31,9 +31,13 @@ import numpy as np
 import optax
 
 from ..data import fit_element_energies
-from ..model import So3kratesConfig, compiler_options, init_variables, make_energy_fn, with_constants
+from ..model import (
+    Potential, So3kratesConfig, compiler_options, init_variables, load_checkpoint, make_energy_fn, restore_opt_state,
+    save_checkpoint, with_constants,
+)
+from ..memory import ensure_tuned
+from ..potential_base import float_dtype
 from ..structures import Dataset
-from .checkpoint import load_checkpoint, restore_opt_state, save_checkpoint
 from .device_data import DeviceData, gather_batch, to_device
 from .loss import absolute_errors, energy_force_loss, label_counts
 
@@ -97,6 +101,12 @@ class FitResult:
     step: int
     best_step: int
     interrupted: bool = False
+    metadata: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def potential(self) -> Potential:
+        """The best-validation model as a `Potential` (with the run's metadata)."""
+        return Potential.create(self.config, self.variables, dict(self.metadata, best_step=self.best_step))
 
 
 def _init_variables(config, train: Dataset, data: DeviceData, seed: int) -> dict:
@@ -159,6 +169,7 @@ def fit(
     callbacks: called with each validation record; returning True stops training (a widget's stop button).
     metadata: stored in the checkpoints (e.g. data provenance: file hashes and split indices).
     """
+    ensure_tuned()
     tc = train_config
     batch_size = tc.batch_size or default_batch_size(len(train))
     if batch_size > len(train):
@@ -170,7 +181,7 @@ def fit(
                          f"pick a multiple of {n_devices} or set TrainConfig(devices=...)")
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
-    dtype = np.float64 if config.dtype == "float64" else np.float32
+    dtype = float_dtype(config)
     train_data = jax.device_put(to_device(train, config.cutoff, dtype), replicated)
     valid_data = jax.device_put(to_device(valid, config.cutoff, dtype), replicated)
     energy_fn = make_energy_fn(config)
@@ -184,7 +195,8 @@ def fit(
     if checkpoint is not None and resume and checkpoint.exists():
         saved = load_checkpoint(checkpoint)
         if saved.config != config:
-            raise ValueError(f"{checkpoint} was trained with {saved.config}, not {config}; pass resume=False")
+            raise ValueError(f"{checkpoint} was trained with {saved.config}, not {config}; pass resume=False "
+                             "(so3krates-train: --fresh) or another checkpoint path")
         variables = jax.tree.map(jnp.asarray, saved.variables)
         opt_state = restore_opt_state(opt_state, saved.opt_state_leaves)
         step, history = saved.step, list(saved.metadata.get("history", []))
@@ -268,7 +280,7 @@ def fit(
     finally:
         bar.close()
     return FitResult(variables=best["variables"], config=config, history=history, step=step,
-                     best_step=best["step"], interrupted=interrupted)
+                     best_step=best["step"], interrupted=interrupted, metadata=dict(metadata or {}))
 
 
 def _progress(enabled: bool, total: int | None, initial: int):

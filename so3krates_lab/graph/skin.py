@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -246,3 +247,56 @@ def grown_capacities(start: NeighbourList, overflowed: NeighbourList, headroom: 
     capacity = max(int(np.ceil(pairs * headroom)), start.capacity + 1)
     bins = max(int(np.ceil(fullest * headroom)), start.bin_capacity) if start.bin_capacity else 0
     return capacity, bins
+
+
+class SkinNeighbourFn(NamedTuple):
+    """The neighbour-list functions of one system, as one typed value (JAX MD's NeighborFn idea).
+
+    build(positions, capacity, bin_capacity=0) -> NeighbourList: a fresh list (jittable);
+    update(nbrs, positions) -> NeighbourList: rebuild inside jit only when an atom moved more than skin / 2;
+    reallocate(nbrs, positions, capacity, bin_capacity=None) -> NeighbourList: a larger list after an overflow
+    (called by the MD driver between chunks; keeps the build count).
+    kind: "list" (all pairs over the images) or "cell" (a cell list); grid: the cell list's binning or None.
+    """
+
+    build: Callable
+    update: Callable
+    reallocate: Callable
+    kind: str
+    grid: CellGrid | None
+    reach: float
+
+
+def skin_neighbour_fn(positions, cell, pbc, cutoff: float, skin: float = 0.5, cell_list: bool | None = None,
+                      dtype=jnp.float32) -> SkinNeighbourFn:
+    """The typed neighbour functions for one system with a fixed cell (NVE/NVT).
+
+    positions: (N, 3) start geometry (Angstrom), which sizes a free molecule's cell-list box. cell (3, 3) or None,
+    pbc (3,). cell_list: True forces a cell list, False all pairs, None picks by `cell_grid` (from a few hundred
+    atoms on, where the cell allows it).
+    """
+    periodic = cell is not None and any(pbc)
+    pbc = tuple(bool(p) for p in pbc) if cell is not None else (False, False, False)
+    cell_np = None if cell is None else np.asarray(cell, float)
+    cell_arr = jnp.asarray(np.zeros((3, 3)) if cell is None else cell_np, dtype)
+    reach = float(cutoff) + float(skin)
+    shifts = image_shifts(cell_np, pbc, reach)
+    grid = None
+    if cell_list is not False:
+        grid = cell_grid(positions, cell_np if periodic else None, pbc, reach, min_atoms=0 if cell_list else 400)
+        if cell_list and grid is None:
+            raise ValueError("no cell list possible here: the cell is partly periodic or narrower than three "
+                             f"times cutoff + skin ({reach} A) in some periodic direction; use cell_list=False")
+
+    def build_fn(positions, capacity: int, bin_capacity: int = 0, builds=0) -> NeighbourList:
+        return build(jnp.asarray(positions, dtype), cell_arr, shifts, reach, int(capacity), pbc, builds, grid,
+                     int(bin_capacity) if grid is not None else 0)
+
+    def update_fn(nbrs: NeighbourList, positions) -> NeighbourList:
+        return update(nbrs, positions, cell_arr, shifts, reach, skin, pbc, grid)
+
+    def reallocate_fn(nbrs: NeighbourList, positions, capacity: int, bin_capacity: int | None = None):
+        bins = max(nbrs.bin_capacity, bin_capacity or 0) if grid is not None else 0
+        return build_fn(positions, capacity, bins, nbrs.builds)
+
+    return SkinNeighbourFn(build_fn, update_fn, reallocate_fn, "list" if grid is None else "cell", grid, reach)

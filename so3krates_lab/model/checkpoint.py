@@ -58,11 +58,11 @@ import zipfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from ..model.config import DTYPES, So3kratesConfig
+from .config import So3kratesConfig
 
 FORMAT = "so3krates_lab.checkpoint"
 VERSION = 1
@@ -73,7 +73,6 @@ METADATA_KEY = "metadata"
 
 __all__ = [
     "FORMAT", "VERSION", "UNITS", "Checkpoint", "save_checkpoint", "load_checkpoint", "restore_opt_state",
-    "energy_fn_from_checkpoint",
 ]
 
 
@@ -345,46 +344,3 @@ def restore_opt_state(template, leaves):
                              f"{tuple(np.shape(t))}")
         restored.append(jnp.asarray(saved, dtype=getattr(t, "dtype", saved.dtype)))
     return jax.tree_util.tree_unflatten(treedef, restored)
-
-
-# ------------------------------------------------------------------------------------------------- model
-
-
-def energy_fn_from_checkpoint(path_or_checkpoint, dtype=None, compiler_options: dict | None = None
-                              ) -> tuple[Callable, So3kratesConfig, dict]:
-    """Loading a checkpoint gives back a ready energy/force function.
-
-    Returns (fn, config, variables): ``fn(graph) -> (energies (G,) eV, forces (A, 3) eV/A)`` is jitted (backend
-    compiler options as in jit_energy_and_forces) with the variables closed over; `variables` are jnp arrays.
-    dtype: None keeps the saved config's dtype; "float32"/"float64" (or numpy dtypes) override it and cast the
-    floating variables accordingly (float64 needs ``jax_enable_x64``).
-    compiler_options: XLA options for the jit (None: the backend's defaults from jit_energy_and_forces).
-    """
-    import jax
-    import jax.numpy as jnp
-
-    from ..model.potential import jit_energy_and_forces, make_energy_fn
-
-    ckpt = path_or_checkpoint if isinstance(path_or_checkpoint, Checkpoint) else load_checkpoint(path_or_checkpoint)
-    config = ckpt.config
-    if dtype is not None:
-        name = np.dtype(dtype).name
-        if name not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {name!r}")
-        config = config.replace(dtype=name)
-    if config.dtype == "float64" and not jax.config.jax_enable_x64:
-        raise RuntimeError("this checkpoint computes in float64, which needs "
-                           "`jax.config.update('jax_enable_x64', True)`; or pass dtype='float32'")
-    target = np.dtype(config.dtype)
-
-    def to_jnp(x):
-        x = np.asarray(x)
-        return jnp.asarray(x, dtype=target if np.issubdtype(x.dtype, np.floating) else x.dtype)
-
-    variables = jax.tree_util.tree_map(to_jnp, ckpt.variables)
-    energy_and_forces = jit_energy_and_forces(make_energy_fn(config), compiler_options)
-
-    def fn(graph):
-        return energy_and_forces(variables, graph)
-
-    return fn, config, variables

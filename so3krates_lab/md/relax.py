@@ -1,0 +1,145 @@
+"""Relax many structures at once: a minimiser (FIRE or L-BFGS from `minimize`) in fixed slots with continuous
+refilling, for minima searches and for relaxing a stream of frames.
+
+`BatchRelaxer` advances a fixed number of slots together (vmap) in compiled chunks of minimiser steps; between
+chunks, converged slots hand their minimum back and are refilled with new structures at once (initialised inside
+the next compiled chunk), so a batch never waits for its slowest member (which `minimize.relax_batch` does).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..autodiff import compiler_options
+from .driver import _overflowed, blank_like, stack_states, where_rows
+from .minimize import fire, lbfgs
+
+
+MINIMIZERS = {"fire": fire, "lbfgs": lbfgs}
+
+
+class BatchRelaxer:
+    """A minimiser (FIRE or L-BFGS from `md.minimize`) on `n_slots` structures at once with continuous refilling.
+
+    force_fn: a `ForceFunction` (`md.force_function(potential, system)`, or `ForceFunction.from_callable`); every
+    slot starts with a copy of its aux (the neighbour list). template: (N, 3) positions (Angstrom) of one structure (it fixes the shape of a slot). fmax:
+    convergence threshold on the largest atomic force (eV/A). max_steps: minimiser steps after which a slot is
+    given up (reported as not converged). chunk_steps: steps per compiled call. minimizer: "fire", "lbfgs" or any
+    function force_fn -> (init, step) whose states are dataclasses (e.g. flax structs) with positions, energy,
+    step, aux and a `fmax` property; options: its keyword arguments. Freshly loaded slots are initialised inside
+    the same compiled call as the chunk, so the model is compiled once.
+    """
+
+    def __init__(self, force_fn, template, n_slots: int, fmax: float = 1e-3, max_steps: int = 3000,
+                 chunk_steps: int = 50, minimizer="fire", **options):
+        if n_slots < 1 or chunk_steps < 1 or max_steps < 1:
+            raise ValueError(f"n_slots, chunk_steps and max_steps must be >= 1, got {n_slots}, {chunk_steps}, "
+                             f"{max_steps}")
+        if fmax <= 0:
+            raise ValueError(f"fmax must be positive (eV/A), got {fmax}")
+        self.n_slots, self.fmax, self.max_steps = int(n_slots), float(fmax), int(max_steps)
+        if isinstance(minimizer, str):
+            if minimizer not in MINIMIZERS:
+                raise ValueError(f"minimizer must be one of {sorted(MINIMIZERS)} or a function, got {minimizer!r}")
+            minimizer = MINIMIZERS[minimizer]
+        init, step = minimizer(force_fn, **options)
+        vinit, vstep = jax.vmap(init), jax.vmap(step)
+        fmax_of = jax.vmap(lambda s: s.fmax)
+
+        def advance(states, positions, fresh, active):
+            """(Re)initialise the fresh slots at `positions` (skipped when there are none), then one chunk."""
+            states = jax.lax.cond(jnp.any(fresh), lambda s: where_rows(fresh, vinit(positions, s.aux), s),
+                                  lambda s: s, states)
+
+            def body(s, _):
+                frozen = (fmax_of(s) < fmax) | ~active
+                return where_rows(frozen, s, vstep(s)), None
+
+            states = jax.lax.scan(body, states, None, length=chunk_steps)[0]
+            return states, fmax_of(states)
+
+        # one compiled program holds both the initialisation of freshly loaded slots and the chunk of steps:
+        # the model is compiled once per relaxer
+        self._advance = jax.jit(advance, compiler_options=compiler_options())
+        aux, dtype = getattr(force_fn, "aux", None), getattr(force_fn, "dtype", jnp.float32)
+        template = jnp.asarray(np.asarray(template, dtype=np.float64), dtype)
+        stacked = jnp.stack([template] * self.n_slots)
+        aux_stacked = stack_states([aux] * self.n_slots)
+        shapes = jax.eval_shape(vinit, stacked, aux_stacked)  # the state layout, without running the model
+        self.states = dataclasses.replace(blank_like(shapes), aux=aux_stacked)
+        self._positions = np.array(stacked)  # positions waiting to be loaded into fresh slots (Angstrom)
+        self._fresh = np.zeros(self.n_slots, bool)
+        self.active = np.zeros(self.n_slots, bool)
+        self.tags: list = [None] * self.n_slots
+        self.steps_done = 0  # minimiser steps summed over busy slots (the work done)
+
+    @property
+    def n_free(self) -> int:
+        return int((~self.active).sum())
+
+    def load(self, items):
+        """Put (tag, positions (N, 3) Angstrom) items into free slots; returns how many were taken. The slots are
+        initialised (one force call each) at the start of the next `run_chunk`."""
+        free = np.nonzero(~self.active)[0][: len(items)]
+        for slot, (tag, pos) in zip(free, items):
+            self._positions[slot] = pos
+            self._fresh[slot] = True
+            self.tags[slot] = tag
+            self.active[slot] = True
+        return len(free)
+
+    def run_chunk(self):
+        """Advance busy slots one chunk; returns finished items [(tag, positions, energy eV, converged, steps)]."""
+        before = np.where(self._fresh, 0, np.asarray(self.states.step))
+        # Copies: on the CPU, JAX may use a NumPy argument's memory without copying it while the call runs
+        # asynchronously, and these arrays are written right after (`_fresh` below, the others on the next load).
+        self.states, fmax = self._advance(self.states, np.array(self._positions), np.array(self._fresh),
+                                          np.array(self.active))
+        self._fresh[:] = False
+        if _overflowed(self.states.aux):
+            raise RuntimeError("the neighbour list overflowed during relaxation; build the force function with a "
+                               "larger capacity (for a small molecule: md.force_function(..., all_pairs=True))")
+        fmax = np.asarray(fmax)
+        steps = np.asarray(self.states.step)
+        self.steps_done += int((steps - before)[self.active].sum())
+        converged = self.active & (fmax < self.fmax)
+        given_up = self.active & ~converged & (steps >= self.max_steps)
+        finished = []
+        if (converged | given_up).any():
+            positions, energies = np.asarray(self.states.positions), np.asarray(self.states.energy)
+            for slot in np.nonzero(converged | given_up)[0]:
+                finished.append((self.tags[slot], positions[slot].astype(np.float64), float(energies[slot]),
+                                 bool(converged[slot]), int(steps[slot])))
+                self.tags[slot] = None
+            self.active &= ~(converged | given_up)
+        return finished
+
+    def in_flight(self) -> list:
+        """[(tag, current positions (N, 3) Angstrom)] of the busy slots: unfinished work to save and reload."""
+        positions = np.where(self._fresh[:, None, None], self._positions, np.asarray(self.states.positions, np.float64))
+        return [(self.tags[slot], positions[slot]) for slot in np.nonzero(self.active)[0]]
+
+    def relax_all(self, structures, progress: bool = False, desc: str = "relax"):
+        """Relax a list of (N, 3) structures; returns (positions (M, N, 3), energies (M,) eV, converged (M,))."""
+        from tqdm.auto import tqdm
+
+        pending = collections.deque(enumerate(np.asarray(structures, dtype=np.float64)))
+        n = len(pending)
+        out_pos = np.zeros((n,) + np.shape(structures)[1:])
+        out_e, out_ok = np.zeros(n), np.zeros(n, bool)
+        with tqdm(total=n, desc=desc, disable=not progress, mininterval=1.0) as bar:
+            while pending or self.active.any():
+                take = [pending.popleft() for _ in range(min(self.n_free, len(pending)))]
+                self.load(take)
+                for tag, pos, energy, ok, _ in self.run_chunk():
+                    out_pos[tag], out_e[tag], out_ok[tag] = pos, energy, ok
+                    bar.update(1)
+        return out_pos, out_e, out_ok
+
+
+__all__ = ["BatchRelaxer", "MINIMIZERS"]
