@@ -57,16 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .memory import tune_malloc
-
-    tune_malloc()  # before JAX runs: no page faults on every call (memory.py)
-    import numpy as np
-
     from .data import Split, load, random_split
-    from .model import So3kratesConfig, make_energy_fn
-    from .train import (
-        TrainConfig, error_report, error_table, fit, load_checkpoint, refit_element_energies, save_checkpoint,
-    )
+    from .model import Potential, So3kratesConfig
+    from .train import TrainConfig, error_report, error_table, fit, refit_element_energies
     from .widgets.plots import parity_plot
 
     if args.dtype == "float64":
@@ -107,18 +100,16 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - t0
     if result.interrupted:
         print(f"interrupted at step {result.step}; rerun the same command to resume")
-    dtype = np.float64 if config.dtype == "float64" else np.float32
-    variables = result.variables
+    potential = result.potential
     if not args.no_refit_energies:
         # The 99:1 force:energy loss leaves energies free to carry a near-constant offset; remove it.
-        variables = refit_element_energies(make_energy_fn(config), variables, train, config.cutoff, dtype)
+        potential = refit_element_energies(potential, train)
         best = args.out / "model_best.npz"
         if best.exists():
-            saved = load_checkpoint(best)
-            save_checkpoint(best, config, variables, step=saved.step,
-                            metadata=dict(saved.metadata, element_energies="refit to training residuals"))
-    report = error_report(make_energy_fn(config), variables, test, config.cutoff, dtype,
-                          name=f"test set of {Path(args.data).name}")
+            saved = Potential.load(best)
+            potential.save(best, step=result.best_step,
+                           metadata=dict(saved.metadata, element_energies="refit to training residuals"))
+    report = error_report(potential, test, name=f"test set of {Path(args.data).name}")
     print(error_table(report))
     summary = {**report.attrs, "steps": result.step, "best_step": result.best_step,
                "wall_seconds_this_call": round(wall, 1),

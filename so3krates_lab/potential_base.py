@@ -48,7 +48,9 @@ def _energy_of(potential, graph: Graph):
 
 
 @functools.cache
-def _jitted(kind: str):
+def compiled_evaluator(kind: str):
+    """The jitted (potential, graph) -> (energies, forces) ("forces") or (energies, forces, stress) ("stress"),
+    shared by every potential: compiled once per potential type, static settings and graph shape."""
     fn = {"forces": functools.partial(energy_and_forces, _energy_of),
           "stress": functools.partial(energy_forces_stress, _energy_of)}[kind]
     return jax.jit(fn, compiler_options=compiler_options())
@@ -129,7 +131,7 @@ class BasePotential:
         if not systems:
             raise ValueError("evaluate needs at least one System")
         want_stress = any(s.periodic for s in systems) if stress is None else bool(stress)
-        run = _jitted("stress" if want_stress else "forces")
+        run = compiled_evaluator("stress" if want_stress else "forces")
         dtype = float_dtype(self)
         energies, forces, stresses = [], [], []
         for start in range(0, len(systems), batch_size):
@@ -155,4 +157,5 @@ class BasePotential:
         return PotentialCalculator(self, **kwargs)
 
 
-__all__ = ["BasePotential", "DTYPES", "Prediction", "PotentialProtocol", "check_potential", "float_dtype"]
+__all__ = ["BasePotential", "DTYPES", "Prediction", "PotentialProtocol", "check_potential", "compiled_evaluator",
+           "float_dtype"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: creates the project-local virtual environment .venv (once),
 # installs the package with what the task needs, then runs it.
-#   bash tools/run.sh main    # the main job on the shipped data: test errors, MD, result files (python -m so3krates_lab.demo)
+#   bash tools/run.sh main    # the main job on the shipped data: test errors, MD, result files (python -m so3krates_lab)
 #   bash tools/run.sh test    # the test suite
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ if [ ! -f "$stamp" ]; then
     touch "$stamp"
 fi
 case "$task" in
-    main) exec .venv/bin/python -m so3krates_lab.demo "$@" ;;
+    main) exec .venv/bin/python -m so3krates_lab "$@" ;;
     # loadgroup: tests marked xdist_group("browser") share one worker (one JupyterLab, one Chromium)
     test) exec .venv/bin/python -m pytest -q -n 2 --dist loadgroup "$@" ;;
     *) echo "unknown task '$task' (use: main | test)" >&2; exit 2 ;;

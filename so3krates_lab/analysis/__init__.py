@@ -1,23 +1,26 @@
-"""Analyses of trajectories and potential-energy surfaces; each receives data or an energy/force function,
+"""Analyses of trajectories and potential-energy surfaces; each receives a `Trajectory` or a potential,
 nothing here imports the model or training.
 
 spectra: velocity autocorrelation, power spectra (cm^-1) and harmonic normal modes.
+stability: energy conservation and stable times of MD runs.
 alignment, minima, explore, validation, peptide: minima exploration, deduplication and the minima graph.
 """
 
 from .alignment import (
     bond_graph, distance_fingerprint, equivalent_groups, fingerprint_distance, kabsch, kabsch_rmsd, symmetric_rmsd,
 )
-from .explore import BatchRelaxer, Exploration, explore_minima
+from .explore import Exploration, explore_minima
 from .minima import MinimaDatabase, load_minima, minima_graph, save_minima
 from .peptide import backbone_torsions, dihedrals
 from .spectra import (
-    EIGENVALUE_TO_CM1, PER_FS_TO_CM1, hessian_of, mode_animation, normal_modes, normal_modes_from_energy,
-    power_spectrum, spectrum_peaks, vacf, vacf_by_element, vacf_from_trajectory,
+    EIGENVALUE_TO_CM1, PER_FS_TO_CM1, as_trajectory, hessian_of, mode_animation, normal_modes,
+    normal_modes_from_energy, normal_modes_of, power_spectrum, spectrum_peaks, vacf, vacf_by_element,
+    vacf_from_trajectory,
 )
+from .stability import energy_conservation, stable_times_ps
 from .validation import reached_by, reference_relax
 
-__all__ = ["BatchRelaxer", "EIGENVALUE_TO_CM1", "Exploration", "MinimaDatabase", "PER_FS_TO_CM1",
+__all__ = ["EIGENVALUE_TO_CM1", "as_trajectory", "energy_conservation", "normal_modes_of", "stable_times_ps", "Exploration", "MinimaDatabase", "PER_FS_TO_CM1",
            "backbone_torsions", "bond_graph", "dihedrals", "distance_fingerprint", "equivalent_groups", "explore_minima", "fingerprint_distance", "hessian_of",
            "kabsch", "kabsch_rmsd", "load_minima", "minima_graph", "mode_animation", "normal_modes",
            "normal_modes_from_energy", "power_spectrum", "reached_by", "reference_relax", "save_minima",

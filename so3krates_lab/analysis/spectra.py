@@ -5,7 +5,8 @@ frequencies in cm^-1 (wavenumbers, 1/lambda). Every function returns an xarray D
 
     ds = vacf(velocities, timestep_fs=5.0, numbers=numbers, mass_weighted=True)   # (time, atom, 3) in
     spec = power_spectrum(ds)                                                      # frequency in cm^-1
-    modes = normal_modes_from_energy(energy_fn, positions, numbers)               # jax.hessian route
+    modes = normal_modes_of(potential, minimum)                                    # a potential at a System
+    modes = normal_modes_from_energy(energy_fn, positions, numbers)               # any (N, 3) -> eV function
     modes = normal_modes(hessian, positions, numbers)                             # a Hessian from anywhere
 
 Conversions (CODATA 2018 constants):
@@ -19,6 +20,8 @@ Conversions (CODATA 2018 constants):
 from __future__ import annotations
 
 import numpy as np
+
+from ..structures import Trajectory
 
 SPEED_OF_LIGHT_CM_PER_S = 2.99792458e10
 ELECTRONVOLT_J = 1.602176634e-19
@@ -172,26 +175,35 @@ def vacf_by_element(velocities, timestep_fs: float, numbers, **kw):
     return out.assign_coords(element=("element", [chemical_symbols[z] for z in elements]))
 
 
+def as_trajectory(trajectory) -> Trajectory:
+    """A `Trajectory` from a Trajectory, a `md.TrajectoryStore` (its frames) or an xarray Dataset in the
+    trajectory layout (`Trajectory.to_xarray`); anything else raises TypeError."""
+    from ..md import TrajectoryStore
+
+    if isinstance(trajectory, Trajectory):
+        return trajectory
+    if isinstance(trajectory, TrajectoryStore):
+        return trajectory.open()
+    if hasattr(trajectory, "data_vars"):
+        return Trajectory.from_xarray(trajectory)
+    raise TypeError(f"expected a Trajectory, a TrajectoryStore or its xarray Dataset, got {type(trajectory).__name__}")
+
+
 def trajectory_velocities(trajectory, skip_fs: float = 0.0):
-    """(velocities (time, atom, 3) Å/fs, time step fs, atomic numbers or None) of a `so3krates_lab.md.TrajectoryStore`
-    or its Dataset (`velocities`, `time` in fs, `atomic_number` coord), without the first `skip_fs` fs
-    (equilibration); checks that at least 4 evenly spaced frames remain."""
-    ds = trajectory.open() if hasattr(trajectory, "open") and not hasattr(trajectory, "data_vars") else trajectory
-    if "velocities" not in ds or "time" not in ds.coords:
-        raise ValueError("trajectory needs a `velocities` variable and a `time` coordinate (fs)")
-    ds = ds.sel(time=ds.time >= ds.time.values[0] + skip_fs)
-    time = ds.time.values
-    if time.size < 4:
-        raise ValueError(f"trajectory too short for a VACF: {time.size} frames after skipping {skip_fs} fs")
-    steps = np.diff(time)
-    if not np.allclose(steps, steps[0], rtol=1e-6, atol=1e-9):
-        raise ValueError(f"frames are not evenly spaced in time (steps {steps.min()}..{steps.max()} fs)")
-    numbers = ds["atomic_number"].values if "atomic_number" in ds.coords else None
-    return ds.velocities.values, float(steps[0]), numbers
+    """(velocities (time, atom, 3) Å/fs, frame spacing fs, atomic numbers) of a one-structure trajectory (see
+    `as_trajectory`), without the first `skip_fs` fs (equilibration); checks that at least 4 evenly spaced frames
+    remain."""
+    traj = as_trajectory(trajectory)
+    if traj.n_replicas is not None:
+        raise ValueError("a VACF needs one structure's trajectory: take trajectory.replica(r) first")
+    traj = traj.since(skip_fs)
+    if len(traj) < 4:
+        raise ValueError(f"trajectory too short for a VACF: {len(traj)} frames after skipping {skip_fs} fs")
+    return traj.velocities, traj.frame_spacing_fs, traj.numbers
 
 
 def vacf_from_trajectory(trajectory, *, skip_fs: float = 0.0, **kw):
-    """vacf() of a `so3krates_lab.md.TrajectoryStore` or its Dataset (see `trajectory_velocities`). skip_fs drops
+    """vacf() of a `Trajectory` (or a `md.TrajectoryStore`, see `as_trajectory`). skip_fs drops
     the first frames (equilibration). Other arguments as vacf()."""
     velocities, timestep_fs, numbers = trajectory_velocities(trajectory, skip_fs)
     return vacf(velocities, timestep_fs, numbers=kw.pop("numbers", numbers), **kw)
@@ -383,6 +395,25 @@ def normal_modes_from_energy(energy_fn, positions, numbers=None, *, masses=None,
     """
     return normal_modes(hessian_of(energy_fn, positions), np.asarray(positions), numbers, masses=masses,
                         project=project)
+
+
+def normal_modes_of(potential, system, *, project: bool = True):
+    """normal_modes() of a potential at a System's geometry (relax it first, e.g. with `md.relax`), by jax.hessian
+    on the fixed graph of every atom pair (a free molecule). Computed in the potential's dtype: use a float64
+    potential (`Potential.with_dtype("float64")`, with jax_enable_x64) for frequencies to 0.1 cm^-1."""
+    import jax.numpy as jnp
+
+    from ..md import force_function
+
+    if system.periodic:
+        raise ValueError("normal_modes_of is for free molecules; the system is periodic")
+    ff = force_function(potential, system, all_pairs=True)
+
+    def energy(r):
+        return ff(r, None)[0]
+
+    return normal_modes_from_energy(energy, jnp.asarray(system.positions, ff.dtype), system.numbers,
+                                    project=project)
 
 
 def mode_animation(modes_ds, mode: int, *, amplitude: float = 0.3, n_frames: int = 24) -> np.ndarray:

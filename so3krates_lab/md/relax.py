@@ -142,4 +142,30 @@ class BatchRelaxer:
         return out_pos, out_e, out_ok
 
 
-__all__ = ["BatchRelaxer", "MINIMIZERS"]
+
+
+
+def relax(potential, systems, *, fmax: float = 1e-3, max_steps: int = 5000, minimizer="fire", n_slots: int = 8,
+          progress: bool = False, **options):
+    """Relax one System, or several of the same molecule, with `potential` until the largest atomic force is below
+    fmax (eV/A). Returns (relaxed Systems (labelled with the final energy and forces), converged (M,) bool);
+    for a single System, (System, bool). options: the minimiser's keyword arguments (e.g. max_step)."""
+    from ..structures import System
+    from .forces import force_function
+
+    single = isinstance(systems, System)
+    systems = [systems] if single else list(systems)
+    first = systems[0]
+    if any(s.n_atoms != first.n_atoms or not np.array_equal(s.numbers, first.numbers) for s in systems):
+        raise ValueError("relax needs structures of one molecule (same atoms in the same order)")
+    ff = force_function(potential, first)
+    relaxer = BatchRelaxer(ff, first.positions, min(n_slots, len(systems)), fmax, max_steps, minimizer=minimizer,
+                           **options)
+    positions, energies, converged = relaxer.relax_all([s.positions for s in systems], progress=progress)
+    fn = jax.jit(ff.fn)
+    out = []
+    for s, p, e in zip(systems, positions, energies):
+        _, forces, _ = fn(jnp.asarray(p, ff.dtype), ff.aux)
+        out.append(s.replace(positions=p, energy=float(e), forces=np.asarray(forces, np.float64)))
+    return (out[0], bool(converged[0])) if single else (out, converged)
+__all__ = ["BatchRelaxer", "MINIMIZERS", "relax"]

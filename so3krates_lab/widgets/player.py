@@ -1,12 +1,14 @@
 """Replay a finished MD trajectory: a frame slider (and a play button) driving an nglview view and a marker on
 the energy and temperature plot.
 
-    TrajectoryPlayer(TrajectoryStore("runs/ethanol"))     # or any Dataset from store.open()
+    TrajectoryPlayer(trajectory)     # a Trajectory (sim.run(...)), or a TrajectoryStore
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from ..analysis.spectra import as_trajectory
 
 from ._common import FRAME_COUNTER_CLASS, PlotPanel, molecule_view, set_positions, tagged_html
 from .live_md import energy_figure, set_energy_traces
@@ -15,9 +17,7 @@ from .live_md import energy_figure, set_energy_traces
 class TrajectoryPlayer:
     """Frame-by-frame replay of a trajectory.
 
-    source: a `so3krates_lab.md.TrajectoryStore` or the xarray Dataset its `open()` returns (variables
-    positions (time, atom, xyz) Angstrom, potential_energy / kinetic_energy eV, temperature K; coordinates time
-    fs and atomic_number). Widgets: `slider` (frame index), `view` (nglview), `figure` (plotly, with a marker
+    source: a one-structure `Trajectory`, or a `md.TrajectoryStore` (its frames). Widgets: `slider` (frame index), `view` (nglview), `figure` (plotly, with a marker
     at the current frame), `frame_counter` (CSS class so3k-frame-counter).
     """
 
@@ -25,21 +25,20 @@ class TrajectoryPlayer:
         import ipywidgets as w
         import plotly.graph_objects as go
 
-        ds = source.open() if hasattr(source, "open") else source
-        for name in ("positions", "potential_energy", "kinetic_energy", "temperature", "atomic_number"):
-            if name not in ds.variables:
-                raise ValueError(f"the trajectory has no {name!r}; expected a TrajectoryStore or its open() Dataset")
-        self.time_fs = np.asarray(ds.time.values, float)
-        self.positions = np.asarray(ds.positions.values)
-        self.potential = np.asarray(ds.potential_energy.values, float)
-        self.kinetic = np.asarray(ds.kinetic_energy.values, float)
-        self.temperature = np.asarray(ds.temperature.values, float)
-        self.stop_reason = source.stop_reason() if hasattr(source, "stop_reason") else None
+        traj = as_trajectory(source)
+        if traj.n_replicas is not None:
+            raise ValueError("TrajectoryPlayer shows one structure: pass trajectory.replica(r)")
+        self.time_fs = np.asarray(traj.time_fs, float)
+        self.positions = np.asarray(traj.positions)
+        self.potential = np.asarray(traj.potential, float)
+        self.kinetic = np.asarray(traj.kinetic, float)
+        self.temperature = np.asarray(traj.temperature, float)
+        self.stop_reason = traj.stop_reason
         n = len(self.time_fs)
         if n == 0:
             raise ValueError("the trajectory has no frames")
 
-        self.view = molecule_view(ds.atomic_number.values, self.positions[0])
+        self.view = molecule_view(traj.numbers, self.positions[0])
         self.figure = energy_figure(title)
         set_energy_traces(self.figure, self.time_fs, self.potential, self.kinetic, self.temperature, max_points)
         marker = {"size": 11, "color": "black", "symbol": "circle-open", "line": {"width": 2}}

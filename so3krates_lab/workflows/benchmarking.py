@@ -18,11 +18,11 @@ import numpy as np
 EVAL_CALLS = 20  # energy+forces calls per timed block
 
 
-def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, ase_steps: int | None = None,
+def md_speed(system, potential, *, steps: int = 200, repeats: int = 3, ase_steps: int | None = None,
              eval_calls: int = EVAL_CALLS, timestep_fs: float = 0.5, temperature_K: float = 300.0,
              skin: float = 0.5, headroom: float = 1.3, all_pairs: bool | None = None,
              compare_list: bool = True) -> dict:
-    """Side-by-side timings for one structure (a `System`, free or periodic) and one model (config, variables).
+    """Side-by-side timings for one structure (a `System`, free or periodic) and one potential.
 
     Returns a dict: atoms, pairs (unordered pairs within the cutoff at the start), eval_ms (one jitted
     energy+forces call), engine_ms_per_step (velocity Verlet in the compiled engine, chunks of `steps` steps,
@@ -30,8 +30,8 @@ def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, a
     blocks of `ase_steps` steps, default steps // 5 but at least 10; ase_steps=0 skips ASE and gives nan),
     compile_s (wall time of the first engine
     chunk: tracing, compilation and one chunk), repeats, steps, neighbour_list (`force_fn.pairs` of
-    `md.model_force_fn`: "fixed" all-pairs graph, "list" or "cell" list), list_builds and reallocations of the
-    neighbour list. all_pairs: passed to `md.model_force_fn` (None: the fixed graph for small free molecules).
+    `md.force_function`: "fixed" all-pairs graph, "list" or "cell" list), list_builds and reallocations of the
+    neighbour list. all_pairs: passed to `md.force_function` (None: the fixed graph for small free molecules).
     Where the engine runs on the fixed graph and compare_list is true, the neighbour-list engine is timed in the
     same blocks: list_ms_per_step (else nan), and list_builds counts its rebuilds. All times are medians over
     `repeats` blocks; an eval block is `eval_calls` calls. skin (Angstrom) and headroom: the engine's neighbour
@@ -42,34 +42,31 @@ def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, a
     from ase import Atoms, units
     from ase.md.verlet import VelocityVerlet
 
-    from .autodiff import compiler_options, energy_and_forces
-    from .graph import graph_from_system
-    from .interop import So3kratesCalculator
-    from .md import Simulation, degrees_of_freedom, masses_of, maxwell_boltzmann, model_force_fn, velocity_verlet
-    from .model import make_energy_fn
+    from ..graph import graph_from_system
+    from ..md import Simulation, degrees_of_freedom, force_function, masses_of, maxwell_boltzmann, velocity_verlet
+    from ..potential_base import _jitted, float_dtype
 
     if steps < 1 or repeats < 1 or eval_calls < 1:
         raise ValueError(f"steps ({steps}), repeats ({repeats}) and eval_calls ({eval_calls}) must be >= 1")
     ase_steps = max(10, steps // 5) if ase_steps is None else int(ase_steps)
-    energy_fn = make_energy_fn(config)
-    graph = graph_from_system(system, config.cutoff)
-    evaluate = jax.jit(lambda v, g: energy_and_forces(energy_fn, v, g), compiler_options=compiler_options())
-    jax.block_until_ready(evaluate(variables, graph))
+    graph = graph_from_system(system, potential.cutoff, dtype=float_dtype(potential))
+    evaluate = compiled_evaluator("forces")  # (potential, graph) -> (energies, forces), as BasePotential.evaluate uses
+    jax.block_until_ready(evaluate(potential, graph))
 
     cell, pbc = system.box_and_pbc() if system.periodic else (None, (False,) * 3)
     masses = masses_of(system.numbers)
-    v0 = maxwell_boltzmann(masses, temperature_K, 0, None if system.periodic else system.positions)
+    v0 = maxwell_boltzmann(masses, temperature_K, 0, system.positions, periodic=system.periodic)
+    dtype = float_dtype(potential)
 
     def engine(all_pairs):
         """(chunk generator, force_fn, Simulation) of one engine; the first chunk (compile + warm-up) is run."""
-        force_fn, nbrs = model_force_fn(energy_fn, variables, config.cutoff, system.numbers, system.positions, cell,
-                                        pbc, skin=skin, headroom=headroom, all_pairs=all_pairs)
-        init, step = velocity_verlet(force_fn, timestep_fs)
-        state = jax.jit(init)(jnp.asarray(system.positions, jnp.float32), jnp.asarray(v0, jnp.float32), masses,
-                              aux=nbrs)
-        sim = Simulation(step, state, timestep_fs=timestep_fs, dof=degrees_of_freedom(system.n_atoms, system.periodic),
-                         record_every=steps, chunk_steps=steps, watchdogs=None, force_fn=force_fn,
-                         periodic=system.periodic)
+        force_fn = force_function(potential, system, skin=skin, headroom=headroom, all_pairs=all_pairs)
+        integrator = velocity_verlet(force_fn, timestep_fs)
+        state = integrator.init(jnp.asarray(system.positions, dtype), jnp.asarray(v0, dtype), masses,
+                                aux=force_fn.aux)
+        sim = Simulation(integrator, state, dof=degrees_of_freedom(system.n_atoms, system.periodic),
+                         record_every=steps, chunk_steps=steps, watchdogs=None, numbers=system.numbers,
+                         cell=system.cell, periodic=system.periodic)
         chunks = sim.chunks(steps * (repeats + 1), progress=False)
         next(chunks)
         return chunks, force_fn, sim
@@ -82,7 +79,7 @@ def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, a
 
     if ase_steps:
         atoms = Atoms(numbers=system.numbers, positions=system.positions, cell=cell, pbc=pbc)
-        atoms.calc = So3kratesCalculator(config, variables)
+        atoms.calc = potential.calculator()
         atoms.set_velocities(v0 / units.fs)
         dyn = VelocityVerlet(atoms, timestep_fs * units.fs)
         dyn.run(2)  # compile + warm-up
@@ -91,7 +88,7 @@ def md_speed(system, config, variables, *, steps: int = 200, repeats: int = 3, a
     for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(eval_calls):
-            jax.block_until_ready(evaluate(variables, graph))
+            jax.block_until_ready(evaluate(potential, graph))
         t_eval.append((time.perf_counter() - t0) / eval_calls)
         t0 = time.perf_counter()
         next(chunks)

@@ -1,0 +1,46 @@
+"""Stability and energy conservation of MD runs, from `Trajectory`s: what notebooks and benchmarks report.
+
+    energy_conservation(traj)          # total-energy fluctuation and drift of an NVE run
+    stable_times_ps(traj, duration_fs) # per replica: how long each ran before a watchdog stopped it
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..structures import Trajectory
+
+
+def energy_conservation(trajectory: Trajectory) -> dict:
+    """Total energy (potential + kinetic, or the integrator's conserved quantity) of a one-structure run.
+
+    Returns {"frames", "duration_ps", "std_meV", "drift_meV_per_ps" (slope of a least-squares line),
+    "drift_meV_per_atom_ps", "max_deviation_meV" (largest |E(t) - E(0)|)}. Needs at least two frames.
+    """
+    if trajectory.n_replicas is not None:
+        raise ValueError("energy_conservation takes one structure: use trajectory.replica(r)")
+    if len(trajectory) < 2:
+        raise ValueError(f"energy_conservation needs at least two frames, got {len(trajectory)}")
+    t_ps = trajectory.time_fs / 1e3
+    total = trajectory.conserved
+    slope = float(np.polyfit(t_ps - t_ps[0], total, 1)[0])
+    return {"frames": len(trajectory), "duration_ps": float(t_ps[-1] - t_ps[0]),
+            "std_meV": float(1e3 * np.std(total)), "drift_meV_per_ps": 1e3 * slope,
+            "drift_meV_per_atom_ps": 1e3 * slope / trajectory.n_atoms,
+            "max_deviation_meV": float(1e3 * np.max(np.abs(total - total[0])))}
+
+
+def stable_times_ps(trajectory: Trajectory, duration_fs: float | None = None) -> np.ndarray:
+    """(R,) ps each replica ran before its watchdog stopped it; replicas that never stopped get the run's length
+    (`duration_fs`, default the last frame's time). A one-structure trajectory gives one value."""
+    end = float(trajectory.time_fs[-1]) if duration_fs is None and len(trajectory) else float(duration_fs or 0.0)
+    if trajectory.n_replicas is None:
+        stopped = trajectory.stop_reason is not None and trajectory.stop_reason != "stopped on request"
+        last = float(trajectory.time_fs[-1]) if len(trajectory) else 0.0
+        return np.array([(last if stopped else end) / 1e3])
+    stop = np.asarray(trajectory.stop_time_fs if trajectory.stop_time_fs is not None
+                      else np.full(trajectory.n_replicas, np.inf), float)
+    return np.where(np.isfinite(stop), stop, end) / 1e3
+
+
+__all__ = ["energy_conservation", "stable_times_ps"]
