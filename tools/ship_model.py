@@ -29,14 +29,14 @@ def main(argv=None) -> int:
     p.add_argument("--note", default=None, help="free text stored in the provenance (e.g. how training was split)")
     args = p.parse_args(argv)
 
-    from so3krates_lab.train import load_checkpoint
+    from so3krates_lab.model import load_checkpoint
 
     best = args.run / "model_best.npz"
     ckpt = load_checkpoint(best)
     last = load_checkpoint(args.run / "model.npz")
     errors = json.loads((args.run / "test_errors.json").read_text())
     meta = last.metadata
-    out_dir = ROOT / "data" / "models"
+    out_dir = ROOT / "so3krates_lab" / "shipped" / "models"  # the package data (data/ links here)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{args.name}.npz"
     shutil.copyfile(best, target)

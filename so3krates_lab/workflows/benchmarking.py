@@ -26,7 +26,7 @@ def md_speed(system, potential, *, steps: int = 200, repeats: int = 3, ase_steps
 
     Returns a dict: atoms, pairs (unordered pairs within the cutoff at the start), eval_ms (one jitted
     energy+forces call), engine_ms_per_step (velocity Verlet in the compiled engine, chunks of `steps` steps,
-    skin neighbour list updated in-jit), ase_ms_per_step (ase.md.VelocityVerlet with `So3kratesCalculator`,
+    skin neighbour list updated in-jit), ase_ms_per_step (ase.md.VelocityVerlet with the potential's ASE calculator,
     blocks of `ase_steps` steps, default steps // 5 but at least 10; ase_steps=0 skips ASE and gives nan),
     compile_s (wall time of the first engine
     chunk: tracing, compilation and one chunk), repeats, steps, neighbour_list (`force_fn.pairs` of
