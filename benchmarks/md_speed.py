@@ -4,7 +4,7 @@
 For each system, in one process and interleaved (these machines are noisy; compare ratios, quote medians):
   eval   median ms of one jitted energy+forces call on a fixed graph (no neighbour list);
   engine median ms per step of compiled velocity-Verlet chunks (one frame recorded per chunk), after a
-         warm-up chunk, with `md.model_force_fn`'s default pair set: the fixed graph of every pair for a small
+         warm-up chunk, with `md.force_function`'s default pair set: the fixed graph of every pair for a small
          free molecule (no more pair slots than a list would have), else a skin 0.5 A neighbour list rebuilt
          in-jit; where it is the fixed graph, the list engine is timed beside it (`list ms/step`);
   ase    median ms per step of ase.md.VelocityVerlet with so3krates_lab's ASE calculator, after warm-up.
@@ -46,13 +46,16 @@ def main(argv=None) -> int:
                    help="skip the ASE comparison for systems with more atoms than this (memory, time)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON (rewritten after each row)")
     args = p.parse_args(argv)
-    from so3krates_lab.memory import tune_malloc
+    from so3krates_lab.memory import ensure_tuned
 
-    tune_malloc()  # before JAX runs: no page faults on every call (so3krates_lab/memory.py)
+    # The potential is built from fresh parameters (no Potential.load, which would apply the allocator tuning), so
+    # apply it here, before JAX runs, as the library's entry points do (SO3KRATES_TUNE_MALLOC=0 switches it off)
+    ensure_tuned()
 
-    from so3krates_lab.benchmarking import md_speed
+    from so3krates_lab import Potential
     from so3krates_lab.graph import graph_from_system
-    from so3krates_lab.model import So3kratesConfig, init_variables, with_constants
+    from so3krates_lab.model import So3kratesConfig, init_variables
+    from so3krates_lab.workflows.benchmarking import md_speed
 
     import json
     import os
@@ -74,11 +77,12 @@ def main(argv=None) -> int:
             continue
         n = system.n_atoms
         graph = graph_from_system(system, config.cutoff)
-        variables = with_constants(init_variables(config, graph), element_energy=np.zeros(119), energy_scale=0.01)
+        potential = Potential.create(config, init_variables(config, graph)).with_constants(
+            element_energy=np.zeros(119), energy_scale=0.01)
         steps = max(4, min(args.steps, args.atom_steps // n))
         small = max(2, min(20, steps // 5))
         skip_ase = args.no_ase_above is not None and n > args.no_ase_above
-        row = md_speed(system, config, variables, steps=steps, repeats=args.repeats,
+        row = md_speed(system, potential, steps=steps, repeats=args.repeats,
                        ase_steps=0 if skip_ase else small, eval_calls=small, skin=args.skin, headroom=args.headroom)
         row.update(system=name, source=source, load_average=os.getloadavg()[0])
         rows.append(row)

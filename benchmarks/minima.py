@@ -31,12 +31,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse(argv=None):
+    from so3krates_lab.data import shipped_dir, shipped_path
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, default=ROOT / "data" / "models" / "ac_ala3_nhme_xtb.npz")
-    p.add_argument("--start", type=Path, default=ROOT / "data" / "ac_ala3_nhme_gfn2xtb.npz",
+    p.add_argument("--model", type=Path, default=shipped_path("models/ac_ala3_nhme_xtb.npz"))
+    p.add_argument("--start", type=Path, default=shipped_path("ac_ala3_nhme_gfn2xtb.npz"),
                    help="data file whose frame 0 starts every replica")
-    p.add_argument("--data-dir", type=Path, default=ROOT / "data",
-                   help="folder holding the model's training data file (named in its checkpoint)")
+    p.add_argument("--data-dir", type=Path, default=shipped_dir(),
+                   help="folder holding the model's training data file (named in its checkpoint; default the "
+                        "shipped data)")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "minima")
     p.add_argument("--minutes", type=float, default=25.0, help="total exploration wall time over all calls")
     p.add_argument("--replicas", type=int, default=8)
@@ -60,7 +63,8 @@ def parse(argv=None):
     p.add_argument("--compare-minimizers", type=int, default=0, metavar="K",
                    help="only relax K training frames with FIRE and with L-BFGS and compare steps, time and minima")
     p.add_argument("--neighbour-list", action="store_true",
-                   help="use the skin neighbour list (every pair slot) instead of the fixed all-pairs graph")
+                   help="use the skin neighbour list instead of the fixed all-pairs graph (every pair slot where "
+                        "this script relaxes; the exploration's list gets md.force_function's default capacity)")
     p.add_argument("--starts", type=int, default=0, metavar="K",
                    help="start the replicas from K training frames spread over the training MD (300-600 K) "
                         "instead of frame 0 of --start only")
@@ -74,7 +78,7 @@ def parse(argv=None):
     return p.parse_args(argv)
 
 
-def profile_batches(args, force_fn, nbrs, frames):
+def profile_batches(args, force_fn, frames):
     """Median wall time of one compiled, vmapped minimiser step at each batch size (ms per step and per
     structure-step), after a warm-up call."""
     import jax
@@ -87,7 +91,7 @@ def profile_batches(args, force_fn, nbrs, frames):
     print(f"{'batch':>6} {'ms/step':>9} {'ms/structure-step':>18}")
     for b in [int(x) for x in args.profile_batches.split(",")]:
         batch = np.stack([frames[i % len(frames)] for i in range(b)]).astype(np.float32)
-        aux = jax.tree.map(lambda x: jax.numpy.stack([x] * b), nbrs)
+        aux = jax.tree.map(lambda x: jax.numpy.stack([x] * b), force_fn.aux)  # None: the fixed graph
         states = jax.jit(jax.vmap(init))(batch, aux)
         states = jax.block_until_ready(vstep(states))
         times = []
@@ -99,14 +103,15 @@ def profile_batches(args, force_fn, nbrs, frames):
         print(f"{b:6d} {ms:9.1f} {ms / b:18.1f}", flush=True)
 
 
-def compare_minimizers(args, force_fn, nbrs, positions, frames, groups):
+def compare_minimizers(args, force_fn, positions, frames, groups):
     """Relax the same frames with FIRE and with L-BFGS; print steps per structure, wall time and the RMSD
     between the two minima of each frame."""
-    from so3krates_lab.analysis import BatchRelaxer, symmetric_rmsd
+    from so3krates_lab.analysis import symmetric_rmsd
+    from so3krates_lab.md import BatchRelaxer
 
     result = {}
     for name in ("fire", "lbfgs"):
-        relaxer = BatchRelaxer(force_fn, nbrs, positions, len(frames), args.fmax, args.max_relax_steps,
+        relaxer = BatchRelaxer(force_fn, positions, len(frames), args.fmax, args.max_relax_steps,
                                args.chunk, minimizer=name)
         t0 = time.perf_counter()
         pos, energies, ok = relaxer.relax_all(frames, progress=True, desc=name)
@@ -139,7 +144,7 @@ def minima_vs_time(history, marks_min=(1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 60))
 def write_plot(history, path: Path):
     import plotly.graph_objects as go
 
-    from so3krates_lab._io import atomic_write
+    from so3krates_lab.fileio import atomic_write
 
     hist = np.asarray(history, dtype=float).reshape(-1, 3)
     fig = go.Figure(go.Scatter(x=hist[:, 0] / 60, y=hist[:, 1], mode="lines", name="unique minima"))
@@ -181,7 +186,7 @@ def ship(args, run, summary):
     import datetime
     import sys
 
-    from so3krates_lab._io import atomic_write
+    from so3krates_lab.fileio import atomic_write
     from so3krates_lab.analysis import save_minima
 
     stem = Path(args.ship)
@@ -203,42 +208,36 @@ def ship(args, run, summary):
 
 def main(argv=None) -> int:
     args = parse(argv)
-    from so3krates_lab.memory import tune_malloc
-
-    tune_malloc()  # before JAX runs: no page faults on every call (so3krates_lab/memory.py)
     args.out.mkdir(parents=True, exist_ok=True)
     import jax
-    import jax.numpy as jnp
 
     if args.jax_cache:  # compiled programs persist between stages and reruns (compilation costs minutes here)
         jax.config.update("jax_compilation_cache_dir", str(args.jax_cache))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
-    from so3krates_lab._io import atomic_write
-    from so3krates_lab.analysis import BatchRelaxer, explore_minima, reached_by, reference_relax
+    from so3krates_lab import Potential
+    from so3krates_lab.fileio import atomic_write
+    from so3krates_lab.analysis import explore_minima, reached_by, reference_relax
     from so3krates_lab.data import Split, load
-    from so3krates_lab.md import model_force_fn
-    from so3krates_lab.model import make_energy_fn
-    from so3krates_lab.train import energy_fn_from_checkpoint, load_checkpoint
+    from so3krates_lab.md import BatchRelaxer, force_function
+    from so3krates_lab.model import load_checkpoint
 
-    saved = load_checkpoint(args.model)
-    _, config, variables = energy_fn_from_checkpoint(saved, dtype="float32")
+    saved = load_checkpoint(args.model)  # the checkpoint for its step and metadata, once
+    potential = Potential.from_checkpoint(saved, dtype="float32")  # also tunes the allocator before JAX runs
     start = load(args.start)[0]
     numbers, positions = np.asarray(start.numbers), np.asarray(start.positions)
     n = len(numbers)
-    if args.neighbour_list:
-        force_fn, nbrs = model_force_fn(make_energy_fn(config), variables, config.cutoff, numbers, positions,
-                                        capacity=n * (n - 1) // 2)  # every pair: the list cannot overflow
-    else:  # a fixed graph of every pair: no list to check or rebuild (the same energy, see model_force_fn)
-        force_fn, nbrs = model_force_fn(make_energy_fn(config), variables, config.cutoff, numbers, positions,
-                                        all_pairs=True)
+    if args.neighbour_list:  # every pair slot: the list cannot overflow
+        force_fn = force_function(potential, start, capacity=n * (n - 1) // 2, all_pairs=False)
+    else:  # a fixed graph of every pair: no list to check or rebuild (the same energy, see md.force_function)
+        force_fn = force_function(potential, start, all_pairs=True)
     print(f"model {args.model.name} (step {saved.step}), {n} atoms, device {jax.devices()[0]}, "
           f"cpu_count {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}", flush=True)
 
     if args.profile_batches:
         train, _, _ = Split.from_dict(saved.metadata["split"]).apply(load(args.data_dir / Path(
             saved.metadata["data_file"]).name))
-        profile_batches(args, force_fn, nbrs, [train[i].positions for i in range(8)])
+        profile_batches(args, force_fn, [train[i].positions for i in range(8)])
         return 0
     if args.compare_minimizers:
         from so3krates_lab.analysis import equivalent_groups
@@ -246,7 +245,7 @@ def main(argv=None) -> int:
         train, _, _ = Split.from_dict(saved.metadata["split"]).apply(load(args.data_dir / Path(
             saved.metadata["data_file"]).name))
         frames = np.stack([train[i].positions for i in range(args.compare_minimizers)])
-        compare_minimizers(args, force_fn, nbrs, positions, frames, equivalent_groups(numbers, positions))
+        compare_minimizers(args, force_fn, positions, frames, equivalent_groups(numbers, positions))
         return 0
 
     # 1. exploration
@@ -255,13 +254,14 @@ def main(argv=None) -> int:
         starts, regions = diverse_starts(args, saved, numbers, positions, args.starts)
         print(f"replicas start from {len(starts)} training frames covering backbone states "
               f"{dict(zip(*np.unique(regions, return_counts=True)))}", flush=True)
-    run = explore_minima(force_fn, nbrs, numbers, positions, n_replicas=args.replicas,
+    run = explore_minima(potential, start, n_replicas=args.replicas,
                          temperature_K=args.temperature, timestep_fs=args.timestep, sample_every_fs=args.sample_fs,
                          n_slots=args.slots, fmax=args.fmax, max_relax_steps=args.max_relax_steps,
                          chunk_steps=args.chunk, minimizer=args.minimizer, energy_tol=args.energy_tol, rmsd_tol=args.rmsd_tol,
-                         minutes=args.minutes, checkpoint=args.out / "explore", seed=args.seed, dtype=jnp.float32,
+                         minutes=args.minutes, checkpoint=args.out / "explore", seed=args.seed,
                          starts=starts, restart_every=args.restart_every or None,
-                         minimizer_options={"memory": args.lbfgs_memory} if args.minimizer == "lbfgs" else None)
+                         minimizer_options={"memory": args.lbfgs_memory} if args.minimizer == "lbfgs" else None,
+                         all_pairs=not args.neighbour_list)
     db, stats = run.database, run.stats
     ds = db.to_xarray()
     atomic_write(args.out / "minima.nc", lambda tmp: ds.to_netcdf(tmp))
@@ -298,7 +298,7 @@ def main(argv=None) -> int:
                 t_pos, t_e, t_ok = z["positions"], z["energies"], z["converged"]
         else:
             t0 = time.perf_counter()
-            relaxer = BatchRelaxer(force_fn, nbrs, positions, args.slots, args.fmax, args.max_relax_steps,
+            relaxer = BatchRelaxer(force_fn, positions, args.slots, args.fmax, args.max_relax_steps,
                                    args.chunk, minimizer=args.minimizer,
                                    **({"memory": args.lbfgs_memory} if args.minimizer == "lbfgs" else {}))
             t_pos, t_e, t_ok = relaxer.relax_all(np.stack([train[int(i)].positions for i in pick]), progress=True,

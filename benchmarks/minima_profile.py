@@ -4,7 +4,7 @@
 Three independent stages (pick with --stage; each prints a table and writes a JSON under --out):
 
 - speed: one jitted energy+forces call with the skin neighbour list (capacity = every pair, as
-  benchmarks/minima.py used it) and with the fixed all-pairs graph (`model_force_fn(..., all_pairs=True)`),
+  benchmarks/minima.py used it) and with the fixed all-pairs graph (`md.force_function(..., all_pairs=True)`),
   compile time and median call time; then `BatchRelaxer` structure-steps per second for each --slots value
   (all slots busy, chunks of --chunk steps), with its compile time.
 - minimizers: the same --frames training frames relaxed to --fmax by our batched L-BFGS (several memories),
@@ -34,10 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse(argv=None):
+    from so3krates_lab.data import shipped_path
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--stage", choices=["speed", "minimizers", "diversity"], required=True)
-    p.add_argument("--model", type=Path, default=ROOT / "data" / "models" / "ac_ala3_nhme_xtb.npz")
-    p.add_argument("--data", type=Path, default=ROOT / "data" / "ac_ala3_nhme_gfn2xtb.npz")
+    p.add_argument("--model", type=Path, default=shipped_path("models/ac_ala3_nhme_xtb.npz"))
+    p.add_argument("--data", type=Path, default=shipped_path("ac_ala3_nhme_gfn2xtb.npz"))
     p.add_argument("--out", type=Path, default=ROOT / "results" / "minima_profile")
     p.add_argument("--slots", default="1,8,16,32", help="batch sizes for the speed stage")
     p.add_argument("--chunk", type=int, default=25, help="minimiser steps per compiled call")
@@ -53,25 +55,19 @@ def parse(argv=None):
 
 
 def setup(args):
-    """(force functions {name: (force_fn, aux)}, numbers, start positions, training frames in MD order)."""
+    """(force functions {name: md.ForceFunction}, numbers, start positions, training frames in MD order)."""
+    from so3krates_lab import Potential
     from so3krates_lab.data import Split, load
-    from so3krates_lab.md import model_force_fn
-    from so3krates_lab.model import make_energy_fn
-    from so3krates_lab.train import energy_fn_from_checkpoint, load_checkpoint
+    from so3krates_lab.md import force_function
 
-    saved = load_checkpoint(args.model)
-    _, config, variables = energy_fn_from_checkpoint(saved, dtype="float32")
+    potential = Potential.load(args.model, dtype="float32")  # also tunes the allocator before JAX runs
     data = load(args.data)
-    numbers, start = np.asarray(data[0].numbers), np.asarray(data[0].positions, np.float64)
+    system = data[0]
+    numbers, start = np.asarray(system.numbers), np.asarray(system.positions, np.float64)
     n = len(numbers)
-    energy_fn = make_energy_fn(config)
-    fns = {"neighbour list": model_force_fn(energy_fn, variables, config.cutoff, numbers, start,
-                                            capacity=n * (n - 1) // 2)}
-    try:
-        fns["all pairs"] = model_force_fn(energy_fn, variables, config.cutoff, numbers, start, all_pairs=True)
-    except TypeError:  # an older so3krates_lab (e.g. PYTHONPATH=<older checkout> for a before/after comparison)
-        print("this so3krates_lab has no all_pairs option: timing the neighbour list only")
-    split = Split.from_dict(saved.metadata["split"])
+    fns = {"neighbour list": force_function(potential, system, capacity=n * (n - 1) // 2, all_pairs=False),
+           "all pairs": force_function(potential, system, all_pairs=True)}
+    split = Split.from_dict(potential.metadata["split"])
     train_idx = np.sort(np.asarray(split.train))
     return fns, numbers, start, data, train_idx
 
@@ -85,15 +81,15 @@ def stage_speed(args, fns, numbers, data, train_idx):
     import jax
     import jax.numpy as jnp
 
-    from so3krates_lab.analysis import BatchRelaxer
     from so3krates_lab.autodiff import compiler_options
+    from so3krates_lab.md import BatchRelaxer
 
     frames = np.stack([data[int(i)].positions for i in spread(train_idx, 32)])
     rows = {"single_call": {}, "relaxer": []}
     print(f"{len(numbers)} atoms, float32, device {jax.devices()[0]}, load average {os.getloadavg()[0]:.1f}")
     print(f"{'force function':>16} {'compile s':>10} {'ms/call':>8}")
-    for name, (force_fn, aux) in fns.items():
-        f = jax.jit(force_fn, compiler_options=compiler_options())
+    for name, force_fn in fns.items():
+        f, aux = jax.jit(force_fn.fn, compiler_options=compiler_options()), force_fn.aux
         pos = jnp.asarray(frames[0], jnp.float32)
         t0 = time.perf_counter()
         jax.block_until_ready(f(pos, aux))
@@ -110,11 +106,11 @@ def stage_speed(args, fns, numbers, data, train_idx):
           "chunk; speed = mean of 2 further chunks")
     print(f"{'force function':>16} {'slots':>6} {'compile s':>10} {'s/chunk':>8} {'structure-steps/s':>18}")
     for b in [int(x) for x in args.slots.split(",")]:
-        for name, (force_fn, aux) in fns.items():
-            if name == "neighbour list" and b not in (1, 16) and len(fns) > 1:
+        for name, force_fn in fns.items():
+            if name == "neighbour list" and b not in (1, 16):
                 continue  # the side-by-side needs only the benchmark's setting and the single structure
             t0 = time.perf_counter()
-            relaxer = BatchRelaxer(force_fn, aux, frames[0], b, fmax=1e-9, max_steps=10**6, chunk_steps=args.chunk,
+            relaxer = BatchRelaxer(force_fn, frames[0], b, fmax=1e-9, max_steps=10**6, chunk_steps=args.chunk,
                                    minimizer="lbfgs")
             relaxer.load([(k, frames[k % len(frames)]) for k in range(b)])
             init_s = time.perf_counter() - t0
@@ -194,7 +190,7 @@ def stage_minimizers(args, fns, numbers, data, train_idx):
     from so3krates_lab.analysis import equivalent_groups, symmetric_rmsd
     from so3krates_lab.md import fire, lbfgs
 
-    force_fn, _ = fns["all pairs"]
+    force_fn = fns["all pairs"]
     pick = spread(train_idx, args.frames)
     frames = np.stack([data[int(i)].positions for i in pick]).astype(np.float64)
     groups = equivalent_groups(numbers, frames[0])
@@ -243,8 +239,9 @@ def stage_minimizers(args, fns, numbers, data, train_idx):
 
 
 def stage_diversity(args, fns, numbers, data, train_idx):
-    from so3krates_lab.analysis import BatchRelaxer, MinimaDatabase, backbone_torsions, dihedrals
+    from so3krates_lab.analysis import MinimaDatabase, backbone_torsions, dihedrals
     from so3krates_lab.analysis.peptide import ramachandran_regions as ramachandran_state
+    from so3krates_lab.md import BatchRelaxer
 
     start = np.asarray(data[0].positions, np.float64)
     quads = np.array([q for _, q in backbone_torsions(numbers, start)])
@@ -269,11 +266,11 @@ def stage_diversity(args, fns, numbers, data, train_idx):
               f"{dict(zip(*np.unique(s, return_counts=True)))}")
     out["md"] = rows
     # (b) relax training frames with the model and deduplicate
-    force_fn, aux = fns["all pairs"]
+    force_fn = fns["all pairs"]
     pick = spread(train_idx, args.frames)
     frames = np.stack([data[int(i)].positions for i in pick]).astype(np.float64)
     t0 = time.perf_counter()
-    relaxer = BatchRelaxer(force_fn, aux, start, min(16, len(frames)), args.fmax, args.max_steps, args.chunk,
+    relaxer = BatchRelaxer(force_fn, start, min(16, len(frames)), args.fmax, args.max_steps, args.chunk,
                            minimizer="lbfgs")
     pos, energies, ok = relaxer.relax_all(frames, progress=True, desc="training frames")
     wall = time.perf_counter() - t0
@@ -309,9 +306,6 @@ def stage_diversity(args, fns, numbers, data, train_idx):
 
 def main(argv=None) -> int:
     args = parse(argv)
-    from so3krates_lab.memory import tune_malloc
-
-    tune_malloc()  # before JAX runs: no page faults on every call (so3krates_lab/memory.py)
     if args.jax_cache:
         import jax
 
@@ -323,7 +317,7 @@ def main(argv=None) -> int:
     fns, numbers, start, data, train_idx = setup(args)
     stage = {"speed": stage_speed, "minimizers": stage_minimizers, "diversity": stage_diversity}[args.stage]
     result = stage(args, fns, numbers, data, train_idx)
-    from so3krates_lab._io import atomic_write
+    from so3krates_lab.fileio import atomic_write
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{args.stage}.json"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import ALL_SYSTEMS, default_data_dir, load_system  # noqa: E402
+from speed import ALL_SYSTEMS, default_data_dir, evaluator, load_system  # noqa: E402
 
 # Host-side trace events that are not XLA kernels.
 _NOT_KERNELS = ("ThunkExecutor", "SlinkyThreadPool", "PjitFunction", "CommonPjRtLoadedExecutable",
@@ -35,26 +35,29 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--data-dir", type=Path, default=default_data_dir())
     args = p.parse_args(argv)
-    from so3krates_lab.memory import tune_malloc
+    from so3krates_lab.memory import ensure_tuned
 
-    tune_malloc()  # before JAX runs: no page faults on every call (so3krates_lab/memory.py)
+    # The potential is built from fresh parameters (no Potential.load, which would apply the allocator tuning), so
+    # apply it here, before JAX runs, as the library's entry points do (SO3KRATES_TUNE_MALLOC=0 switches it off)
+    ensure_tuned()
 
     import jax
 
+    from so3krates_lab import Potential
     from so3krates_lab.graph import graph_from_system
-    from so3krates_lab.model import So3kratesConfig, init_variables, jit_energy_and_forces, make_energy_fn
+    from so3krates_lab.model import So3kratesConfig, init_variables
 
     system, source, _ = load_system(args.system, args.data_dir, 0)
     config = So3kratesConfig()
     graph = graph_from_system(system, config.cutoff)
-    variables = init_variables(config, graph)
-    step = jit_energy_and_forces(make_energy_fn(config), options={} if args.ynn == "on" else None)
+    potential = Potential.create(config, init_variables(config, graph))
+    step = evaluator(args.ynn)  # speed.py's: the library's evaluator, or XLA's default options with --ynn on
     for _ in range(5):
-        jax.block_until_ready(step(variables, graph))
+        jax.block_until_ready(step(potential, graph))
     with tempfile.TemporaryDirectory() as tmp:
         with jax.profiler.trace(tmp, create_perfetto_trace=True):
             for _ in range(args.calls):
-                jax.block_until_ready(step(variables, graph))
+                jax.block_until_ready(step(potential, graph))
         trace = next(Path(tmp).rglob("*.trace.json.gz"))
         events = json.load(gzip.open(trace))["traceEvents"]
     total, count = collections.Counter(), collections.Counter()

@@ -4,7 +4,7 @@
 For each model (default: the shipped data/models/ethanol_pbe.npz and, if present, a model trained on rMD17
 ethanol at results/rmd17_ethanol_zeros_seed0_best.npz):
 1. relax in float64 with FIRE (so3krates_lab.md.fire) from the PBE minimum to --fmax (default 1e-4 eV/A);
-2. harmonic frequencies from jax.hessian (so3krates_lab.analysis.normal_modes_from_energy) and their errors
+2. harmonic frequencies from jax.hessian (so3krates_lab.analysis.normal_modes_of) and their errors
    against data/ethanol_pbe_harmonic.npz (modes matched by sorted order): MAE, max error, all 21 lines;
 3. NVE MD (compiled engine, velocity Verlet 0.5 fs, float32, velocities recorded every 2 fs) for --ps
    picoseconds from the model minimum with Maxwell-Boltzmann velocities at twice --temperature (equipartition
@@ -31,91 +31,50 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ROOT / "data" / "ethanol_pbe_harmonic.npz"
-DEFAULT_MODELS = [ROOT / "data" / "models" / "ethanol_pbe.npz", ROOT / "results" / "rmd17_ethanol_zeros_seed0_best.npz"]
+RESULTS_MODEL = ROOT / "results" / "rmd17_ethanol_zeros_seed0_best.npz"
 TRAIN_HINT = "train one with: .venv/bin/python benchmarks/train_rmd17.py --molecule ethanol --minutes 20"
 
 
-def position_energy_fn(path: Path, numbers, positions):
-    """(energy(positions (N, 3)) -> eV, config, variables) of a checkpoint in float64 on a fixed complete graph.
+def default_models() -> list[Path]:
+    """The shipped ethanol model and the rMD17 one (if trained)."""
+    from so3krates_lab.data import shipped_path
 
-    The graph holds every atom pair; this is exact for a molecule whose atoms all lie within the cutoff of each
-    other (ethanol at 5 A), which is checked here.
-    """
-    import jax.numpy as jnp
-
-    from so3krates_lab.graph import graph_from_system
-    from so3krates_lab.model import make_energy_fn
-    from so3krates_lab.structures import System
-    from so3krates_lab.train import energy_fn_from_checkpoint
-
-    _, config, variables = energy_fn_from_checkpoint(path, dtype="float64")
-    graph = graph_from_system(System(numbers=np.asarray(numbers), positions=np.asarray(positions)), config.cutoff,
-                              dtype=np.float64)
-    n = len(numbers)
-    n_pairs = int(np.sum(np.asarray(graph.pair_mask)))
-    if n_pairs != n * (n - 1) // 2:
-        raise ValueError(f"{n_pairs} of {n * (n - 1) // 2} pairs within the {config.cutoff} A cutoff: a fixed graph "
-                         "would not be exact for this molecule")
-    model = make_energy_fn(config)
-    padding = jnp.asarray(graph.positions)[n:]
-
-    def energy(r):
-        return model(variables, graph.replace(positions=jnp.concatenate([r, padding])))[0]
-
-    return energy, config, variables
+    return [shipped_path("models/ethanol_pbe.npz"), RESULTS_MODEL]
 
 
-def relax(energy, positions, fmax: float, max_steps: int = 20_000):
-    """FIRE in float64 to fmax (eV/A); returns (positions, energy eV, max force norm eV/A, steps)."""
+def relax(potential, system, fmax: float, max_steps: int = 20_000):
+    """FIRE in the potential's dtype (float64 here) on the fixed graph of every atom pair (exact for any free
+    molecule: pairs beyond the cutoff contribute zero) to fmax (eV/A); returns (positions, energy eV, max force
+    norm eV/A, steps)."""
     import jax
     import jax.numpy as jnp
 
-    from so3krates_lab.md import fire, relax_batch
+    from so3krates_lab.md import fire, force_function, relax_batch
 
-    value_and_grad = jax.value_and_grad(energy)
-
-    def force_fn(r, aux):
-        e, g = value_and_grad(r)
-        return e, -g, aux
-
+    force_fn = force_function(potential, system, all_pairs=True)
     init, step = fire(force_fn)
-    final, converged = relax_batch(init, step, jnp.asarray(positions, jnp.float64)[None], fmax=fmax,
+    final, converged = relax_batch(init, step, jnp.asarray(system.positions, force_fn.dtype)[None], fmax=fmax,
                                    max_steps=max_steps)
     return (np.asarray(final.positions[0]), float(final.energy[0]), float(jax.vmap(lambda s: s.fmax)(final)[0]),
             int(final.step[0]))
 
 
-def run_md(path: Path, numbers, positions, *, ps: float, temperature_K: float, store_dir: Path, seed: int):
-    """Resumable NVE run of `ps` picoseconds (velocity Verlet 0.5 fs, float32, recorded every 2 fs)."""
-    import jax.numpy as jnp
-
-    from so3krates_lab.md import (
-        Simulation, TrajectoryStore, Watchdogs, degrees_of_freedom, masses_of, maxwell_boltzmann, model_force_fn,
-        velocity_verlet,
-    )
-    from so3krates_lab.model import make_energy_fn
-    from so3krates_lab.train import energy_fn_from_checkpoint
+def run_md(potential, system, *, ps: float, temperature_K: float, store_dir: Path, seed: int, model: Path):
+    """Resumable NVE run of `ps` picoseconds (velocity Verlet 0.5 fs, in the potential's dtype (float32),
+    recorded every 2 fs)."""
+    from so3krates_lab import md
 
     timestep, record_every, chunk = 0.5, 4, 2000
     total_steps = int(round(ps * 1000 / timestep / chunk)) * chunk
-    _, config, variables = energy_fn_from_checkpoint(path, dtype="float32")
-    force_fn, nbrs = model_force_fn(make_energy_fn(config), variables, config.cutoff, numbers, positions)
-    masses = masses_of(numbers)
-    v0 = maxwell_boltzmann(masses, 2 * temperature_K, seed=seed, positions=positions)
-    init, step = velocity_verlet(force_fn, timestep)
-    state = init(jnp.asarray(positions, jnp.float32), jnp.asarray(v0, jnp.float32), masses, aux=nbrs)
-    store = TrajectoryStore(store_dir, numbers=numbers, timestep_fs=timestep, record_every=record_every,
-                            start_temperature_K=2 * temperature_K, seed=seed, model=str(path))
-    if store.has_state():
-        state = store.load_state(state)
-    remaining = total_steps - int(state.step)
+    store = md.TrajectoryStore(store_dir, numbers=system.numbers, timestep_fs=timestep, record_every=record_every,
+                               start_temperature_K=2 * temperature_K, seed=seed, model=str(model))
+    sim = md.simulate(potential, system, md.NVE(timestep_fs=timestep), temperature_K=2 * temperature_K, seed=seed,
+                      store=store, record_every=record_every, chunk_steps=chunk,
+                      watchdogs=md.Watchdogs().with_bonds(system, max_bond_deviation=0.5))
+    remaining = total_steps - int(sim.state.step)  # a store with a state was resumed from it
     t0 = time.perf_counter()
     stop = None
     if remaining > 0:
-        sim = Simulation(step, state, timestep_fs=timestep, dof=degrees_of_freedom(len(numbers)),
-                         record_every=record_every, chunk_steps=chunk, store=store, force_fn=force_fn,
-                         watchdogs=Watchdogs().with_bonds(numbers, positions, max_bond_deviation=0.5))
         for _ in sim.chunks(remaining):
             pass
         stop = sim.stop_reason
@@ -134,7 +93,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, action="append", default=None,
                    help="checkpoint (repeat for several; default: shipped ethanol model and the rMD17 one)")
-    p.add_argument("--reference", type=Path, default=REFERENCE)
+    p.add_argument("--reference", type=Path, default=None,
+                   help="harmonic reference (default: the shipped ethanol_pbe_harmonic.npz)")
     p.add_argument("--fmax", type=float, default=1e-4, help="model relaxation threshold, eV/A")
     p.add_argument("--ps", type=float, default=50.0, help="NVE length, ps (0: no MD)")
     p.add_argument("--temperature", type=float, default=300.0, help="target mean temperature, K")
@@ -143,33 +103,37 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "spectra")
     args = p.parse_args(argv)
-    from so3krates_lab.memory import tune_malloc
-
-    tune_malloc()  # before JAX runs: no page faults on every call (so3krates_lab/memory.py)
-
     import jax
 
     jax.config.update("jax_enable_x64", True)    # the model Hessians; the MD itself runs in float32
-    from so3krates_lab.analysis import normal_modes_from_energy, power_spectrum, spectrum_peaks, vacf_from_trajectory
+    from so3krates_lab import Potential, System
+    from so3krates_lab.analysis import (
+        energy_conservation, normal_modes_of, power_spectrum, spectrum_peaks, vacf_from_trajectory,
+    )
+    from so3krates_lab.data import shipped_dir
 
+    if args.reference is None:
+        args.reference = shipped_dir() / "ethanol_pbe_harmonic.npz"
     if not args.reference.exists():
         print(f"{args.reference} missing: python -m so3krates_lab.reference ethanol-pbe-harmonic", file=sys.stderr)
         return 1
     with np.load(args.reference) as f:
         ref = {k: f[k] for k in ("numbers", "positions", "frequencies_cm1")}
     numbers, ref_freq = ref["numbers"], ref["frequencies_cm1"]
-    models = args.model or [m for m in DEFAULT_MODELS if m.exists()]
-    for m in DEFAULT_MODELS:
+    models = args.model or [m for m in default_models() if m.exists()]
+    for m in default_models():
         if args.model is None and not m.exists():
             print(f"skipping {m}: not found ({TRAIN_HINT})", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     summary, curves = {}, {}
     for path in models:
         name = path.stem
-        energy, config, _ = position_energy_fn(path, numbers, ref["positions"])
-        r_min, e_min, fmax, n_steps = relax(energy, ref["positions"], args.fmax)
+        potential = Potential.load(path, dtype="float64")
+        pbe_minimum = System(numbers=np.asarray(numbers), positions=np.asarray(ref["positions"], np.float64))
+        r_min, e_min, fmax, n_steps = relax(potential, pbe_minimum, args.fmax)
         rmsd = float(np.sqrt(np.mean(np.sum((r_min - ref["positions"]) ** 2, axis=1))))
-        nm = normal_modes_from_energy(energy, jax.numpy.asarray(r_min), numbers)
+        minimum = pbe_minimum.replace(positions=r_min)
+        nm = normal_modes_of(potential, minimum)
         freq = nm.frequency.values
         err = freq - ref_freq
         row = {"relax_steps": n_steps, "fmax_eV_per_A": fmax, "rmsd_to_pbe_minimum_A": rmsd,
@@ -180,18 +144,19 @@ def main(argv=None) -> int:
         print(f"harmonic frequencies vs PBE/def2-SVP: MAE {row['mae_cm1']:.1f} cm^-1, max |error| "
               f"{row['max_abs_error_cm1']:.1f} cm^-1, mean signed error {row['mean_signed_error_cm1']:+.1f} cm^-1")
         if args.ps > 0:
-            store, stop, ms = run_md(path, numbers, r_min, ps=args.ps, temperature_K=args.temperature,
-                                     store_dir=args.out / name / "md", seed=args.seed)
-            ds = store.open()
-            spec = power_spectrum(vacf_from_trajectory(ds, skip_fs=1000 * args.skip_ps, mass_weighted=True,
+            store, stop, ms = run_md(Potential.load(path, dtype="float32"), minimum, ps=args.ps,
+                                     temperature_K=args.temperature, store_dir=args.out / name / "md",
+                                     seed=args.seed, model=path)
+            traj = store.open()
+            spec = power_spectrum(vacf_from_trajectory(traj, skip_fs=1000 * args.skip_ps, mass_weighted=True,
                                                        max_lag_fs=args.max_lag_fs))
             peaks = spectrum_peaks(spec, n_peaks=12, min_separation_cm1=25.0)
             line, diff = nearest(peaks, freq)
-            row.update(md_ps=float(ds.time.values[-1] / 1000), md_mean_T_K=float(ds.temperature.mean()),
+            row.update(md_ps=float(traj.time_fs[-1] / 1000), md_mean_T_K=float(traj.temperature.mean()),
                        md_stop_reason=stop, md_ms_per_step=ms, resolution_cm1=spec.attrs["resolution_cm1"],
                        peaks_cm1=peaks.tolist(), nearest_harmonic_cm1=line.tolist())
             curves[name] = (spec.frequency.values, spec.intensity_normalized.values, freq)
-            drift = np.polyfit(ds.time.values / 1000, ds.conserved_energy.values, 1)[0] * 1e3
+            drift = energy_conservation(traj)["drift_meV_per_ps"]
             print(f"NVE {row['md_ps']:.1f} ps, mean T {row['md_mean_T_K']:.0f} K, energy drift {drift:+.3f} meV/ps"
                   + (f", {ms:.2f} ms/step" if ms else " (stored trajectory reused)")
                   + (f", STOPPED: {stop}" if stop else ""))
@@ -212,7 +177,7 @@ def main(argv=None) -> int:
 
 
 def _write(out: Path, summary: dict, curves: dict, ref_freq) -> None:
-    from so3krates_lab._io import atomic_write
+    from so3krates_lab.fileio import atomic_write
 
     atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(
         {"reference_frequencies_cm1": np.asarray(ref_freq).tolist(), "models": summary}, indent=1)))

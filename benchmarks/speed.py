@@ -135,14 +135,28 @@ def time_calls(fn, n_min: int, n_max: int, budget_s: float) -> list[float]:
     return times
 
 
-_VARIABLES: dict = {}
+_POTENTIALS: dict = {}
+
+
+def evaluator(ynn: str):
+    """The jitted (potential, graph) -> (energies, forces). ynn off: the library's own evaluator
+    (`potential_base.compiled_evaluator`, what `Potential.evaluate` runs: XLA's dot emitter, see autodiff.py);
+    on: the same function compiled with XLA's default options (YNNPACK dot fusions)."""
+    import jax
+
+    from so3krates_lab.potential_base import compiled_evaluator
+
+    if ynn == "off":
+        return compiled_evaluator("forces")
+    return jax.jit(lambda potential, graph: potential.energy_and_forces(graph), compiler_options={})
 
 
 def measure(name: str, args, log) -> Row | None:
     import jax
 
+    from so3krates_lab import Potential
     from so3krates_lab.graph import graph_from_system, neighbour_pairs
-    from so3krates_lab.model import So3kratesConfig, init_variables, jit_energy_and_forces, make_energy_fn
+    from so3krates_lab.model import So3kratesConfig, init_variables
 
     try:
         system, source, builtin = load_system(name, args.data_dir, args.seed)
@@ -158,14 +172,13 @@ def measure(name: str, args, log) -> Row | None:
     directed = 2 * int(np.sum(graph.pair_mask))
     graph = jax.device_put(graph)
     # The parameters depend only on the config and the seed, not on the graph: initialise once per run (the
-    # jitted init compiles per graph shape, which would add seconds per system) and reuse them.
+    # jitted init compiles per graph shape, which would add seconds per system) and reuse the potential.
     key = (args.dtype, args.seed)
-    if key not in _VARIABLES:
-        _VARIABLES[key] = init_variables(config, graph, seed=args.seed)
-    variables = _VARIABLES[key]
-    energy_fn = make_energy_fn(config)
-    # --ynn on: XLA's default CPU dot path (YNNPACK fusions); off: the library's default (see model/potential.py)
-    jitted = jit_energy_and_forces(energy_fn, options={} if args.ynn == "on" else None)
+    if key not in _POTENTIALS:
+        _POTENTIALS[key] = Potential.create(config, init_variables(config, graph, seed=args.seed))
+    potential = _POTENTIALS[key]
+    # --ynn on: XLA's default CPU dot path (YNNPACK fusions); off: the library's default (see autodiff.py)
+    jitted = evaluator(args.ynn)
 
     bound_s = directed * FLOP_PER_PAIR / PEAK_FLOPS
     row = Row(
@@ -185,7 +198,7 @@ def measure(name: str, args, log) -> Row | None:
     t0 = time.perf_counter()
     needed = None
     try:
-        stats = jitted.lower(variables, graph).compile().memory_analysis()
+        stats = jitted.lower(potential, graph).compile().memory_analysis()
         if stats is not None:
             row.xla_temp_mb = stats.temp_size_in_bytes / 2**20
             needed = stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes
@@ -197,13 +210,13 @@ def measure(name: str, args, log) -> Row | None:
         row.rss_peak_mb = rss_peak_mb()
         log(f"[{name}] {row.note}")
         return row
-    energies, forces = jax.block_until_ready(jitted(variables, graph))
+    energies, forces = jax.block_until_ready(jitted(potential, graph))
     row.compile_s = time.perf_counter() - t0
     if not (np.isfinite(np.asarray(energies)).all() and np.isfinite(np.asarray(forces)).all()):
         log(f"[{name}] WARNING: non-finite energy or forces")
 
     def call():
-        jax.block_until_ready(jitted(variables, graph))
+        jax.block_until_ready(jitted(potential, graph))
 
     # Warm-up: `warmup` calls, but stop after about 30 s (the largest boxes take seconds per call). With the tuned
     # allocator the heap grows to its steady size over the first few calls.
@@ -333,7 +346,7 @@ def notes(rows: list[Row], skipped: list[str], info: dict | None = None) -> str:
 
 def header_text(args, info: dict) -> str:
     import flax
-    from so3krates_lab.benchmarking import machine_line
+    from so3krates_lab.workflows.benchmarking import machine_line
     import jax
     import jaxlib
 
@@ -383,8 +396,9 @@ def parse_args(argv=None):
     p.add_argument("--ynn", choices=("on", "off"), default="off",
                    help="XLA:CPU YNNPACK dot fusions (off = the library default; on = XLA's default)")
     p.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
-                   help="tuned: so3krates_lab.memory.tune_malloc() before JAX starts, as the library's tools do "
-                        "(no per-call page faults); default: JAX's and glibc's own settings")
+                   help="tuned: so3krates_lab.memory.tune_malloc() before JAX starts, as the library's entry points "
+                        "do (no per-call page faults); default: JAX's and glibc's own settings (the script sets "
+                        "SO3KRATES_TUNE_MALLOC=0, so nothing in the library applies the tuning either)")
     p.add_argument("--repeats", type=int, default=None,
                    help="at most this many timed calls per system (default 200, quick 50); at least --min-repeats")
     p.add_argument("--min-repeats", type=int, default=5, help="at least this many timed calls per system")
@@ -423,10 +437,20 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.malloc == "tuned":
-        from so3krates_lab.memory import tune_malloc
+    # Before anything runs JAX. The library's entry points (Potential.load, fit, md.simulate) apply the tuning
+    # themselves when JAX has not started (memory.ensure_tuned); for `default` it is switched off for this
+    # process, so no library call can apply it behind the benchmark's back.
+    if args.malloc == "default":
+        os.environ["SO3KRATES_TUNE_MALLOC"] = "0"
+    from so3krates_lab.memory import malloc_tuned, tune_malloc
 
-        tune_malloc()
+    if args.malloc == "tuned":
+        tune_malloc()  # does nothing if SO3KRATES_TUNE_MALLOC=0 was set outside: then `default` runs
+    ran = "tuned" if malloc_tuned() else "default"
+    if ran != args.malloc:
+        print(f"--malloc {args.malloc} asked for, but SO3KRATES_TUNE_MALLOC=0 is set: running with malloc {ran}",
+              file=sys.stderr)
+    args.malloc = ran  # the header and the JSON record the setting that ran
     import jax
 
     if args.dtype == "float64":
@@ -448,7 +472,7 @@ def main(argv=None) -> int:
         else:
             print(msg, file=sys.stderr, flush=True)
 
-    from so3krates_lab.benchmarking import machine_info
+    from so3krates_lab.workflows.benchmarking import machine_info
 
     info = machine_info()  # timings compare only between machines of one class (AVX-512 or not, matmul speed)
     header = header_text(args, info)

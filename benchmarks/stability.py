@@ -41,75 +41,55 @@ def main(argv=None) -> int:
     p.add_argument("--chunk", type=int, default=2000, help="steps per compiled chunk")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "stability")
     args = p.parse_args(argv)
-    from so3krates_lab.memory import tune_malloc
-
-    tune_malloc()  # before JAX runs: no page faults on every call (so3krates_lab/memory.py)
     if args.report:
         return report(args.out)
     if args.model is None:
         p.error("--model is required (or --report)")
 
-    import jax.numpy as jnp
+    from so3krates_lab import Potential, analysis, md
+    from so3krates_lab.data import Split, load, shipped_path
 
-    from so3krates_lab.data import Split, load
-    from so3krates_lab.md import (
-        Simulation, TrajectoryStore, Watchdogs, degrees_of_freedom, masses_of, maxwell_boltzmann, model_force_fn,
-        nose_hoover_chain,
-    )
-    from so3krates_lab.model import make_energy_fn
-    from so3krates_lab.train import energy_fn_from_checkpoint, load_checkpoint
-
-    saved = load_checkpoint(args.model)
-    _, config, variables = energy_fn_from_checkpoint(saved, dtype="float32")
+    potential = Potential.load(args.model, dtype="float32")  # also tunes the allocator before JAX runs
     if args.start is not None:
         system = load(args.start)[0]
-    else:
-        data_file = ROOT / "data" / Path(saved.metadata["data_file"]).name
-        _, _, test = Split.from_dict(saved.metadata["split"]).apply(load(data_file))
+    else:  # the model's own test frames, from the shipped data file its checkpoint names
+        data_file = shipped_path(Path(potential.metadata["data_file"]).name)
+        _, _, test = Split.from_dict(potential.metadata["split"]).apply(load(data_file))
         system = test[0]
-    n = system.n_atoms
-    masses = masses_of(system.numbers)
-    dogs = Watchdogs(min_distance=None).with_bonds(system.numbers, system.positions, max_bond_deviation=0.5)
+    dogs = md.Watchdogs(min_distance=None).with_bonds(system, max_bond_deviation=0.5)
+    thermostat = md.NoseHoover(timestep_fs=args.timestep, temperature_K=args.temperature, tau_fs=args.tau)
     total_steps = int(round(args.ps * 1000 / args.timestep))
     rows = []
     for r in range(args.replicas):
         folder = args.out / f"{args.model.stem}_{args.temperature:g}K" / f"replica_{r}"
-        force_fn, nbrs = model_force_fn(make_energy_fn(config), variables, config.cutoff, system.numbers,
-                                        system.positions)
-        init, step = nose_hoover_chain(force_fn, args.timestep, args.temperature, n_atoms=n, tau_fs=args.tau)
-        v0 = maxwell_boltzmann(masses, args.temperature, seed=r, positions=system.positions)
-        state = init(jnp.asarray(system.positions, jnp.float32), jnp.asarray(v0, jnp.float32), masses, aux=nbrs)
-        store = TrajectoryStore(folder, numbers=system.numbers, timestep_fs=args.timestep,
-                                temperature_K=args.temperature, model=str(args.model))
         verdict = folder / "verdict.json"
         if verdict.exists():
             rows.append(json.loads(verdict.read_text()))
             if rows[-1]["unstable"] or rows[-1]["simulated_ps"] >= args.ps:
                 continue
             rows.pop()
-        if store.has_state():
-            state = store.load_state(state)
-            if state.aux is not None:  # the neighbour list is not stored: rebuild it at the restored positions
-                _, _, aux = force_fn(state.positions, force_fn.reallocate(state.aux, state.positions,
-                                                                          state.aux.capacity))
-                state = state.replace(aux=aux)
-        sim = Simulation(step, state, timestep_fs=args.timestep, dof=degrees_of_freedom(n), record_every=20,
-                         chunk_steps=args.chunk, watchdogs=dogs, store=store, force_fn=force_fn,
-                         conserved=step.conserved_energy)
-        remaining = total_steps - int(state.step)
+        store = md.TrajectoryStore(folder, numbers=system.numbers, timestep_fs=args.timestep,
+                                   temperature_K=args.temperature, model=str(args.model))
+        # one replica per store, seed r; a store that holds a state is resumed from it
+        sim = md.simulate(potential, system, thermostat, seed=r, store=store, watchdogs=dogs, record_every=20,
+                          chunk_steps=args.chunk)
+        steps_before = int(sim.state.step)
+        remaining = total_steps - steps_before
         t0 = time.perf_counter()
-        steps_before = int(state.step)
         if remaining > 0:
             for _ in sim.chunks(remaining, progress=True):
                 pass
         wall = time.perf_counter() - t0
         done_steps = int(sim.state.step) - steps_before
-        ds = store.open() if store.chunk_paths() else None
-        simulated = float(ds.time.values[-1]) / 1000 if ds is not None else 0.0
+        traj = store.open() if store.chunk_paths() else None
+        simulated = float(traj.time_fs[-1]) / 1000 if traj is not None else 0.0
         unstable = sim.stop_reason is not None and "bond" in sim.stop_reason
-        row = {"replica": r, "stable_ps": simulated if unstable else min(simulated, args.ps),
+        # stopped: the time of the last good frame; else the time simulated, capped at --ps
+        stable = float(analysis.stable_times_ps(traj, duration_fs=min(simulated, args.ps) * 1000)[0]) \
+            if traj is not None else 0.0
+        row = {"replica": r, "stable_ps": stable,
                "simulated_ps": simulated, "unstable": unstable, "reason": sim.stop_reason,
-               "mean_T": float(ds.temperature.values.mean()) if ds is not None else float("nan"),
+               "mean_T": float(traj.temperature.mean()) if traj is not None else float("nan"),
                "wall_s": wall, "ms_per_step": 1e3 * wall / done_steps if done_steps else float("nan")}
         verdict.write_text(json.dumps(row, indent=1))
         rows.append(row)
@@ -126,6 +106,7 @@ def report(out: Path) -> int:
     """One row per replica folder under out/<model>_<T>K/: what its trajectory store holds now, so runs that were
     stopped part-way (killed, or still going) are reported with the time they reached. The stable time is the
     time of the last stored frame: an unstable run stores frames up to its last good one."""
+    from so3krates_lab.analysis import stable_times_ps
     from so3krates_lab.md import TrajectoryStore
 
     folders = sorted(out.glob("*/replica_*"))
@@ -138,8 +119,8 @@ def report(out: Path) -> int:
         store = TrajectoryStore(folder)
         if not store.chunk_paths():
             continue
-        ds = store.open()
-        simulated = float(ds.time.values[-1]) / 1000
+        traj = store.open()
+        simulated = float(stable_times_ps(traj)[0])  # the last stored frame's time, stopped or not
         reason = store.stop_reason()
         unstable = reason is not None and "bond" in reason
         verdict = folder / "verdict.json"
@@ -151,7 +132,7 @@ def report(out: Path) -> int:
         else:
             state = "stable so far, unfinished (rerun with the same --ps to resume)"
         print(f"{folder.parent.name:<46}{folder.name.split('_')[-1]:>8}{simulated:>11.2f}"
-              f"{float(ds.temperature.values.mean()):>10.0f}  {state}")
+              f"{float(traj.temperature.mean()):>10.0f}  {state}")
     return 0
 
 

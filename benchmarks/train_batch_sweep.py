@@ -28,9 +28,11 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", type=Path,
                    default=Path(os.environ.get("SO3KRATES_DATA_DIR", ROOT.parent / "shared" / "data")))
     args = p.parse_args(argv)
-    from so3krates_lab.memory import tune_malloc
+    from so3krates_lab.memory import ensure_tuned, malloc_tuned
 
-    tune_malloc()  # before JAX runs: no page faults on every call (so3krates_lab/memory.py)
+    # fit would apply the allocator tuning itself, but machine_info below runs JAX first: apply it now, as the
+    # library's entry points do (SO3KRATES_TUNE_MALLOC=0 switches it off; the header says which ran)
+    ensure_tuned()
 
     from so3krates_lab.data import load
     from so3krates_lab.model import So3kratesConfig
@@ -43,8 +45,7 @@ def main(argv=None) -> int:
     pool = load(train_file)
     order = np.random.default_rng(0).permutation(len(pool))
     train, valid = pool[order[:950]], pool[order[950:955]]
-    from so3krates_lab.benchmarking import machine_info, machine_line
-    from so3krates_lab.memory import malloc_tuned
+    from so3krates_lab.workflows.benchmarking import machine_info, machine_line
 
     print(f"rMD17 {args.molecule}: training step cost against batch size (steady, {args.steps} steps); "
           f"malloc {'tuned' if malloc_tuned() else 'default (SO3KRATES_TUNE_MALLOC=0)'}")

@@ -42,15 +42,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "results")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint instead of resuming")
     args = p.parse_args(argv)
-    from so3krates_lab.memory import tune_malloc
-
-    tune_malloc()  # before JAX runs: no page faults on every call (so3krates_lab/memory.py)
     if args.minutes is None and args.steps is None:
         p.error("give --minutes or --steps")
 
     from so3krates_lab.data import load
-    from so3krates_lab.model import So3kratesConfig, make_energy_fn
-    from so3krates_lab.train import TrainConfig, evaluate, fit, load_checkpoint, refit_element_energies, to_device
+    from so3krates_lab.model import So3kratesConfig, load_checkpoint
+    from so3krates_lab.train import TrainConfig, error_report, fit, refit_element_energies
 
     folder = args.data_dir / "rmd17"
     train_file = folder / f"rmd17_{args.molecule}_train_01.npz"
@@ -79,15 +76,15 @@ def main(argv=None) -> int:
     resumed = args.out / f"{name}.npz"
     steps_before = load_checkpoint(resumed).step if resumed.exists() and not args.fresh else 0
     start = time.perf_counter()
+    # fit tunes the allocator before JAX runs (memory.ensure_tuned)
     result = fit(train, valid, config, tc, checkpoint=args.out / f"{name}.npz", resume=not args.fresh,
                  metadata=provenance)
     wall = time.perf_counter() - start
-    energy_fn, test_device = make_energy_fn(config), to_device(test, config.cutoff)
-    metrics = evaluate(energy_fn, result.variables, test_device)
+    potential = result.potential  # the best-validation model
+    metrics = error_report(potential, test).attrs
     # The loss weights forces 99:1, so the energies keep a near-constant offset; refit the per-element energies to
     # the training residuals (least squares on the training frames only; forces unchanged) and test again.
-    refit = evaluate(energy_fn, refit_element_energies(energy_fn, result.variables, train, config.cutoff),
-                     test_device)
+    refit = error_report(refit_element_energies(potential, train), test).attrs
     print(f"\nrMD17 {args.molecule}, split 01 (950 train / 50 valid / 1000 test), ev_init={args.ev_init}, "
           f"degrees {degrees}, batch {tc.batch_size or 'auto'}, learning rate {tc.learning_rate:g} decaying x0.1 per "
           f"{tc.decay_steps} steps" + (f", annealed to x{tc.anneal_to:g} over the budget" if tc.anneal_to else ""))
@@ -107,7 +104,7 @@ def main(argv=None) -> int:
           "between the last two validations (validation included)")
     if steps_before:
         print(f"resumed at step {steps_before}: s/step and steps/s count the {steps_now} steps of this call")
-    from so3krates_lab.benchmarking import machine_info, machine_line
+    from so3krates_lab.workflows.benchmarking import machine_info, machine_line
 
     print(f"machine: {machine_line(machine_info())}")
     print(f"wall time {wall:.0f} s in this call; checkpoint "

@@ -27,9 +27,9 @@ one allocator lock); two arenas left the faults in some runs.
 
 It must run before JAX runs anything: the dispatch setting is read when JAX creates its CPU client. Importing
 this package never calls it. The library's entry points call `ensure_tuned()` (loading a `Potential`, `fit`,
-`md.simulate`, `explore_minima`), which applies it when JAX has not started yet, so a user who starts with one
-of them gets it without knowing about it; a process that ran JAX code before keeps JAX's defaults (call
-`tune_malloc()` yourself first in that case). Set SO3KRATES_TUNE_MALLOC=0 to make both do nothing. Other C libraries (musl, macOS) have no such settings;
+`md.simulate`, `explore_minima`, a fresh model's `model.init_variables`), which applies it when JAX has not
+started yet, so a user who starts with one of them gets it without knowing about it; a process that ran JAX
+code before keeps JAX's defaults (call `tune_malloc()` yourself first in that case). Set SO3KRATES_TUNE_MALLOC=0 to make both do nothing. Other C libraries (musl, macOS) have no such settings;
 there only the dispatch setting changes.
 """
 

@@ -405,7 +405,7 @@ class Trajectory:
 
         from ase.io import write
 
-        from ._io import atomic_write
+        from .fileio import atomic_write
 
         frames = self.to_ase(stride)
         return atomic_write(Path(path), lambda tmp: write(tmp, frames, format="extxyz"))

@@ -10,9 +10,8 @@ from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_s
 from physics import evaluate, fast_jit
 from so3krates_lab.data import builtin
 from so3krates_lab.graph import graph_from_system
-from so3krates_lab.interop import So3kratesCalculator, system_from_atoms
-from so3krates_lab.model import So3krates, So3kratesConfig, make_energy_fn
-from so3krates_lab.train import load_checkpoint, save_checkpoint
+from so3krates_lab.interop import PotentialCalculator, system_from_atoms
+from so3krates_lab.model import Potential, So3krates, So3kratesConfig, load_checkpoint, make_energy_fn
 
 CONFIG = So3kratesConfig.preset("small", dtype="float64")
 
@@ -25,15 +24,20 @@ def variables():
     return fast_jit(So3krates(CONFIG).init)(jax.random.PRNGKey(0), graph)
 
 
+@pytest.fixture(scope="module")
+def potential(variables):
+    return Potential.create(CONFIG, variables)
+
+
 def _atoms(system):
     return Atoms(numbers=system.numbers, positions=system.positions,
                  cell=system.cell if system.cell is not None else None, pbc=system.pbc)
 
 
-def test_energy_and_forces_match_the_model_and_numerical_forces(variables):
+def test_energy_and_forces_match_the_model_and_numerical_forces(variables, potential):
     mol = builtin.ethanol()
     atoms = _atoms(mol)
-    atoms.calc = So3kratesCalculator(CONFIG, variables)
+    atoms.calc = PotentialCalculator(potential)
     e_ref, f_ref = evaluate(make_energy_fn(CONFIG), variables, mol, CONFIG.cutoff)
     assert atoms.get_potential_energy() == pytest.approx(e_ref, abs=1e-10)
     np.testing.assert_allclose(atoms.get_forces(), f_ref, atol=1e-10)
@@ -41,18 +45,18 @@ def test_energy_and_forces_match_the_model_and_numerical_forces(variables):
     np.testing.assert_allclose(atoms.get_forces(), numerical, atol=1e-6)
 
 
-def test_periodic_stress_matches_numerical_stress(variables):
+def test_periodic_stress_matches_numerical_stress(potential):
     water = builtin.water_box(2, seed=1)
     atoms = _atoms(water)
-    atoms.calc = So3kratesCalculator(CONFIG, variables)
+    atoms.calc = potential.calculator()
     stress = atoms.get_stress()
     numerical = calculate_numerical_stress(atoms, eps=1e-6, force_consistent=False)
     assert np.abs(stress).max() > 1e-5  # a real, non-zero stress is being compared
     np.testing.assert_allclose(stress, numerical, atol=1e-7)
 
 
-def test_compiled_code_is_reused_across_similar_structures(variables):
-    calc = So3kratesCalculator(CONFIG, variables)
+def test_compiled_code_is_reused_across_similar_structures(potential):
+    calc = PotentialCalculator(potential)
     rng = np.random.default_rng(0)
     for _ in range(5):  # an MD-like sequence of small displacements
         atoms = _atoms(builtin.ethanol())
@@ -67,10 +71,11 @@ def test_compiled_code_is_reused_across_similar_structures(variables):
     assert calc.compiled_shapes <= 2  # a smaller molecule may reuse a rung or need one more, never more
 
 
-def test_from_checkpoint(variables, tmp_path):
-    path = save_checkpoint(tmp_path / "m.npz", CONFIG, variables)
+def test_from_file(variables, potential, tmp_path):
+    path = potential.save(tmp_path / "m.npz")
     atoms = _atoms(builtin.ethanol())
-    atoms.calc = So3kratesCalculator.from_checkpoint(path)
+    atoms.calc = PotentialCalculator.from_file(path)
+    assert isinstance(atoms.calc.potential, Potential) and atoms.calc.potential.config == CONFIG
     e_ref, _ = evaluate(make_energy_fn(CONFIG), variables, system_from_atoms(atoms), CONFIG.cutoff)
     assert atoms.get_potential_energy() == pytest.approx(e_ref, abs=1e-10)
     assert load_checkpoint(path).config == CONFIG

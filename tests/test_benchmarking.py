@@ -1,22 +1,22 @@
-"""so3krates_lab.benchmarking.md_speed: the three timings come back for the structure asked for, and bad
+"""so3krates_lab.workflows.benchmarking.md_speed: the three timings come back for the structure asked for, and bad
 arguments are refused before any compilation."""
 
 import math
 
 import pytest
 
-from so3krates_lab.benchmarking import md_speed
 from so3krates_lab.data import builtin
 from so3krates_lab.graph import graph_from_system
-from so3krates_lab.model import So3kratesConfig, init_variables
+from so3krates_lab.model import Potential, So3kratesConfig, init_variables
+from so3krates_lab.workflows.benchmarking import md_speed
 
 TINY = So3kratesConfig.preset("small", features=8, layers=1, radial_basis=8)
 
 
 def test_md_speed_times_eval_engine_and_ase_on_the_given_structure():
     mol = builtin.ethanol()
-    variables = init_variables(TINY, graph_from_system(mol, TINY.cutoff), seed=0)
-    row = md_speed(mol, TINY, variables, steps=10, repeats=1, temperature_K=50.0)
+    potential = Potential.create(TINY, init_variables(TINY, graph_from_system(mol, TINY.cutoff), seed=0))
+    row = md_speed(mol, potential, steps=10, repeats=1, temperature_K=50.0)
     assert row["atoms"] == 9 and row["pairs"] == 36  # every pair of ethanol's 9 atoms is within 5 A
     # ethanol's 36 pairs fit in fewer slots than a list would get: the engine runs on the fixed graph, and the
     # list engine is timed beside it
@@ -24,7 +24,7 @@ def test_md_speed_times_eval_engine_and_ase_on_the_given_structure():
     for key in ("eval_ms", "engine_ms_per_step", "list_ms_per_step", "ase_ms_per_step", "compile_s"):
         assert math.isfinite(row[key]) and row[key] > 0, (key, row[key])
     # forced onto a tight list (small skin and headroom): no side timing; ase_steps=0 skips ASE
-    tight = md_speed(mol, TINY, variables, steps=10, repeats=1, temperature_K=50.0, ase_steps=0, skin=0.1,
+    tight = md_speed(mol, potential, steps=10, repeats=1, temperature_K=50.0, ase_steps=0, skin=0.1,
                      headroom=1.0, all_pairs=False)
     assert tight["neighbour_list"] == "list" and math.isnan(tight["list_ms_per_step"])
     assert math.isnan(tight["ase_ms_per_step"]) and math.isfinite(tight["engine_ms_per_step"])
@@ -32,8 +32,9 @@ def test_md_speed_times_eval_engine_and_ase_on_the_given_structure():
 
 
 def test_md_speed_refuses_empty_runs():
+    # a potential without variables: any compilation before the check would fail with another error
     with pytest.raises(ValueError, match="steps"):
-        md_speed(builtin.ethanol(), TINY, {}, steps=0)
+        md_speed(builtin.ethanol(), Potential.create(TINY, {}), steps=0)
 
 
 def test_stability_report_reads_finished_unfinished_and_unstable_runs(tmp_path, capsys):
@@ -44,8 +45,8 @@ def test_stability_report_reads_finished_unfinished_and_unstable_runs(tmp_path, 
 
     import numpy as np
 
+    from so3krates_lab import Trajectory
     from so3krates_lab.md import TrajectoryStore
-    from so3krates_lab.md.driver import Frames
 
     spec = importlib.util.spec_from_file_location(
         "stability_script", Path(__file__).resolve().parents[1] / "benchmarks" / "stability.py")
@@ -56,7 +57,7 @@ def test_stability_report_reads_finished_unfinished_and_unstable_runs(tmp_path, 
         s = TrajectoryStore(tmp_path / "mol_500K" / name, numbers=[1, 1], timestep_fs=0.5)
         t = np.linspace(t_end_fs / 4, t_end_fs, 4)
         z = np.zeros(4)
-        s.append(Frames(time_fs=t, positions=np.zeros((4, 2, 3)), velocities=np.zeros((4, 2, 3)), potential=z,
+        s.append(Trajectory(numbers=[1, 1], time_fs=t, positions=np.zeros((4, 2, 3)), velocities=np.zeros((4, 2, 3)), potential=z,
                         kinetic=z, temperature=np.full(4, 500.0), conserved=z))
         return s
 
@@ -73,7 +74,7 @@ def test_stability_report_reads_finished_unfinished_and_unstable_runs(tmp_path, 
 
 
 def test_machine_info_names_the_cpu_class_and_measures_matmul_speed():
-    from so3krates_lab.benchmarking import machine_info, machine_line
+    from so3krates_lab.workflows.benchmarking import machine_info, machine_line
 
     quick = machine_info(calibrate=False)
     assert quick["matmul_gflops"] is None and quick["cores"] >= 1 and isinstance(quick["avx512"], bool)

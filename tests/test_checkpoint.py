@@ -9,11 +9,9 @@ import pytest
 
 from so3krates_lab.data import builtin
 from so3krates_lab.graph import graph_from_system
-from so3krates_lab.model import So3krates, So3kratesConfig, jit_energy_and_forces, make_energy_fn
-from so3krates_lab.train import checkpoint as ckpt_mod
-from so3krates_lab.train.checkpoint import (
-    Checkpoint, energy_fn_from_checkpoint, load_checkpoint, restore_opt_state, save_checkpoint,
-)
+from so3krates_lab.model import Potential, So3krates, So3kratesConfig, jit_energy_and_forces, make_energy_fn
+from so3krates_lab.model import checkpoint as ckpt_mod
+from so3krates_lab.model.checkpoint import Checkpoint, load_checkpoint, restore_opt_state, save_checkpoint
 
 from physics import FAST_COMPILE, fast_jit
 
@@ -80,14 +78,18 @@ def test_round_trip(tmp_path, model):
     assert jax.tree_util.tree_structure(restored) == jax.tree_util.tree_structure(opt_state)
     _assert_bit_identical(restored, opt_state)
 
-    fn, cfg2, var2 = energy_fn_from_checkpoint(path, compiler_options=FAST_COMPILE)
-    assert cfg2 == config and isinstance(var2["params"]["embed"]["embedding"], jax.Array)
+    pot = Potential.load(path)
+    assert pot.config == config and isinstance(pot.variables["params"]["embed"]["embedding"], jax.Array)
+    assert pot.metadata == expected_meta
+    _assert_bit_identical(pot.variables, variables)
     e_ref, f_ref = jit_energy_and_forces(make_energy_fn(config), FAST_COMPILE)(variables, graph)
-    e, f = fn(graph)
+    e, f = fast_jit(lambda p, g: p.energy_and_forces(g))(pot, graph)
     np.testing.assert_array_equal(np.asarray(e), np.asarray(e_ref))
     np.testing.assert_array_equal(np.asarray(f), np.asarray(f_ref))
     # a Checkpoint object works as well as a path (not called: one compile is enough)
-    assert energy_fn_from_checkpoint(ck)[1] == config
+    from_ck = Potential.from_checkpoint(ck)
+    assert from_ck.config == config and from_ck.metadata == expected_meta
+    _assert_bit_identical(from_ck.variables, variables)
 
 
 def test_file_is_pickle_free_and_documented_layout(tmp_path, model):

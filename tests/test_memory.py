@@ -70,3 +70,41 @@ def test_tuned_malloc_stops_the_per_call_page_faults():
         pytest.skip(f"glibc's default settings fault only {default:.0f} times per call here: nothing to stop")
     tuned = json.loads(_run(_FAULTS, "tuned"))
     assert tuned <= 0.01 * default, f"tuned {tuned:.0f} vs default {default:.0f} minor page faults per call"
+
+
+# md.simulate is one of the entry points that call memory.ensure_tuned(); a 3-atom Morse molecule keeps it cheap.
+_ENTRY = """
+import json, sys, warnings
+import so3krates_lab as sl
+from so3krates_lab.memory import ensure_tuned, malloc_tuned
+import jax
+if sys.argv[1] == "jax-first":
+    import jax.numpy as jnp
+    jnp.ones(2).block_until_ready()  # JAX has started: too late for the dispatch setting
+before = malloc_tuned()
+system = sl.System(numbers=[6, 1, 8], positions=[[0, 0, 0], [1.4, 0, 0], [0, 1.5, 0.2]])
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    sim = sl.md.simulate(sl.MorsePotential(), system, sl.md.NVE(0.5), temperature_K=100.0, chunk_steps=10,
+                         record_every=5)
+    sim.run(10, progress=False)
+    again = ensure_tuned()
+print(json.dumps([before, malloc_tuned(), again, bool(jax.config.values["jax_cpu_enable_async_dispatch"]),
+                  [str(w.message) for w in caught]]))
+"""
+
+
+def test_entry_points_tune_before_jax_starts_and_leave_a_started_jax_alone():
+    before, tuned, again, async_dispatch, warned = json.loads(_run(_ENTRY, "fresh",
+                                                                   env={"SO3KRATES_TUNE_MALLOC": "1"}))
+    assert (before, tuned, again, async_dispatch, warned) == (False, True, True, False, [])
+    # JAX ran before the entry point: the settings cannot take full effect, so ensure_tuned leaves them alone
+    # and says nothing (tune_malloc itself warns, see test_late_call_warns)
+    before, tuned, again, async_dispatch, warned = json.loads(_run(_ENTRY, "jax-first",
+                                                                   env={"SO3KRATES_TUNE_MALLOC": "1"}))
+    assert (before, tuned, again, async_dispatch) == (False, False, False, True)
+    assert not any("tune_malloc" in w for w in warned), warned
+    # refused by the environment: nothing is applied
+    code = ("import json; from so3krates_lab.memory import ensure_tuned, malloc_tuned; "
+            "print(json.dumps([ensure_tuned(), malloc_tuned()]))")
+    assert json.loads(_run(code, env={"SO3KRATES_TUNE_MALLOC": "0"})) == [False, False]

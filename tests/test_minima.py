@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import struct
 from scipy.spatial.transform import Rotation
 
+from so3krates_lab import BasePotential, System
 from so3krates_lab.analysis import (
-    BatchRelaxer, MinimaDatabase, distance_fingerprint, equivalent_groups, explore_minima, fingerprint_distance,
-    kabsch, kabsch_rmsd, load_minima, minima_graph, save_minima, symmetric_rmsd,
+    MinimaDatabase, distance_fingerprint, equivalent_groups, explore_minima, fingerprint_distance, kabsch,
+    kabsch_rmsd, load_minima, minima_graph, save_minima, symmetric_rmsd,
 )
+from so3krates_lab.md import BatchRelaxer, ForceFunction, force_function
 
 # ethane, staggered: C0 C1, H2-H4 on C0, H5-H7 on C1 (Angstrom)
 ETHANE_NUMBERS = np.array([6, 6, 1, 1, 1, 1, 1, 1])
@@ -106,7 +110,9 @@ def test_bad_input_gives_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing"):
         load_minima(tmp_path / "nothing")
     with pytest.raises(ValueError, match="budget"):
-        explore_minima(_torsion_force_fn, None, np.full(4, 6), _butane_like(180.0))
+        explore_minima(TORSION, _butane_system(180.0))
+    with pytest.raises(TypeError, match="System"):
+        explore_minima(TORSION, _butane_like(180.0), max_frames=4)
 
 
 def _graph_fixture():
@@ -183,15 +189,58 @@ def _torsion_energy(p):
             + 0.1 * (1 + jnp.cos(3 * phi)) + 0.03 * (1 + jnp.cos(phi)))
 
 
-def _torsion_force_fn(positions, aux):
-    import jax
+@struct.dataclass
+class TorsionPotential(BasePotential):
+    """`_torsion_energy` of every four-atom structure of a graph, on the potential protocol.
 
-    e, g = jax.value_and_grad(_torsion_energy)(positions)
-    return e, -g, aux
+    The energy does not use the graph's pairs: each structure's atoms are its four consecutive atom slots
+    (found through `atom_graph` and `atom_mask`); padding structures get a harmless stand-in geometry and no
+    energy (masked, so that no NaN from a degenerate geometry reaches the gradient)."""
+
+    cutoff: float = struct.field(pytree_node=False, default=5.0)
+    dtype: str = struct.field(pytree_node=False, default="float64")
+
+    def energy(self, graph):
+        n_slots, n_graphs = graph.positions.shape[0], graph.cell.shape[0]
+        slot = jnp.where(graph.atom_mask, jnp.arange(n_slots), n_slots)
+        first = jax.ops.segment_min(slot, graph.atom_graph, num_segments=n_graphs)
+        quads = jnp.clip(first[:, None] + jnp.arange(4), 0, n_slots - 1)  # (G, 4)
+        real = graph.graph_mask & (first < n_slots)
+        stand_in = jnp.asarray(_butane_like(180.0), self.dtype)
+        pos = jnp.where(real[:, None, None], graph.positions.astype(self.dtype)[quads], stand_in)
+        return jnp.where(real, jax.vmap(_torsion_energy)(pos), 0.0)
+
+
+TORSION = TorsionPotential()
+
+
+def _butane_system(dihedral_deg: float) -> System:
+    return System(numbers=np.full(4, 6), positions=_butane_like(dihedral_deg))
 
 
 def test_butane_like_fixture_has_the_intended_dihedral():
     assert np.degrees(float(_dihedral(jnp.asarray(_butane_like(70.0))))) == pytest.approx(70.0, abs=1e-4)
+
+
+def test_torsion_potential_is_the_analytic_energy_for_one_structure_and_for_a_batch():
+    """The protocol version gives `_torsion_energy` and its gradient: through md.force_function (alone and
+    vmapped: the fixed graph of disjoint copies) and through the padded host evaluation of several structures."""
+    geometries = [_butane_like(d) + 0.03 * np.random.default_rng(k).normal(size=(4, 3))
+                  for k, d in enumerate((20.0, 100.0, -170.0))]
+    ff = force_function(TORSION, _butane_system(180.0))
+    assert ff.pairs == "fixed"
+    energies, forces, _ = jax.jit(jax.vmap(ff.fn, in_axes=(0, None)))(jnp.asarray(np.stack(geometries)), None)
+    pred = TORSION.evaluate([_butane_system(0.0).replace(positions=g) for g in geometries])
+    for k, g in enumerate(geometries):
+        e_ref, grad_ref = jax.value_and_grad(_torsion_energy)(jnp.asarray(g))
+        e_one, f_one, _ = jax.jit(ff.fn)(jnp.asarray(g), None)
+        assert float(e_one) == pytest.approx(float(e_ref), abs=1e-12)
+        np.testing.assert_allclose(np.asarray(f_one), -np.asarray(grad_ref), atol=1e-10)
+        assert float(energies[k]) == pytest.approx(float(e_ref), abs=1e-12)
+        np.testing.assert_allclose(np.asarray(forces[k]), -np.asarray(grad_ref), atol=1e-10)
+        assert pred.energies[k] == pytest.approx(float(e_ref), abs=1e-10)
+        np.testing.assert_allclose(pred.forces[k], -np.asarray(grad_ref), atol=1e-10)
+        assert np.isfinite(pred.forces[k]).all()
 
 
 def test_batch_relaxers_find_the_three_torsion_minima_and_lbfgs_needs_fewer_steps():
@@ -199,9 +248,9 @@ def test_batch_relaxers_find_the_three_torsion_minima_and_lbfgs_needs_fewer_step
     starts = np.stack([_butane_like(d) for d in (20.0, 100.0, 150.0, -170.0, -40.0, -100.0)])
     starts += rng.normal(size=starts.shape) * 0.05
     steps = {}
+    force_fn = force_function(TORSION, _butane_system(180.0))
     for minimizer in ("fire", "lbfgs"):
-        relaxer = BatchRelaxer(_torsion_force_fn, None, starts[0], n_slots=4, fmax=1e-4, chunk_steps=20,
-                               minimizer=minimizer)
+        relaxer = BatchRelaxer(force_fn, starts[0], n_slots=4, fmax=1e-4, chunk_steps=20, minimizer=minimizer)
         pos, energies, ok = relaxer.relax_all(starts)
         assert ok.all()
         dihedrals = np.degrees([float(_dihedral(jnp.asarray(p))) for p in pos])
@@ -215,12 +264,12 @@ def test_batch_relaxers_find_the_three_torsion_minima_and_lbfgs_needs_fewer_step
     assert np.allclose(relaxer.in_flight()[1][1], starts[1], atol=1e-6)
     assert steps["lbfgs"] < steps["fire"] / 2, steps
     with pytest.raises(ValueError, match="minimizer must be one of"):
-        BatchRelaxer(_torsion_force_fn, None, starts[0], n_slots=2, minimizer="bfgs")
+        BatchRelaxer(force_fn, starts[0], n_slots=2, minimizer="bfgs")
 
 
 def test_exploration_of_an_analytic_potential_finds_its_three_minima(tmp_path):
-    start = _butane_like(180.0)
-    run = explore_minima(_torsion_force_fn, None, np.full(4, 6), start, n_replicas=4, temperature_K=1200.0,
+    start = _butane_system(180.0)
+    run = explore_minima(TORSION, start, n_replicas=4, temperature_K=1200.0,
                          timestep_fs=1.0, sample_every_fs=100.0, fmax=1e-4, max_frames=80, energy_tol=0.01, minimizer="lbfgs",
                          rmsd_tol=0.1, checkpoint=tmp_path / "explore", progress=False, seed=3)
     assert len(run.database) == 3, run.database.energies
@@ -235,7 +284,7 @@ def test_exploration_of_an_analytic_potential_finds_its_three_minima(tmp_path):
                 if f1 == f0 + 1 and {m0, m1} == {u, v})
         assert d["count"] == n
     # resuming continues from the checkpoint instead of starting over
-    more = explore_minima(_torsion_force_fn, None, np.full(4, 6), start, n_replicas=4, temperature_K=1200.0,
+    more = explore_minima(TORSION, start, n_replicas=4, temperature_K=1200.0,
                           timestep_fs=1.0, sample_every_fs=100.0, fmax=1e-4, max_frames=100, minimizer="lbfgs",
                           checkpoint=tmp_path / "explore", progress=False, seed=3)
     assert more.stats["restarts"] == 1 and len(more.database) == 3
@@ -283,31 +332,28 @@ def test_exploration_restarts_from_starts_and_known_minima_without_edges_across_
     a known minimum), so no two frames of a chain are consecutive and the graph has no edge."""
     kwargs = dict(n_replicas=3, n_slots=3, temperature_K=150.0, timestep_fs=1.0, sample_every_fs=50.0, fmax=1e-4,
                   max_frames=12, minimizer="lbfgs", progress=False, seed=1)
-    numbers = np.full(4, 6)
-    one = explore_minima(_torsion_force_fn, None, numbers, _butane_like(180.0), **kwargs)
+    one = explore_minima(TORSION, _butane_system(180.0), **kwargs)
     assert len(one.database) == 1
     starts = np.stack([_butane_like(d) for d in (180.0, 65.0, -65.0)])
-    three = explore_minima(_torsion_force_fn, None, numbers, starts[0], starts=starts, restart_every=1, **kwargs)
+    three = explore_minima(TORSION, _butane_system(180.0), starts=starts, restart_every=1, **kwargs)
     assert len(three.database) == 3 and three.stats["minimum_restarts"] > 0
     assert three.graph.number_of_edges() == 0
     for seq in three.sequences.values():
         frames = sorted(f for f, _ in seq)
         assert all(b - a >= 2 for a, b in zip(frames, frames[1:])), frames
     with pytest.raises(ValueError, match="bond graph"):
-        explore_minima(_torsion_force_fn, None, numbers, starts[0], starts=starts * [1.0, 1.0, 3.0], **kwargs)
+        explore_minima(TORSION, _butane_system(180.0), starts=starts * [1.0, 1.0, 3.0], **kwargs)
     with pytest.raises(ValueError, match="restart_every"):
-        explore_minima(_torsion_force_fn, None, numbers, starts[0], restart_every=0, **kwargs)
+        explore_minima(TORSION, _butane_system(180.0), restart_every=0, **kwargs)
 
 
 def test_backbone_torsions_of_the_shipped_tetrapeptide_match_ase():
-    from pathlib import Path
-
     from ase import Atoms
 
     from so3krates_lab.analysis import backbone_torsions, dihedrals
-    from so3krates_lab.data import load
+    from so3krates_lab.data import load_shipped
 
-    frame = load(Path(__file__).resolve().parents[1] / "data" / "ac_ala3_nhme_gfn2xtb.npz")[0]
+    frame = load_shipped("ac_ala3_nhme_gfn2xtb")[0]
     torsions = backbone_torsions(frame.numbers, frame.positions)
     assert [name for name, _ in torsions] == ["phi1", "psi1", "phi2", "psi2", "phi3", "psi3"]
     quads = np.array([q for _, q in torsions])
@@ -333,10 +379,34 @@ def test_backbone_torsions_of_the_shipped_tetrapeptide_match_ase():
 def test_exploration_of_an_exploding_potential_stops_with_a_clear_error():
     """Forces that are NaN everywhere: every MD round leaves every replica non-finite. The search must say so
     after a bounded number of restarts instead of resampling for ever."""
-    def exploding(positions, aux):
-        nan = jnp.full_like(positions, jnp.nan)
-        return jnp.sum(nan), nan, aux
+    @struct.dataclass
+    class Exploding(BasePotential):
+        cutoff: float = struct.field(pytree_node=False, default=5.0)
+        dtype: str = struct.field(pytree_node=False, default="float64")
 
+        def energy(self, graph):
+            per_atom = jnp.where(graph.atom_mask, jnp.nan * jnp.sum(graph.positions, axis=-1), 0.0)
+            return jax.ops.segment_sum(per_atom, graph.atom_graph, num_segments=graph.cell.shape[0])
+
+    energy, forces, _ = force_function(Exploding(), _butane_system(180.0))(jnp.asarray(_butane_like(180.0)))
+    assert np.isnan(float(energy)) and np.isnan(np.asarray(forces)).all()
     with pytest.raises(RuntimeError, match="non-finite .* rounds in a row"):
-        explore_minima(exploding, None, np.full(4, 6), _butane_like(180.0), n_replicas=2, n_slots=2,
-                       temperature_K=300.0, timestep_fs=1.0, sample_every_fs=5.0, max_frames=4, progress=False)
+        explore_minima(Exploding(), _butane_system(180.0), n_replicas=2, n_slots=2, temperature_K=300.0,
+                       timestep_fs=1.0, sample_every_fs=5.0, max_frames=4, progress=False)
+
+
+def test_a_plain_force_function_relaxes_in_the_batch_relaxer_too():
+    """BatchRelaxer takes any ForceFunction: the hand-written torsion forces (ForceFunction.from_callable) reach
+    the same minima as the potential on the protocol."""
+    def plain(positions, aux):
+        e, g = jax.value_and_grad(_torsion_energy)(positions)
+        return e, -g, aux
+
+    starts = np.stack([_butane_like(d) for d in (20.0, 150.0, -40.0)])
+    out = {}
+    for name, ff in (("plain", ForceFunction.from_callable(plain, dtype=jnp.float64)),
+                     ("potential", force_function(TORSION, _butane_system(180.0)))):
+        out[name] = BatchRelaxer(ff, starts[0], n_slots=2, fmax=1e-4, chunk_steps=20).relax_all(starts)
+        assert out[name][2].all()
+    np.testing.assert_allclose(out["plain"][0], out["potential"][0], atol=1e-6)
+    np.testing.assert_allclose(out["plain"][1], out["potential"][1], atol=1e-9)

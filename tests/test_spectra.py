@@ -4,20 +4,19 @@ frequencies, the rigid-body projection, selections, bad input, and the shipped P
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import xarray as xr
 
+from so3krates_lab import MorsePotential, System, Trajectory
 from so3krates_lab.analysis import (
-    EIGENVALUE_TO_CM1, PER_FS_TO_CM1, normal_modes, normal_modes_from_energy, power_spectrum, spectrum_peaks, vacf,
-    vacf_by_element, vacf_from_trajectory,
+    EIGENVALUE_TO_CM1, PER_FS_TO_CM1, as_trajectory, normal_modes, normal_modes_from_energy, normal_modes_of,
+    power_spectrum, spectrum_peaks, vacf, vacf_by_element, vacf_from_trajectory,
 )
+from so3krates_lab.data import shipped_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ROOT / "data" / "ethanol_pbe_harmonic.npz"
+REFERENCE = shipped_dir() / "ethanol_pbe_harmonic.npz"
 
 
 def oscillator_velocities(nu_cm1: float, n_frames: int, dt_fs: float, amplitude: float = 0.1, phase: float = 0.3):
@@ -81,35 +80,57 @@ def test_mass_weighting_and_element_selection():
     assert spec.intensity.dims == ("element", "frequency")
 
 
+def _trajectory(velocities, time_fs, numbers, **kw) -> Trajectory:
+    """A Trajectory with the given velocities (positions and energies zero: a VACF reads only velocities)."""
+    zeros = np.zeros(velocities.shape[:-2])  # (time,) or (time, replica)
+    return Trajectory(numbers=numbers, time_fs=time_fs, positions=np.zeros_like(velocities), velocities=velocities,
+                      potential=zeros, kinetic=zeros, temperature=zeros, conserved=zeros, **kw)
+
+
 def test_vacf_from_trajectory_dataset():
     v = oscillator_velocities(1500.0, 2000, 5.0)
     time = np.arange(2000) * 5.0
-    ds = xr.Dataset({"velocities": (("time", "atom", "xyz"), v)},
-                    coords={"time": time, "atomic_number": ("atom", [6])})
-    out = vacf_from_trajectory(ds, skip_fs=100.0)
+    traj = _trajectory(v, time, [6])
+    out = vacf_from_trajectory(traj, skip_fs=100.0)
     assert out.attrs["n_frames"] == 1980 and out.attrs["timestep_fs"] == 5.0
     peak = float(spectrum_peaks(power_spectrum(out), n_peaks=1)[0])
     assert abs(peak - 1500.0) < 10.0
-    uneven = ds.assign_coords(time=time + np.r_[0.0, 0.5, np.zeros(1998)])
+    # the same trajectory as an xarray Dataset in the to_xarray layout gives the same VACF
+    np.testing.assert_array_equal(vacf_from_trajectory(traj.to_xarray(), skip_fs=100.0).vacf.values,
+                                  out.vacf.values)
+    uneven = _trajectory(v, time + np.r_[0.0, 0.5, np.zeros(1998)], [6])
     with pytest.raises(ValueError, match="evenly spaced"):
         vacf_from_trajectory(uneven)
+    with pytest.raises(ValueError, match="evenly spaced"):
+        vacf_from_trajectory(uneven.to_xarray())
+    with pytest.raises(ValueError, match="too short"):
+        vacf_from_trajectory(traj, skip_fs=time[-2])
+    # a replica trajectory has no single VACF; anything that is not a trajectory is refused by type
+    replicas = _trajectory(np.stack([v, v], axis=1), time, [6])
+    assert replicas.n_replicas == 2
+    with pytest.raises(ValueError, match="replica"):
+        vacf_from_trajectory(replicas)
+    np.testing.assert_array_equal(vacf_from_trajectory(replicas.replica(1), skip_fs=100.0).vacf.values,
+                                  out.vacf.values)
+    with pytest.raises(TypeError, match="expected a Trajectory"):
+        as_trajectory(v)
 
 
 def test_vacf_from_a_trajectory_store_equals_the_array_route(tmp_path):
-    from so3krates_lab.md import Frames, TrajectoryStore
+    from so3krates_lab.md import TrajectoryStore
 
     rng = np.random.default_rng(2)
     store = TrajectoryStore(tmp_path / "run", numbers=[8, 1, 1], timestep_fs=0.5)
     velocities = rng.normal(size=(60, 3, 3))
     for part in (slice(0, 30), slice(30, 60)):                # two chunk files, as the MD driver writes them
-        k = velocities[part].shape[0]
-        store.append(Frames(time_fs=2.0 * np.arange(60)[part], positions=np.zeros((k, 3, 3)),
-                            velocities=velocities[part], potential=np.zeros(k), kinetic=np.zeros(k),
-                            temperature=np.zeros(k), conserved=np.zeros(k)))
+        store.append(_trajectory(velocities[part], 2.0 * np.arange(60)[part], [8, 1, 1], timestep_fs=0.5))
     from_store = vacf_from_trajectory(store, mass_weighted=True, element="H")
     direct = vacf(velocities, 2.0, numbers=[8, 1, 1], mass_weighted=True, element="H")
     np.testing.assert_allclose(from_store.vacf.values, direct.vacf.values, rtol=1e-12)
     assert from_store.attrs["timestep_fs"] == 2.0
+    # the store's Trajectory (store.open()) is the same input
+    np.testing.assert_array_equal(vacf_from_trajectory(store.open(), mass_weighted=True, element="H").vacf.values,
+                                  from_store.vacf.values)
 
 
 @pytest.mark.parametrize("velocities, kwargs, message", [
@@ -161,6 +182,24 @@ def test_diatomic_morse_gives_the_analytic_frequency_and_removes_five_modes():
     np.testing.assert_allclose(nm.reduced_mass.values, [m1 * m2 * (m1 + m2) / (m1**2 + m2**2)], rtol=1e-10)
     unprojected = normal_modes_from_energy(morse(d, a, r0), jnp.asarray(positions), numbers, project=False)
     assert unprojected.sizes["mode"] == 6 and np.sum(np.abs(unprojected.frequency.values) < 1e-3) == 5
+
+
+def test_normal_modes_of_a_potential_give_the_analytic_morse_frequency():
+    """normal_modes_of(potential, system): the same diatomic Morse as above, as MorsePotential on the protocol
+    (its energy is the pair term shifted by -depth, which changes no frequency)."""
+    d, a, r0 = 4.6, 1.9, 1.27
+    direction = np.array([0.3, -0.5, 0.81]) / np.linalg.norm([0.3, -0.5, 0.81])
+    positions = np.array([[0.2, 0.1, -0.4], [0.2, 0.1, -0.4] + r0 * direction])
+    system = System(numbers=[1, 17], positions=positions)
+    nm = normal_modes_of(MorsePotential(depth=d, a=a, r0=r0, cutoff=5.0, dtype="float64"), system)
+    reference = normal_modes_from_energy(morse(d, a, r0), jnp.asarray(positions, jnp.float64), system.numbers)
+    m1, m2 = nm.masses.values
+    expected = EIGENVALUE_TO_CM1 * np.sqrt(2 * d * a**2 * (m1 + m2) / (m1 * m2))
+    assert nm.sizes["mode"] == 1 and nm.attrs["n_rigid_body_modes_removed"] == 5
+    np.testing.assert_allclose(nm.frequency.values, [expected], rtol=1e-8)
+    np.testing.assert_allclose(nm.frequency.values, reference.frequency.values, rtol=1e-8)
+    with pytest.raises(ValueError, match="periodic"):
+        normal_modes_of(MorsePotential(dtype="float64"), system.replace(cell=np.eye(3) * 10.0, pbc=[True] * 3))
 
 
 def water_energy(k_bond=40.0, r0=0.96, k_angle=4.0, theta0=np.deg2rad(104.5)):

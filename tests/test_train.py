@@ -6,13 +6,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import struct
 
 from physics import fast_energy_and_forces
+from so3krates_lab import BasePotential
 from so3krates_lab.data import builtin
 from so3krates_lab.graph import neighbour_pairs, pack
-from so3krates_lab.model import So3kratesConfig, make_energy_fn
+from so3krates_lab.model import So3kratesConfig, load_checkpoint, make_energy_fn
 from so3krates_lab.structures import Dataset, System
-from so3krates_lab.train import TrainConfig, evaluate, fit, gather_batch, load_checkpoint, to_device
+from so3krates_lab.train import TrainConfig, evaluate, fit, gather_batch, to_device
 
 CONFIG = So3kratesConfig.preset("small", features=16, layers=1, heads=2, radial_basis=8)
 ELEMENT_ENERGY = {1: -13.6, 6: -1029.5, 8: -2041.3}
@@ -212,16 +214,41 @@ def test_cli_trains_resumes_and_reports(tmp_path, capsys):
     assert "F H" in capsys.readouterr().out
 
 
+@struct.dataclass
+class Trap(BasePotential):
+    """E = k_scale * 0.5 k sum |r|^2 (forces -k_scale k r) plus optional per-element energies: a potential with a
+    known answer. k_scale and elements (the element energies) are leaves; k, cutoff and dtype are static."""
+
+    k_scale: float = 1.0
+    elements: jax.Array | None = None  # (119,) eV, or None for no element energies
+    k: float = struct.field(pytree_node=False, default=2.0)
+    cutoff: float = struct.field(pytree_node=False, default=5.0)
+    dtype: str = struct.field(pytree_node=False, default="float64")
+
+    def energy(self, graph):
+        per_atom = self.k_scale * 0.5 * self.k * jnp.sum(graph.positions**2, axis=-1)
+        if self.elements is not None:
+            per_atom = per_atom + self.elements[graph.numbers]
+        per_atom = jnp.where(graph.atom_mask, per_atom, 0.0)
+        return jax.ops.segment_sum(per_atom, graph.atom_graph, num_segments=graph.graph_mask.shape[0])
+
+    # what refit_element_energies uses, as on the model's Potential
+    @property
+    def element_energy(self) -> np.ndarray:
+        return np.array(self.elements, np.float64)
+
+    def with_constants(self, element_energy=None, energy_scale=None):
+        assert energy_scale is None
+        return self.replace(elements=jnp.asarray(element_energy, jnp.float64))
+
+
 def test_error_report_matches_hand_computed_errors():
     """error_report with a known analytic potential E = 0.5 k sum |r|^2 (forces -k r) against shifted labels."""
     from so3krates_lab.train import error_report, error_table
     from so3krates_lab.widgets import parity_plot
 
     k = 2.0
-
-    def energy_fn(variables, graph):
-        per_atom = 0.5 * k * jnp.sum(graph.positions**2, axis=-1) * graph.atom_mask
-        return jax.ops.segment_sum(per_atom, graph.atom_graph, num_segments=graph.graph_mask.shape[0])
+    potential = Trap(k=k)
 
     rng = np.random.default_rng(0)
     ref = builtin.ethanol()
@@ -233,7 +260,7 @@ def test_error_report_matches_hand_computed_errors():
                               forces=-k * pos - dfs))
         e_off.append(de)
         f_off.append(dfs)
-    report = error_report(energy_fn, {}, Dataset.from_systems(systems), cutoff=5.0, dtype=np.float64, batch_size=2)
+    report = error_report(potential, Dataset.from_systems(systems), batch_size=2)
     np.testing.assert_allclose(report.energy_error.values, 1e3 * np.array(e_off), atol=1e-8)
     f_err = 1e3 * np.concatenate([f.reshape(-1) for f in f_off])
     assert report.attrs["force_mae_meV_A"] == pytest.approx(np.mean(np.abs(f_err)))
@@ -246,16 +273,13 @@ def test_error_report_matches_hand_computed_errors():
     # refitting element energies on these structures removes the mean energy error, forces untouched
     from so3krates_lab.train import refit_element_energies
 
-    constants = {"element_energy": jnp.zeros(119), "energy_scale": jnp.ones(())}
-
-    def shifted_fn(variables, graph):  # the analytic energy plus per-atom element energies
-        per_atom = variables["constants"]["element_energy"][graph.numbers] * graph.atom_mask
-        return energy_fn(variables, graph) + jax.ops.segment_sum(per_atom, graph.atom_graph,
-                                                                 num_segments=graph.graph_mask.shape[0])
-
+    # the analytic energy plus (wrong) element energies: a constant offset of 14 meV per ethanol to remove
+    shifted = Trap(k=k, elements=jnp.zeros(119, jnp.float64).at[1].set(0.003).at[6].set(-0.002))
     data = Dataset.from_systems(systems)
-    refit = refit_element_energies(shifted_fn, {"constants": constants}, data, cutoff=5.0, dtype=np.float64)
-    after = error_report(shifted_fn, refit, data, cutoff=5.0, dtype=np.float64)
+    assert float(error_report(shifted, data).energy_error.mean()) == pytest.approx(14.0)
+    refit = refit_element_energies(shifted, data)
+    assert isinstance(refit, Trap)
+    after = error_report(refit, data)
     assert abs(float(after.energy_error.mean())) < 1e-6
     np.testing.assert_allclose(after.energy_error.values, report.energy_error.values
                                - report.energy_error.values.mean(), atol=1e-6)
@@ -264,17 +288,15 @@ def test_error_report_matches_hand_computed_errors():
 
 
 def test_predicting_again_compiles_nothing():
-    """A second evaluation with the same energy function and batch shape reuses the compiled batch function."""
+    """A second evaluation with another potential of the same type and settings (other leaves) and the same batch
+    shape reuses the compiled batch function."""
     from so3krates_lab.train import evaluation
 
-    def energy_fn(variables, graph):
-        per_atom = variables["k"] * jnp.sum(graph.positions**2, axis=-1) * graph.atom_mask
-        return jax.ops.segment_sum(per_atom, graph.atom_graph, num_segments=graph.graph_mask.shape[0])
-
     data = toy_dataset(6)
-    first = evaluation.predict(energy_fn, {"k": 1.0}, data, cutoff=5.0, dtype=np.float64, batch_size=3)
-    compiled = evaluation._batch_predictor(energy_fn, 3, to_device(data, 5.0, np.float64).numbers.shape[1])
+    compiled = evaluation._batch_predictor(3, to_device(data, 5.0, np.float64).numbers.shape[1])
+    before = compiled._cache_size()  # the cache is shared by the whole session: count what this test adds
+    first = evaluation.predict(Trap(k_scale=1.0), data, batch_size=3)
     sizes = compiled._cache_size()
-    again = evaluation.predict(energy_fn, {"k": 2.0}, data, cutoff=5.0, dtype=np.float64, batch_size=3)
-    assert compiled._cache_size() == sizes == 1
+    again = evaluation.predict(Trap(k_scale=2.0), data, batch_size=3)
+    assert compiled._cache_size() == sizes == before + 1
     np.testing.assert_allclose(again[0], 2.0 * first[0])

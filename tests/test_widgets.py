@@ -5,7 +5,6 @@ model the training, so each test is short."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -14,18 +13,16 @@ import pytest
 pytest.importorskip("nglview")
 pytest.importorskip("ipywidgets")
 
-from so3krates_lab.data import builtin, load  # noqa: E402
+from so3krates_lab.data import builtin, load_shipped  # noqa: E402
 from so3krates_lab.md import (  # noqa: E402
-    Simulation, TrajectoryStore, Watchdogs, degrees_of_freedom, maxwell_boltzmann, velocity_verlet,
+    Simulation, TrajectoryStore, Watchdogs, degrees_of_freedom, maxwell_boltzmann, stack_states, velocity_verlet,
 )
 from so3krates_lab.model import So3kratesConfig  # noqa: E402
-from test_md import MASSES, N, cluster_positions, morse_force_fn  # noqa: E402
+from test_md import MASSES, N, NUMBERS, cluster_positions, morse_force_fn  # noqa: E402
 from so3krates_lab.train import TrainConfig  # noqa: E402
 from so3krates_lab.widgets import LiveMD, TrainingDashboard, TrajectoryPlayer  # noqa: E402
 from so3krates_lab.widgets._common import molecule_view, set_positions  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-NUMBERS = [6, 1, 8, 6, 1, 7, 1]
 TINY = So3kratesConfig.preset("small", features=8, layers=1, radial_basis=8)
 
 
@@ -40,12 +37,12 @@ def until(condition, timeout: float = 90.0, what: str = "condition") -> None:
 
 def simulation(store_dir, temperature_K=300.0, watchdogs=None, chunk_steps=20):
     """A 7-atom Morse cluster (cheap to compile; the widget does not care where forces come from)."""
-    init, step = velocity_verlet(morse_force_fn(), 0.5)
+    integ = velocity_verlet(morse_force_fn(), 0.5)
     r0 = cluster_positions()
-    state = init(jnp.asarray(r0), jnp.asarray(maxwell_boltzmann(MASSES, temperature_K, 1, r0)), MASSES)
+    state = integ.init(jnp.asarray(r0), jnp.asarray(maxwell_boltzmann(MASSES, temperature_K, 1, r0)), MASSES)
     store = TrajectoryStore(store_dir, numbers=NUMBERS, timestep_fs=0.5)
-    return Simulation(step, state, timestep_fs=0.5, dof=degrees_of_freedom(N), record_every=5,
-                      chunk_steps=chunk_steps, store=store, watchdogs=watchdogs)
+    return Simulation(integ, state, dof=degrees_of_freedom(N), record_every=5, chunk_steps=chunk_steps,
+                      store=store, watchdogs=watchdogs)
 
 
 def frame_number(live) -> int:
@@ -84,10 +81,10 @@ def test_live_md_runs_in_its_thread_pauses_resumes_and_stops_with_a_consistent_s
     assert live.stop_button.disabled and live.play_button.disabled
 
     reopened = TrajectoryStore(tmp_path / "run")
-    ds = reopened.open()
-    assert ds.sizes["time"] == live.frames_shown == 4 * len(reopened.chunk_paths())
-    assert reopened.stop_reason() == "stopped on request"
-    np.testing.assert_allclose(ds.positions.values[-1], np.asarray(sim.state.positions), atol=1e-5)
+    traj = reopened.open()
+    assert len(traj) == live.frames_shown == 4 * len(reopened.chunk_paths())
+    assert reopened.stop_reason() == "stopped on request" and traj.stop_reason == "stopped on request"
+    np.testing.assert_allclose(traj.positions[-1], np.asarray(sim.state.positions), atol=1e-5)
     # the plot holds every shown frame, and what the notebook displays (the Output's plotly bundle) does too
     assert len(live.figure.data[3].y) == live.frames_shown
     import base64
@@ -120,7 +117,7 @@ def test_a_watchdog_stop_shows_its_reason(tmp_path):
 
 def test_player_replays_frames_with_a_marker(tmp_path):
     sim = simulation(tmp_path / "run")
-    sim.run(40, progress=False)
+    returned = sim.run(40, progress=False)
     player = TrajectoryPlayer(sim.store)
     assert player.slider.max == 7
     player.slider.value = 5  # as if dragged
@@ -130,8 +127,25 @@ def test_player_replays_frames_with_a_marker(tmp_path):
     assert player.figure.data[5].y == (player.temperature[5],)
     with pytest.raises(IndexError, match="outside"):
         player.show(8)
-    with pytest.raises(ValueError, match="no 'positions'"):
-        TrajectoryPlayer(sim.store.open().drop_vars("positions"))
+    # the Trajectory the run returned, and its xarray form, replay the same frames as the store
+    for source in (returned, returned.to_xarray()):
+        again = TrajectoryPlayer(source)
+        np.testing.assert_allclose(again.positions, player.positions, atol=1e-6)
+        np.testing.assert_allclose(again.temperature, player.temperature, atol=1e-6)
+    with pytest.raises(ValueError, match=r"missing \['positions'\]"):
+        TrajectoryPlayer(sim.store.open().to_xarray().drop_vars("positions"))
+    with pytest.raises(TypeError, match="expected a Trajectory"):
+        TrajectoryPlayer(np.zeros((8, N, 3)))
+    # replicas: one structure at a time
+    integ = sim.integrator
+    r0 = cluster_positions()
+    states = stack_states([integ.init(jnp.asarray(r0), jnp.asarray(maxwell_boltzmann(MASSES, 300.0, k, r0)),
+                                      MASSES) for k in range(2)])
+    replicas = Simulation(integ, states, dof=degrees_of_freedom(N), record_every=5, chunk_steps=20,
+                          numbers=NUMBERS).run(20, progress=False)
+    with pytest.raises(ValueError, match="one structure"):
+        TrajectoryPlayer(replicas)
+    assert TrajectoryPlayer(replicas.replica(1)).slider.max == 3
 
 
 def test_view_updates_do_not_raise_and_bad_shapes_are_named():
@@ -144,7 +158,7 @@ def test_view_updates_do_not_raise_and_bad_shapes_are_named():
 
 
 def test_training_dashboard_stop_ends_fit():
-    data = load(ROOT / "data" / "ethanol_pbe_500K.npz")
+    data = load_shipped("ethanol_pbe_500K")
     train, valid = data[:10], data[10:13]
     dash = TrainingDashboard(train, valid, TINY, TrainConfig(max_steps=10**6, eval_every=4, batch_size=1))
     assert dash.stop_button.description == "Stop" and "so3k-status" in dash.status._dom_classes
@@ -161,7 +175,7 @@ def test_training_dashboard_stop_ends_fit():
 
 
 def test_training_dashboard_rejects_progress_and_reports_errors():
-    data = load(ROOT / "data" / "ethanol_pbe_500K.npz")
+    data = load_shipped("ethanol_pbe_500K")
     with pytest.raises(ValueError, match="progress"):
         TrainingDashboard(data[:4], data[4:6], TINY, progress=True)
     dash = TrainingDashboard(data[:4], data[4:6], TINY, TrainConfig(batch_size=10)).start()  # batch > data

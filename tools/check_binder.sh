@@ -56,7 +56,7 @@ print(f"01_quickstart.ipynb executed in {time.monotonic() - t0:.1f} s, {len(note
       f"{len(errors)} error outputs")
 PY
 )
-(cd "$work" && python -c "import so3krates_lab, sys; print('so3krates_lab from', so3krates_lab.__file__, 'python', sys.version.split()[0])")
+(cd "$work" && python -c "import so3krates_lab, sys; print('so3krates_lab from', so3krates_lab.__file__, 'python', sys.version.split()[0]); print('shipped models (package data):', so3krates_lab.pretrained.available(), 'in', so3krates_lab.data.shipped_dir())")
 
 if [ "$browser" = 1 ]; then
     step "opening the quickstart in JupyterLab from the Binder environment, in headless Chromium"

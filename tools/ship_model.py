@@ -1,10 +1,12 @@
-"""Copy a trained model into data/models/ with a provenance file (what the project ships).
+"""Copy a trained model into the shipped models (so3krates_lab/shipped/models/, which data/models/ links to)
+with a provenance file (what the project ships; `so3krates_lab.pretrained.load(NAME)` then loads it).
 
     .venv/bin/python tools/ship_model.py results/models/ethanol_pbe ethanol_pbe
 
 Reads RUN/model_best.npz and RUN/test_errors.json written by `so3krates-train --out RUN` and writes
-data/models/NAME.npz (a byte copy) and data/models/NAME.provenance.json: the training command, data file and
-its sha256, split sizes, model config, steps, the measured test errors, date, package versions and machine.
+models/NAME.npz (a byte copy) and models/NAME.provenance.json under `so3krates_lab.data.shipped_dir()`: the
+training command, data file and its sha256, split sizes, model config, steps, the measured test errors, date,
+package versions and machine.
 """
 
 from __future__ import annotations
@@ -19,16 +21,15 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", type=Path, help="the --out folder of so3krates-train")
-    p.add_argument("name", help="file stem under data/models/")
+    p.add_argument("name", help="file stem under the shipped models/ (data/models/)")
     p.add_argument("--note", default=None, help="free text stored in the provenance (e.g. how training was split)")
     args = p.parse_args(argv)
 
+    from so3krates_lab.data import shipped_dir
     from so3krates_lab.model import load_checkpoint
 
     best = args.run / "model_best.npz"
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
     last = load_checkpoint(args.run / "model.npz")
     errors = json.loads((args.run / "test_errors.json").read_text())
     meta = last.metadata
-    out_dir = ROOT / "so3krates_lab" / "shipped" / "models"  # the package data (data/ links here)
+    out_dir = shipped_dir() / "models"  # the package data (data/ links here)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{args.name}.npz"
     shutil.copyfile(best, target)

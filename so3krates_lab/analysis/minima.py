@@ -22,7 +22,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
-from .._io import atomic_write
+from ..fileio import atomic_write
 from .alignment import distance_fingerprint, equivalent_groups, fingerprint_distance, symmetric_rmsd
 
 FORMAT = "so3krates_lab.minima/1"

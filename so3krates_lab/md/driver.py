@@ -244,7 +244,8 @@ class Simulation:
         if self.store is None:
             return
         self.store.save_state(state, active=self.active, stop_time_fs=self.stop_time_fs,
-                              e0_per_atom=np.asarray(self._e0, np.float64))
+                              e0_per_atom=np.asarray(self._e0, np.float64),
+                              stop_reasons=np.array([r or "" for r in self.stop_reasons], str))
 
     def resume_from_store(self, template: MDState) -> bool:
         """Continue from the store's saved state, if it has one (template: a fresh state from the same
@@ -256,6 +257,8 @@ class Simulation:
         if "active" in saved and len(saved["active"]) == self.n_replicas:
             self.active = np.asarray(saved["active"], bool).copy()
             self.stop_time_fs = np.asarray(saved["stop_time_fs"], np.float64).copy()
+        if "stop_reasons" in saved and len(saved["stop_reasons"]) == self.n_replicas:
+            self.stop_reasons = [str(r) or None for r in saved["stop_reasons"]]
         if "e0_per_atom" in saved and np.size(saved["e0_per_atom"]) == self.n_replicas:
             self._e0 = np.asarray(saved["e0_per_atom"], np.float64).reshape(-1).copy()
         return True
@@ -272,7 +275,8 @@ class Simulation:
         from tqdm.auto import tqdm
 
         n_chunks = -(-steps // self.chunk_steps)
-        if self.store is not None and not self._stop_requested:
+        idle = not self.active.any() and not self._fresh.any()  # stopped by a watchdog earlier: nothing to run
+        if self.store is not None and not self._stop_requested and not idle:
             self.store.clear_stop_reason()  # an earlier stop no longer describes this run
         if self._e0 is None and not self.restartable:
             self._e0 = np.asarray(self._conserved(self.state), np.float64).reshape(-1) / self.n_atoms
@@ -286,7 +290,9 @@ class Simulation:
                         self.store.save_stop_reason(self.stop_reason)
                     return
                 if not self.active.any() and not self._fresh.any():
-                    self.stop_reason = self.stop_reason or "every replica stopped"
+                    # one structure: its watchdog's finding still describes it
+                    earlier = None if self.replicas else self.stop_reasons[0]
+                    self.stop_reason = self.stop_reason or earlier or "every replica stopped"
                     return
                 fresh = self._fresh.copy()
                 begun, end, (steps_, pos, vel, pot, ke, cons) = self._run_chunk(self.state)

@@ -19,7 +19,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from .._io import atomic_write
+from ..fileio import atomic_write
 from ..structures import Trajectory
 
 _DRIVER_PREFIX = "driver__"

@@ -14,6 +14,7 @@ import numpy as np
 from ..autodiff import (  # noqa: F401  (re-exported: the model's public helpers)
     CPU_COMPILER_OPTIONS, EnergyFn, compiler_options, energy_and_forces, energy_forces_stress,
 )
+from ..memory import ensure_tuned
 from ..structures import Graph
 from .config import So3kratesConfig
 from .so3krates import So3krates
@@ -45,6 +46,7 @@ def init_variables(config: So3kratesConfig, graph: Graph, seed: int = 0) -> dict
             "config.dtype='float64' needs 64-bit JAX: run `jax.config.update('jax_enable_x64', True)` "
             "before creating arrays (this package never changes global JAX settings itself)"
         )
+    ensure_tuned()  # a fresh model is an entry point too (memory.py): before the first JAX array
     return jax.jit(So3krates(config).init)(jax.random.PRNGKey(seed), graph)
 
 

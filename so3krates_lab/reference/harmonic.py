@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from so3krates_lab._io import atomic_write
+from so3krates_lab.fileio import atomic_write
 from so3krates_lab.units import BOHR, HARTREE
 
 PBE_SETTINGS = dict(xc="PBE", basis="def2-svp", density_fit=True, conv_tol=1e-9, grids_level=3)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from so3krates_lab._io import atomic_write
+from so3krates_lab.fileio import atomic_write
 from so3krates_lab.structures import Dataset, System
 
 

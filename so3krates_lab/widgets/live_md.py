@@ -59,9 +59,10 @@ class LiveMD:
     """A live view of `simulation.chunks(steps)` running in a background thread.
 
     simulation: a `so3krates_lab.md.Simulation` (its store, if any, receives every chunk). steps: MD steps to
-    run (rounded up to whole chunks). numbers: atomic numbers (N,); default: the store's. min_interval_s: the
-    least wall time between two displayed chunks (a fast run is held that long after each chunk so it stays
-    watchable; 0 runs flat out). max_points: plotted points per curve.
+    run (rounded up to whole chunks). numbers: atomic numbers (N,); default: the store's, else the simulation's
+    (`md.simulate` gives it the system's). min_interval_s: the least wall time between two displayed chunks (a
+    fast run is held that long after each chunk so it stays watchable; 0 runs flat out). max_points: plotted
+    points per curve.
 
     Widgets (stable names, used by browser tests): `play_button`, `pause_button`, `stop_button`
     (descriptions "Play", "Pause", "Stop"), `frame_counter` (CSS class so3k-frame-counter, text "frame N ...",
@@ -76,9 +77,12 @@ class LiveMD:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if numbers is None:
-            if simulation.store is None:
-                raise ValueError("pass numbers= (atomic numbers): the simulation has no trajectory store")
-            numbers = simulation.store.meta["numbers"]
+            if simulation.store is not None:
+                numbers = simulation.store.meta["numbers"]
+            elif np.any(getattr(simulation, "numbers", 0)):  # md.simulate gives the Simulation its system's atoms
+                numbers = simulation.numbers
+            else:
+                raise ValueError("pass numbers= (atomic numbers): the simulation has no atoms and no store")
         self.simulation, self.steps = simulation, int(steps)
         self.numbers = np.asarray(numbers, int)
         self.min_interval_s, self.max_points = float(min_interval_s), int(max_points)

@@ -1,7 +1,7 @@
 """Timing helpers shared by notebooks and benchmark scripts: one energy+forces call, one compiled MD step and one
 ASE MD step with the same model on the same structure, measured side by side.
 
-    row = md_speed(builtin.water_box(3), config, variables, steps=200, repeats=3)
+    row = md_speed(builtin.water_box(3), potential, steps=200, repeats=3)
     row["eval_ms"], row["engine_ms_per_step"], row["ase_ms_per_step"]
 
 An edge module like `cli` and `demo`: it uses the ASE adapter (`interop`) to time ASE against the engine.
@@ -44,7 +44,7 @@ def md_speed(system, potential, *, steps: int = 200, repeats: int = 3, ase_steps
 
     from ..graph import graph_from_system
     from ..md import Simulation, degrees_of_freedom, force_function, masses_of, maxwell_boltzmann, velocity_verlet
-    from ..potential_base import _jitted, float_dtype
+    from ..potential_base import compiled_evaluator, float_dtype
 
     if steps < 1 or repeats < 1 or eval_calls < 1:
         raise ValueError(f"steps ({steps}), repeats ({repeats}) and eval_calls ({eval_calls}) must be >= 1")

@@ -70,13 +70,13 @@ def free_port() -> int:
 
 def prepare_root(dest: Path, repo: Path = REPO) -> Path:
     """A fresh server root at `dest`: a copy of `repo/notebooks` (so running them never touches the checkout's
-    files), the shipped `data/` linked beside it as in the repository, and an empty `results/`."""
+    files) and an empty `results/`. No `data/` beside it: the notebooks find the shipped data and models through
+    the package (`so3krates_lab.data.shipped_path`, `so3krates_lab.pretrained`), and write their results below
+    their own folder."""
     dest.mkdir(parents=True, exist_ok=True)
     if (repo / "notebooks").is_dir():
         shutil.copytree(repo / "notebooks", dest / "notebooks",
                         ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    if (repo / "data").is_dir():
-        (dest / "data").symlink_to(repo / "data", target_is_directory=True)
     (dest / "results").mkdir(exist_ok=True)
     return dest
 
