@@ -249,6 +249,26 @@ def test_model_potential_helpers(potential, variables):
     assert not isinstance(object(), PotentialProtocol)
 
 
+def test_potential_init_gives_a_fresh_model_of_the_config(variables):
+    """Potential.init equals init_variables on the example's graph (same seed -> same parameters), sets the
+    constants when asked, and a different seed gives different parameters."""
+    config = So3kratesConfig.preset("small", layers=1)
+    fresh = Potential.init(config, builtin.ethanol(), seed=3)
+    graph = graph_from_system(builtin.ethanol(), config.cutoff)
+    expected = jax.jit(So3krates(config).init)(jax.random.PRNGKey(3), graph)
+    _assert_bit_identical(fresh.variables["params"], expected["params"])
+    assert fresh.energy_scale == 1.0 and not fresh.element_energy.any() and fresh.metadata == {"init_seed": 3}
+    shifts = np.zeros(119)
+    shifts[6] = -1029.5
+    scaled = Potential.init(config, builtin.ethanol(), seed=3, element_energy=shifts, energy_scale=0.5)
+    assert scaled.element_energy[6] == -1029.5 and scaled.energy_scale == 0.5
+    other = Potential.init(config, builtin.ethanol(), seed=4)
+    k = jax.tree.leaves(other.variables["params"])[0]
+    assert not np.array_equal(np.asarray(k), np.asarray(jax.tree.leaves(fresh.variables["params"])[0]))
+    e = fresh.evaluate(METHANOL)  # shaped on ethanol, evaluates any molecule
+    assert np.isfinite(e.energies).all() and e.forces[0].shape == (6, 3)
+
+
 def test_fit_result_potential(tmp_path):
     data = load_shipped("ethanol_pbe_500K")
     train, valid = data[np.arange(8)], data[np.arange(8, 12)]

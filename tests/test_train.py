@@ -76,7 +76,7 @@ def test_training_reduces_the_force_error(data, tmp_path):
     assert last["force_mae_meV_A"] < 0.7 * first["force_mae_meV_A"], result.history
     # The returned variables are the best-validation ones and reproduce the best recorded error.
     best = min(result.history, key=lambda r: r["valid_loss"])
-    again = evaluate(make_energy_fn(CONFIG), result.variables, to_device(valid, CONFIG.cutoff))
+    again = evaluate(result.potential, to_device(valid, CONFIG.cutoff))
     assert result.best_step == best["step"]
     assert again["force_mae_meV_A"] == pytest.approx(best["force_mae_meV_A"], rel=1e-4)
 

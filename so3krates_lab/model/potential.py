@@ -21,10 +21,10 @@ from flax import struct
 
 from ..memory import ensure_tuned
 from ..potential_base import DTYPES, BasePotential
-from ..structures import Graph
+from ..structures import Graph, System
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import So3kratesConfig
-from .energy import with_constants
+from .energy import init_variables, with_constants
 from .so3krates import So3krates
 
 
@@ -49,6 +49,22 @@ class Potential(BasePotential):
     @classmethod
     def create(cls, config: So3kratesConfig, variables: dict, metadata: dict | None = None) -> "Potential":
         return cls(variables=variables, config=config, info=_Info(metadata or {}))
+
+    @classmethod
+    def init(cls, config: So3kratesConfig, example: System, seed: int = 0, element_energy=None,
+             energy_scale: float | None = None) -> "Potential":
+        """A fresh, untrained model of `config` (random parameters from `seed`), shaped on one example System.
+
+        element_energy (119,) eV and energy_scale set the constants (default 0 and 1); `fit` fits them from the
+        training data instead (per-element energies by least squares, the scale from the RMS force).
+        """
+        from ..graph import graph_from_system
+
+        graph = graph_from_system(example, config.cutoff, dtype=np.dtype(config.dtype))
+        pot = cls.create(config, init_variables(config, graph, seed=seed), {"init_seed": int(seed)})
+        if element_energy is None and energy_scale is None:
+            return pot
+        return pot.with_constants(element_energy, energy_scale)
 
     @property
     def metadata(self) -> dict:

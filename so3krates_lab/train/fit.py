@@ -20,6 +20,7 @@ batch, so the result equals single-device training on the same batches up to sum
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from pathlib import Path
@@ -32,8 +33,8 @@ import optax
 
 from ..data import fit_element_energies
 from ..model import (
-    Potential, So3kratesConfig, compiler_options, init_variables, load_checkpoint, make_energy_fn, restore_opt_state,
-    save_checkpoint, with_constants,
+    Potential, So3kratesConfig, compiler_options, init_variables, load_checkpoint, restore_opt_state, save_checkpoint,
+    with_constants,
 )
 from ..memory import ensure_tuned
 from ..potential_base import float_dtype
@@ -118,17 +119,26 @@ def _init_variables(config, train: Dataset, data: DeviceData, seed: int) -> dict
                           energy_scale=float(np.sqrt(np.mean(forces**2))))
 
 
-def evaluate(energy_fn, variables, data: DeviceData, batch_size: int = 50, _step=None) -> dict:
-    """Energy MAE/RMSE (meV) and force MAE/RMSE (meV/A) over all of `data`."""
-    step = _step or jax.jit(lambda v, d, idx, w: absolute_errors(energy_fn, v, *gather_batch(d, idx), w),
-                            compiler_options=compiler_options())
+def _errors_step(potential, data, idx, weights):
+    return absolute_errors(potential, *gather_batch(data, idx), weights)
+
+
+@functools.cache
+def _compiled_errors_step():
+    return jax.jit(_errors_step, compiler_options=compiler_options())
+
+
+def evaluate(potential, data: DeviceData, batch_size: int = 50) -> dict:
+    """Energy MAE/RMSE (meV) and force MAE/RMSE (meV/A) of a potential over all of `data` (device-resident,
+    `to_device(dataset, potential.cutoff, ...)`). Compiled once per potential type, settings and batch shape."""
+    step = _compiled_errors_step()
     n = data.size
     batch_size = min(batch_size, n)
     sums = None
     for start in range(0, n, batch_size):
         idx = np.arange(start, start + batch_size)
         weights = (idx < n).astype(np.float32)
-        part = step(variables, data, jnp.asarray(np.minimum(idx, n - 1), jnp.int32), jnp.asarray(weights))
+        part = step(potential, data, jnp.asarray(np.minimum(idx, n - 1), jnp.int32), jnp.asarray(weights))
         sums = part if sums is None else jax.tree.map(jnp.add, sums, part)
     s = {k: float(v) for k, v in sums.items()}
     return {
@@ -184,7 +194,6 @@ def fit(
     dtype = float_dtype(config)
     train_data = jax.device_put(to_device(train, config.cutoff, dtype), replicated)
     valid_data = jax.device_put(to_device(valid, config.cutoff, dtype), replicated)
-    energy_fn = make_energy_fn(config)
     tx = tc.optimizer()
 
     variables = _init_variables(config, train, train_data, tc.seed)
@@ -211,8 +220,8 @@ def fit(
         counts = jax.lax.psum(label_counts(graph), DATA_AXIS)
 
         def loss_of(p):
-            return energy_force_loss(energy_fn, {"params": p, "constants": constants}, graph, labels,
-                                     tc.energy_weight, tc.force_weight, counts)
+            potential = Potential.create(config, {"params": p, "constants": constants})
+            return energy_force_loss(potential, graph, labels, tc.energy_weight, tc.force_weight, counts)
 
         (loss, parts), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
         loss, parts, grads = jax.lax.psum((loss, parts, grads), DATA_AXIS)
@@ -226,8 +235,6 @@ def fit(
                          donate_argnums=(0, 1), compiler_options=compiler_options())
     params, opt_state = jax.device_put((variables["params"], opt_state), replicated)
     variables = {"params": params, "constants": jax.device_put(variables["constants"], replicated)}
-    eval_step = jax.jit(lambda v, d, idx, w: absolute_errors(energy_fn, v, *gather_batch(d, idx), w),
-                        compiler_options=compiler_options())
 
     def save(current):
         if checkpoint is None:
@@ -256,7 +263,7 @@ def fit(
             out_of_time = tc.max_seconds is not None and time.perf_counter() - t0 > tc.max_seconds
             if step % tc.eval_every == 0 or step == tc.max_steps or out_of_time:
                 current = {"params": params, "constants": constants}
-                metrics = evaluate(energy_fn, current, valid_data, tc.eval_batch_size, eval_step)
+                metrics = evaluate(Potential.create(config, current), valid_data, tc.eval_batch_size)
                 val_loss = (tc.energy_weight * (metrics["energy_rmse_meV"] / 1e3) ** 2
                             + tc.force_weight * (metrics["force_rmse_meV_A"] / 1e3) ** 2)
                 record = {"step": step, "train_loss": float(np.mean([float(x) for x in losses])),

@@ -81,7 +81,7 @@ class SpectrumExplorer:
 
     @classmethod
     def from_trajectory(cls, trajectory, *, skip_fs: float = 0.0, **kw) -> "SpectrumExplorer":
-        """An explorer of a `md.TrajectoryStore` (or its open() Dataset) with recorded velocities; skip_fs drops
+        """An explorer of a `Trajectory` (or a `md.TrajectoryStore`) with recorded velocities; skip_fs drops
         the first frames (equilibration). Other arguments as the constructor."""
         from ..analysis.spectra import trajectory_velocities
 
