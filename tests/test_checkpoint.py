@@ -1,6 +1,7 @@
 """Checkpoints: exact round trip, atomic writes, clear errors, no pickle."""
 
 import json
+import re
 
 import jax
 import numpy as np
@@ -208,3 +209,102 @@ def test_restore_opt_state_checks(model):
         restore_opt_state(template, bad)
     with pytest.raises(ValueError, match="no optimiser state"):
         restore_opt_state(template, None)
+
+
+# ------------------------------------------------------------ clear errors for files that are not checkpoints
+
+
+def _other_files(tmp_path):
+    import pickle
+
+    (tmp_path / "json.npz").write_text(json.dumps({"model_config": {}, "variables": [1, 2]}))
+    (tmp_path / "pickle.npz").write_bytes(pickle.dumps({"params": np.arange(3)}))
+    (tmp_path / "text.npz").write_text("energy forces\n1.0 2.0\n")
+    np.save(tmp_path / "lone.npy", np.arange(3))
+    (tmp_path / "lone.npy").rename(tmp_path / "lone.npz")
+    return {"json.npz": r"starts with '\{', like a JSON file", "pickle.npz": "like a Python pickle; so3krates_lab "
+            "never unpickles files", "text.npz": "starts with 'energy forces.*', like a text file",
+            "lone.npz": r"single \.npy array"}
+
+
+def test_load_names_what_a_non_npz_file_is(tmp_path):
+    for name, what in _other_files(tmp_path).items():
+        with pytest.raises(ValueError) as err:
+            load_checkpoint(tmp_path / name)
+        message = str(err.value)
+        assert "allow_pickle" not in message and "pickled (object) data" not in message, message
+        assert message.startswith(str(tmp_path / name)), message
+        assert re.search(rf"is not a readable checkpoint: not an \.npz archive \(it .*{what}", message), message
+
+
+# ------------------------------------------------------------ Potential.load checks the weights against the config
+
+
+def _numpy_variables(variables):
+    return jax.tree_util.tree_map(lambda x: np.array(x), variables)
+
+
+def _a_kernel(variables):
+    """('/'-joined path, keys) of the first 2-D parameter."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(variables["params"]):
+        if np.ndim(leaf) == 2:
+            keys = ["params"] + [k.key for k in path]
+            return "/".join(keys), keys
+    raise AssertionError("no 2-D parameter")
+
+
+def _set(tree, keys, value):
+    node = tree
+    for k in keys[:-1]:
+        node = node[k]
+    if value is None:
+        del node[keys[-1]]
+    else:
+        node[keys[-1]] = value
+
+
+def test_potential_load_checks_tree_shapes_and_finiteness(tmp_path, model):
+    config, _, variables = model
+    good = save_checkpoint(tmp_path / "good.npz", config, variables)
+    assert Potential.load(good).n_parameters > 0
+    name, keys = _a_kernel(variables)
+
+    def write(fname, change):
+        v = _numpy_variables(variables)
+        change(v)
+        return save_checkpoint(tmp_path / fname, config, v)
+
+    def leaf(v):
+        node = v
+        for k in keys:
+            node = node[k]
+        return node
+
+    shape = leaf(_numpy_variables(variables)).shape
+    wrong = write("shape.npz", lambda v: _set(v, keys, np.zeros((shape[0] + 1, shape[1]), np.float32)))
+    with pytest.raises(ValueError, match=rf"shape\.npz: parameter {re.escape(name)} has shape "
+                                         rf"\({shape[0] + 1}, {shape[1]}\), .*expects \({shape[0]}, {shape[1]}\)"):
+        Potential.load(wrong)
+
+    missing = write("missing.npz", lambda v: _set(v, keys, None))
+    with pytest.raises(ValueError, match=rf"missing\.npz: .*missing parameter\(s\) \['{re.escape(name)}'\]"):
+        Potential.load(missing)
+
+    extra = write("extra.npz", lambda v: v["params"].update(stray=np.zeros(3, np.float32)))
+    with pytest.raises(ValueError, match=r"extra\.npz: .*unexpected parameter\(s\) \['params/stray'\]"):
+        Potential.load(extra)
+
+    def poison(v):
+        x = leaf(v).copy()
+        x[0, 0] = np.nan
+        x[1, 0] = np.inf
+        _set(v, keys, x)
+
+    nan = write("nan.npz", poison)
+    assert np.isnan(leaf(load_checkpoint(nan).variables)).any()  # load_checkpoint stays a faithful reader
+    with pytest.raises(ValueError, match=rf"nan\.npz: parameter {re.escape(name)} has 2 non-finite value"):
+        Potential.load(nan)
+    with pytest.raises(ValueError, match=rf"^checkpoint: parameter {re.escape(name)} has 2 non-finite"):
+        Potential.from_checkpoint(load_checkpoint(nan))
+    with pytest.raises(ValueError, match=rf"^run7: parameter {re.escape(name)}"):
+        Potential.from_checkpoint(load_checkpoint(nan), where="run7")

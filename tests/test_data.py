@@ -1,6 +1,7 @@
 """Readers against the real reference data, load() dispatch, and bad-input errors on synthetic files."""
 
 import hashlib
+import re
 
 import numpy as np
 import pytest
@@ -375,3 +376,21 @@ def test_ase_db_roundtrip(tmp_path):
     assert hartree[0].energy == pytest.approx(-11.0 * 27.211386245988)
     np.testing.assert_allclose(hartree[0].positions, (R3 + 0.01) * 0.529177210903)
     np.testing.assert_allclose(hartree[0].forces, forces * 27.211386245988 / 0.529177210903)
+
+
+def test_load_names_what_a_non_npz_file_is(tmp_path):
+    import pickle
+
+    (tmp_path / "x.npz").write_text("R z E F\n0.0 1 -1.0 0.0\n")
+    (tmp_path / "j.npz").write_text('[{"R": [[0, 0, 0]], "z": [1]}]')
+    (tmp_path / "p.npz").write_bytes(pickle.dumps({"R": np.zeros((1, 1, 3))}))
+    cases = {"x.npz": r"it starts with 'R z E F.*', like a text file\)",
+             "j.npz": r"it starts with '\[', like a JSON file\)",
+             "p.npz": r"it starts with byte 0x80, like a Python pickle; so3krates_lab never unpickles files\)"}
+    for name, what in cases.items():
+        for reader in (load, read_rmd17, read_md17_npz, read_padded_npz):
+            with pytest.raises(FormatError) as err:
+                reader(tmp_path / name)
+            message = str(err.value)
+            assert "allow_pickle" not in message and "pickled (object) data" not in message, message
+            assert re.search(rf"{re.escape(name)}: not a readable \.npz archive \({what}", message), message

@@ -212,3 +212,71 @@ def test_stop_requests_end_the_run_after_the_current_chunk_and_do_not_outlive_it
     assert len(seen) == 1 and sim.stop_reason == "stopped on request" and int(sim.state.step) == 150
     assert len(store.open()) == 15 and "request" in (store.directory / "stop_reason.txt").read_text()
     assert sim.trajectory().stop_reason == "stopped on request"
+
+
+def _killed_after_chunk_write(store, after_chunks: int):
+    """Make `store` die (KeyboardInterrupt) right after it has written chunk number `after_chunks` (1-based) and
+    before the state that commits it: the moment a kill -9 between the two writes would hit."""
+    original_save, original_append = store.save_state, store.append
+    written = []
+
+    def append(frames):
+        path = original_append(frames)
+        written.append(path)
+        return path
+
+    def save_state(state, **driver):
+        if len(written) >= after_chunks:
+            raise KeyboardInterrupt("killed between the chunk and its state")
+        return original_save(state, **driver)
+
+    store.append, store.save_state = append, save_state
+
+
+def test_a_kill_between_a_chunk_and_its_state_loses_nothing_and_duplicates_nothing(tmp_path):
+    """Issue 17, item 3: a run killed after writing a chunk but before the state that commits it used to resume
+    from the older state and append that chunk's frames again (250 frames, 200 unique times). Now the uncommitted
+    chunk is ignored and rewritten: the store opens with strictly increasing times equal to an uninterrupted run,
+    at every kill point (before the first state, mid-run, at the last chunk)."""
+    from test_md import MORSE, cluster_system
+    from so3krates_lab import md
+    from so3krates_lab.md import TrajectoryStore
+
+    system = cluster_system()
+    settings = md.Langevin(timestep_fs=0.5, temperature_K=400.0, friction_per_fs=0.02)
+    kw = dict(seed=3, chunk_steps=50, record_every=5)
+    full = md.simulate(MORSE, system, settings, **kw).run(250, progress=False)
+    for kill_at in (1, 3, 5):
+        folder = tmp_path / f"kill_{kill_at}"
+        store = TrajectoryStore(folder, numbers=system.numbers, timestep_fs=0.5)
+        _killed_after_chunk_write(store, kill_at)
+        sim = md.simulate(MORSE, system, settings, store=store, **kw)
+        try:
+            sim.run(250, progress=False)
+        except KeyboardInterrupt:
+            pass
+        assert len(list(folder.glob("frames_*.nc"))) == kill_at  # the killed chunk's file is on disk
+        resumed = md.simulate(MORSE, system, settings, store=folder, **kw)
+        done = int(resumed.state.step)
+        assert done == 50 * (kill_at - 1)  # the state before the killed chunk
+        resumed.run(250 - done, progress=False)
+        traj = TrajectoryStore(folder).open()
+        assert np.all(np.diff(traj.time_fs) > 0) and len(traj) == len(full)
+        np.testing.assert_array_equal(traj.time_fs, full.time_fs)
+        np.testing.assert_allclose(traj.positions, full.positions, rtol=0, atol=1e-12)
+
+
+def test_open_refuses_a_store_whose_times_go_back(tmp_path):
+    from test_md import MORSE, cluster_system
+    from so3krates_lab import md
+    from so3krates_lab.md import TrajectoryStore
+
+    system = cluster_system()
+    frames = md.simulate(MORSE, system, md.NVE(0.5), temperature_K=300.0, chunk_steps=50).run(100, progress=False)
+    store = TrajectoryStore(tmp_path / "s", numbers=system.numbers, timestep_fs=0.5)
+    store.append(frames)
+    store.append(frames.take(slice(5, None)))  # overlapping times: not one run
+    import pytest
+
+    with pytest.raises(ValueError, match="frame times do not increase"):
+        store.open()

@@ -12,6 +12,7 @@ import zipfile
 import numpy as np
 
 from so3krates_lab.data._common import FormatError, assemble, npz_string, read_bytes, resolve_unit
+from so3krates_lab.fileio import not_npz_reason
 from so3krates_lab.structures import Dataset, StructureError
 from so3krates_lab.units import energy_factor, length_factor
 
@@ -26,6 +27,9 @@ PLAIN_KEYS = {"positions": "R", "numbers": "z", "energy": "E", "forces": "F"}
 def open_npz(path):
     """Return (path, sha256, {key: array}) for an .npz archive; arrays are loaded without pickle."""
     p, data, sha = read_bytes(path)
+    reason = not_npz_reason(data[:64])
+    if reason is not None:
+        raise FormatError(f"{p}: not a readable .npz archive ({reason})")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}

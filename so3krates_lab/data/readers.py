@@ -15,6 +15,7 @@ import numpy as np
 from so3krates_lab.data._common import FormatError
 from so3krates_lab.data.npz import read_md17_npz, read_padded_npz, read_rmd17
 from so3krates_lab.data.xyz import ENERGY_RE, read_ase, read_md22_xyz
+from so3krates_lab.fileio import not_npz_reason, read_head
 from so3krates_lab.structures import Dataset
 
 READERS = {
@@ -30,6 +31,9 @@ __all__ = ["READERS", "detect_format", "load", "read_ase", "read_md17_npz", "rea
 
 
 def _detect_npz(path: Path) -> str:
+    reason = not_npz_reason(read_head(path)) if path.is_file() else None
+    if reason is not None:
+        raise FormatError(f"{path}: not a readable .npz archive ({reason})")
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)

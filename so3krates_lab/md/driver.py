@@ -280,6 +280,9 @@ class Simulation:
             self.store.clear_stop_reason()  # an earlier stop no longer describes this run
         if self._e0 is None and not self.restartable:
             self._e0 = np.asarray(self._conserved(self.state), np.float64).reshape(-1) / self.n_atoms
+        if self.store is not None and not self.store.has_state() and not self.restartable:
+            # commit an empty store with the start state: a run killed before its first state resumes from here
+            self._save(self.state)
         label = self.progress_label if not self.replicas else f"{self.progress_label} x{self.n_replicas}"
         with tqdm(total=n_chunks * self.chunk_steps, desc=label, unit="step", disable=not progress,
                   mininterval=0.5) as bar:

@@ -6,6 +6,13 @@ absent), `state.npz` (the integrator state after the last stored chunk, plus the
 and, if a watchdog stopped the run, `offending.nc` with the frames from the first bad one on and
 `stop_reason.txt`. Replica runs store a `replica` dimension.
 
+Commit protocol: the driver writes a chunk's frames first, then the state, and the state records how many chunk
+files it follows (`committed_chunks`). A chunk file beyond that count was written by a run killed before it
+could save its state: `open()` ignores it, and the resumed run, which restarts from the saved state, writes that
+chunk again in its place. So a kill at any moment leaves a store that opens with strictly increasing times and
+resumes to the uninterrupted trajectory (`open()` checks the times and names the file where they go back).
+A store that never saved a state (frames appended by hand) counts every chunk file.
+
     store = TrajectoryStore("runs/ethanol", numbers=numbers, timestep_fs=0.5)
     traj = store.open()           # so3krates_lab.Trajectory (traj.to_xarray(), traj.to_ase(), traj.to_extxyz(path))
 """
@@ -27,6 +34,7 @@ _DRIVER_PREFIX = "driver__"
 
 class TrajectoryStore:
     def __init__(self, directory, numbers=None, timestep_fs: float | None = None, *, cell=None, pbc=None, **meta):
+        self._pending = 0  # chunks appended by this object since its last save_state
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         meta_path = self.directory / "meta.json"
@@ -48,14 +56,33 @@ class TrajectoryStore:
         return np.asarray(self.meta["numbers"], np.int32)
 
     # frames -------------------------------------------------------------------------------------------------
-    def chunk_paths(self) -> list[Path]:
+    def _all_chunk_paths(self) -> list[Path]:
         return sorted(self.directory.glob("frames_*.nc"))
 
+    def committed_chunks(self) -> int | None:
+        """How many chunk files the saved state follows (None: no state recorded a count)."""
+        if not self.has_state():
+            return None
+        with np.load(self.directory / "state.npz") as f:
+            return int(f["committed_chunks"]) if "committed_chunks" in f.files else None
+
+    def _next_index(self) -> int:
+        committed = self.committed_chunks()
+        return len(self._all_chunk_paths()) if committed is None else committed + self._pending
+
+    def chunk_paths(self) -> list[Path]:
+        """The committed chunk files, in order (see the commit protocol above)."""
+        paths = self._all_chunk_paths()
+        committed = self.committed_chunks()
+        return paths if committed is None else paths[:committed]
+
     def append(self, frames: Trajectory) -> Path:
-        """Write one chunk of frames (a file per chunk, atomic)."""
-        path = self.directory / f"frames_{len(self.chunk_paths()):05d}.nc"
+        """Write one chunk of frames (a file per chunk, atomic), after the committed ones: a chunk left behind by a
+        killed run (written, never committed by a state) is replaced."""
+        path = self.directory / f"frames_{self._next_index():05d}.nc"
         ds = frames.to_xarray()
         atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
+        self._pending += 1
         return path
 
     def open(self) -> Trajectory:
@@ -65,10 +92,16 @@ class TrajectoryStore:
         paths = self.chunk_paths()
         if not paths:
             raise ValueError(f"{self.directory}: no frames stored")
-        parts = []
+        parts, last = [], -np.inf
         for p in paths:
             with xr.open_dataset(p, engine="scipy") as ds:
-                parts.append(Trajectory.from_xarray(ds.load()))
+                part = Trajectory.from_xarray(ds.load())
+            times = part.time_fs
+            if len(times) and (times[0] <= last or np.any(np.diff(times) <= 0)):
+                raise ValueError(f"{p}: frame times do not increase ({float(times[0]):g} fs after {float(last):g} "
+                                 "fs): the store holds overlapping runs; use a new folder")
+            last = times[-1] if len(times) else last
+            parts.append(part)
         cell = self.meta.get("cell")
         return dataclasses.replace(Trajectory.concatenate(parts), numbers=self.numbers,
                                    timestep_fs=self.meta.get("timestep_fs"),
@@ -105,8 +138,13 @@ class TrajectoryStore:
             else:
                 arrays[f"thermostat__{name}"] = value
         arrays.update({_DRIVER_PREFIX + k: v for k, v in driver.items()})
+        committed = self._next_index()  # this state commits every chunk written so far
+        arrays["committed_chunks"] = committed
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
         atomic_write(self.directory / "state.npz", lambda tmp: _savez_to(tmp, arrays))
+        self._pending = 0
+        for stale in self._all_chunk_paths()[committed:]:  # left by a run killed between a chunk and its state
+            stale.unlink(missing_ok=True)
 
     def has_state(self) -> bool:
         return (self.directory / "state.npz").exists()

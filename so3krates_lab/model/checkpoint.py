@@ -62,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from ..fileio import not_npz_reason, read_head
 from .config import So3kratesConfig
 
 FORMAT = "so3krates_lab.checkpoint"
@@ -227,6 +228,9 @@ _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, K
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    reason = not_npz_reason(read_head(path))  # before numpy, whose errors on other files advise unpickling
+    if reason is not None:
+        raise ValueError(f"{path} is not a readable checkpoint: not an .npz archive ({reason})")
     try:
         loaded = np.load(path, allow_pickle=False)
     except FileNotFoundError:

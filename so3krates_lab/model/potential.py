@@ -12,6 +12,8 @@ between potentials of the same configuration (a later checkpoint, a refit of the
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from pathlib import Path
 
 import jax
@@ -124,15 +126,21 @@ class Potential(BasePotential):
 
         dtype: None keeps the saved configuration's; "float32" / "float64" override it.
         """
-        return cls.from_checkpoint(load_checkpoint(path), dtype)
+        return cls.from_checkpoint(load_checkpoint(path), dtype, where=str(path))
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint, dtype=None) -> "Potential":
+    def from_checkpoint(cls, checkpoint: Checkpoint, dtype=None, where: str | None = None) -> "Potential":
+        """A potential from a loaded Checkpoint, after checking its variables against its configuration.
+
+        Raises ValueError, naming `where` (the file, for messages) and the parameter, when a variable is
+        missing, unexpected, of another shape than the configuration's model has, or not finite.
+        """
         ensure_tuned()  # before the first JAX array: XLA:CPU's buffers stay mapped between calls (memory.py)
         config = checkpoint.config
         if config.dtype == "float64" and dtype is None and not jax.config.jax_enable_x64:
             raise RuntimeError("this checkpoint computes in float64, which needs "
                                "`jax.config.update('jax_enable_x64', True)`; or pass dtype='float32'")
+        check_variables(checkpoint.variables, config, where or "checkpoint")
         pot = cls.create(config, _as_jax(checkpoint.variables, np.dtype(config.dtype)), checkpoint.metadata)
         return pot if dtype is None or np.dtype(dtype).name == config.dtype else pot.with_dtype(dtype)
 
@@ -161,6 +169,60 @@ class _Info:
 
     def __hash__(self):
         return 0
+
+
+def check_variables(variables, config: So3kratesConfig, where: str = "checkpoint") -> None:
+    """ValueError naming `where` unless `variables` has exactly the tree and leaf shapes of `config`'s model
+    and every floating leaf is finite."""
+    found = _flat_shapes(variables)
+    expected = _expected_shapes(config)
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing parameter(s) {missing}")
+        if unexpected:
+            parts.append(f"unexpected parameter(s) {unexpected}")
+        raise ValueError(f"{where}: the variables do not match the model of its configuration: "
+                         + "; ".join(parts))
+    for key, shape in expected.items():
+        if found[key].shape != shape:
+            raise ValueError(f"{where}: parameter {key} has shape {found[key].shape}, but the model of its "
+                             f"configuration expects {shape}")
+    for key, arr in found.items():
+        if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            raise ValueError(f"{where}: parameter {key} has {bad} non-finite value(s) (NaN or inf) of "
+                             f"{np.size(arr)}")
+
+
+def _flat_shapes(tree, prefix: str = "") -> dict[str, np.ndarray]:
+    """{'/'-joined path: numpy leaf} of nested dicts."""
+    if not isinstance(tree, Mapping):
+        return {prefix or "<root>": np.asarray(tree)}
+    out: dict = {}
+    for key, value in tree.items():
+        out.update(_flat_shapes(value, f"{prefix}/{key}" if prefix else str(key)))
+    return out
+
+
+# a small molecule (water, Angstrom) to trace the model's init on: the parameter shapes depend only on the config
+_EXAMPLE = System(numbers=np.array([8, 1, 1]),
+                  positions=np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]]))
+
+
+@functools.lru_cache(maxsize=16)
+def _expected_shapes(config: So3kratesConfig) -> dict[str, tuple]:
+    """{'/'-joined path: shape} of the variables `So3krates(config).init` makes (traced, nothing computed)."""
+    from ..graph import graph_from_system
+
+    if config.dtype != "float32" and not jax.config.jax_enable_x64:
+        config = config.replace(dtype="float32")  # same shapes; traced without 64-bit JAX
+    graph = graph_from_system(_EXAMPLE, config.cutoff, dtype=np.dtype(config.dtype))
+    shapes = jax.eval_shape(So3krates(config).init, jax.random.PRNGKey(0), graph)
+    flat = jax.tree_util.tree_flatten_with_path(shapes)[0]
+    return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape) for path, leaf in flat}
 
 
 def _as_jax(variables, float_type: np.dtype):
