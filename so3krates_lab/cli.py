@@ -5,7 +5,9 @@
 
 Writes into --out: model.npz (last state, for resuming), model_best.npz (best validation: the model to use),
 split.json (the seeded split, tied to the data file's hash), test_errors.json and parity.html. Rerunning the
-same command resumes from model.npz; --fresh starts over.
+same command resumes from model.npz (with the saved split); --fresh starts over. A rerun that asks for another
+split (--n-train, --n-valid, --n-test, --seed), names another data file or another model configuration than the
+run in --out stops with a message (exit code 2) instead: use --fresh or another --out.
 """
 
 from __future__ import annotations
@@ -46,13 +48,34 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--energy-weight", type=float, default=0.01)
     t.add_argument("--force-weight", type=float, default=0.99)
     t.add_argument("--devices", type=int, default=None, help="local devices to use (default: all)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=None, help="seed of the split and of training (default 0)")
     t.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint instead of resuming")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--no-refit-energies", action="store_true",
                    help="keep the element energies as trained (default: refit them to the training set's "
                         "energy residuals by least squares after training; forces are unaffected)")
     return p
+
+
+def _fail(message: str) -> int:
+    """Print a one-paragraph error (no traceback) and return the exit code of a usage error."""
+    print(f"so3krates-train: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _split_mismatch(split, args, data) -> str:
+    """'' when the saved split agrees with the data and with the split options given on the command line,
+    else what differs (saved value -> new value). Options left out are not compared: resuming keeps the split."""
+    if split.dataset_sha256 and data.sha256 and split.dataset_sha256 != data.sha256:
+        return (f"it was drawn for another data file (sha256 {split.dataset_sha256[:12]}..., "
+                f"{args.data} has sha256 {data.sha256[:12]}...)")
+    if split.n_total != len(data):
+        return f"it indexes {split.n_total} frames and {args.data} has {len(data)}"
+    saved = {"--n-train": len(split.train), "--n-valid": len(split.valid), "--n-test": len(split.test),
+             "--seed": split.seed}
+    given = {"--n-train": args.n_train, "--n-valid": args.n_valid, "--n-test": args.n_test, "--seed": args.seed}
+    diff = [f"{k} {saved[k]} -> {v}" for k, v in given.items() if v is not None and v != saved[k]]
+    return "this command asks for another split: " + ", ".join(diff) + " (saved -> new)" if diff else ""
 
 
 def main(argv=None) -> int:
@@ -70,32 +93,54 @@ def main(argv=None) -> int:
     n = len(data)
     args.out.mkdir(parents=True, exist_ok=True)
     split_path = args.out / "split.json"
+    seed = 0 if args.seed is None else args.seed
     if args.split is not None:
         split = Split.load(args.split)
     elif split_path.exists() and not args.fresh:
         split = Split.load(split_path)
+        problem = _split_mismatch(split, args, data)
+        if problem:
+            return _fail(f"{split_path} holds the split of an earlier run in {args.out}, but {problem}. Rerun "
+                         f"with --fresh to start a new run in {args.out} (this replaces its split and checkpoints), "
+                         "or choose another --out" + ("; drop the differing options to resume the earlier run."
+                                                      if problem.startswith("this command") else "."))
     else:
         n_train = args.n_train if args.n_train is not None else int(0.8 * n)
         n_valid = args.n_valid if args.n_valid is not None else max(1, int(0.1 * n))
-        split = random_split(n, n_train, n_valid, args.n_test, seed=args.seed, dataset_sha256=data.sha256)
+        split = random_split(n, n_train, n_valid, args.n_test, seed=seed, dataset_sha256=data.sha256)
+    try:
+        train, valid, test = split.apply(data)
+    except ValueError as e:
+        return _fail(f"{args.split or split_path} does not fit {args.data}: {e}")
     split.save(split_path)
-    train, valid, test = split.apply(data)
 
     config = So3kratesConfig.from_json(args.config.read_text()) if args.config else So3kratesConfig.preset(args.preset)
     if args.dtype:
         config = config.replace(dtype=args.dtype)
+    ckpt_path = args.out / "model.npz"
+    if ckpt_path.exists() and not args.fresh:
+        from .model import load_checkpoint
+
+        saved = load_checkpoint(ckpt_path).config
+        if saved != config:
+            diff = ", ".join(f"{k} {getattr(saved, k)!r} -> {getattr(config, k)!r}"
+                             for k in config.__dataclass_fields__ if getattr(saved, k) != getattr(config, k))
+            return _fail(f"{ckpt_path} was trained with another model configuration than this command asks for "
+                         f"({diff}), so it cannot be resumed. Rerun with --fresh to start a new run in {args.out} "
+                         "(this replaces its checkpoints), or choose another --out; to resume the earlier run, "
+                         "use the --preset/--config/--dtype it was started with.")
     steps = args.steps if args.steps is not None else (10**9 if args.minutes is not None else 10_000)
     tc = TrainConfig(max_steps=steps, max_seconds=None if args.minutes is None else 60 * args.minutes,
                      learning_rate=args.lr, decay_steps=args.decay_steps, amsgrad=args.amsgrad,
                      batch_size=args.batch_size, eval_every=args.eval_every, patience=args.patience,
-                     energy_weight=args.energy_weight, force_weight=args.force_weight, seed=args.seed,
+                     energy_weight=args.energy_weight, force_weight=args.force_weight, seed=seed,
                      devices=args.devices, anneal_to=args.anneal_to)
     provenance = {"data_file": str(Path(args.data).resolve()), "data_sha256": data.sha256, "split": split.to_dict(),
                   "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom"},
                   "command": "so3krates-train " + " ".join(sys.argv[1:] if argv is None else argv)}
     print(f"{data.name or args.data}: {n} frames -> train {len(train)}, valid {len(valid)}, test {len(test)}")
     t0 = time.perf_counter()
-    result = fit(train, valid, config, tc, checkpoint=args.out / "model.npz", resume=not args.fresh,
+    result = fit(train, valid, config, tc, checkpoint=ckpt_path, resume=not args.fresh,
                  progress=not args.no_progress, metadata=provenance)
     wall = time.perf_counter() - t0
     if result.interrupted:
