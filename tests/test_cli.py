@@ -118,3 +118,42 @@ def test_other_model_config_stops_with_a_cli_message(run, capsys):
     assert "resume=False" not in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert state(out) == before
+
+
+def test_ctrl_c_during_training_saves_a_resumable_checkpoint(tmp_path):
+    """Issue 17, item 1: SIGINT while the compiled step owns its donated parameters used to crash with
+    "Array has been deleted" and save nothing. Now the first Ctrl-C stops after the current step, saves, and the
+    CLI exits with 130; the checkpoint loads and the same command resumes from it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = write_data(tmp_path / "ethanol.npz")
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "so3krates_lab.cli", str(data), "--out", str(out), *SPLIT, "--preset", "small",
+            "--steps", "100000", "--eval-every", "20", "--batch-size", "1", "--no-progress", "--no-refit-energies"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "model.npz").exists():  # training is under way, past its first validation
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        os.kill(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stdout[-2000:] + stderr[-3000:]
+    assert "interrupted at step" in stdout and "Traceback" not in stderr, stderr[-3000:]
+    saved = load_checkpoint(out / "model.npz")
+    assert saved.step >= 20 and saved.opt_state_leaves is not None
+    step = saved.step
+    # the same command resumes from the interrupted step
+    more = [a if a != "100000" else str(step + 2) for a in argv[3:]]
+    assert main(more) == 0
+    assert load_checkpoint(out / "model.npz").step == step + 2

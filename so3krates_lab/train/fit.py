@@ -7,7 +7,8 @@ Determinism and resumption: the batch order of epoch k is a permutation drawn fr
 always sees the same batch. Every `eval_every` steps the run validates and saves `<checkpoint>` (parameters,
 optimiser state, step, history; atomic) and, when validation improved, `<checkpoint stem>_best.npz`.
 Calling `fit` again with the same checkpoint path resumes from the last save and reaches the same result as an
-uninterrupted run (up to floating-point noise). Ctrl-C saves and returns the result so far (interrupted=True).
+uninterrupted run (up to floating-point noise). Ctrl-C (or SIGTERM) saves after the step it lands in and returns
+the result so far (interrupted=True); a second Ctrl-C stops at once (`so3krates_lab.interrupts`).
 
 Data parallelism: with several local devices (GPUs, or CPU devices made with
 XLA_FLAGS=--xla_force_host_platform_device_count=N) each training batch is split evenly over a one-axis mesh
@@ -36,6 +37,7 @@ from ..model import (
     Potential, So3kratesConfig, compiler_options, init_variables, load_checkpoint, restore_opt_state, save_checkpoint,
     with_constants,
 )
+from ..interrupts import deferred_interrupts
 from ..memory import ensure_tuned
 from ..potential_base import float_dtype
 from ..structures import Dataset
@@ -248,7 +250,9 @@ def fit(
     bar = _progress(progress, None if tc.max_seconds is not None and tc.max_steps >= 10**8 else tc.max_steps, step)
     params, constants = variables["params"], variables["constants"]
     interrupted, stop, losses, t0 = False, False, [], time.perf_counter()
+    interrupt = deferred_interrupts()
     try:
+        interrupt.__enter__()
         while step < tc.max_steps and not stop:
             epoch, k = divmod(step, steps_per_epoch)
             order = _epoch_order(tc.seed, epoch, len(train))
@@ -260,6 +264,10 @@ def fit(
             step += 1
             losses.append(loss)
             bar.update(1)
+            if interrupt.requested:  # Ctrl-C or SIGTERM during the step: params hold a complete step now
+                interrupted = True
+                save({"params": params, "constants": constants})
+                break
             out_of_time = tc.max_seconds is not None and time.perf_counter() - t0 > tc.max_seconds
             if step % tc.eval_every == 0 or step == tc.max_steps or out_of_time:
                 current = {"params": params, "constants": constants}
@@ -282,9 +290,14 @@ def fit(
                     stop = True
                 stop = stop or out_of_time
     except KeyboardInterrupt:
+        # raised in Python code (a callback, a notebook), or a second Ctrl-C that landed inside the step
         interrupted = True
-        save({"params": params, "constants": constants})
+        try:
+            save({"params": params, "constants": constants})
+        except RuntimeError:  # the step had taken (donated) the parameters: the last validation's checkpoint stands
+            raise KeyboardInterrupt from None
     finally:
+        interrupt.__exit__(None, None, None)
         bar.close()
     return FitResult(variables=best["variables"], config=config, history=history, step=step,
                      best_step=best["step"], interrupted=interrupted, metadata=dict(metadata or {}))
