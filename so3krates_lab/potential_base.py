@@ -42,8 +42,9 @@ class PotentialProtocol(Protocol):
         ...
 
 
-def _energy_of(potential, graph: Graph):
-    """energy_fn(variables, graph) form of a potential, for the autodiff helpers: the potential is the variables."""
+def graph_energy(potential, graph: Graph):
+    """The energy_fn(variables, graph) form of a potential, for the autodiff helpers (`autodiff.energy_and_forces`):
+    the potential plays the variables, so compiled functions take it as an argument."""
     return potential.energy(graph)
 
 
@@ -51,8 +52,8 @@ def _energy_of(potential, graph: Graph):
 def compiled_evaluator(kind: str):
     """The jitted (potential, graph) -> (energies, forces) ("forces") or (energies, forces, stress) ("stress"),
     shared by every potential: compiled once per potential type, static settings and graph shape."""
-    fn = {"forces": functools.partial(energy_and_forces, _energy_of),
-          "stress": functools.partial(energy_forces_stress, _energy_of)}[kind]
+    fn = {"forces": functools.partial(energy_and_forces, graph_energy),
+          "stress": functools.partial(energy_forces_stress, graph_energy)}[kind]
     return jax.jit(fn, compiler_options=compiler_options())
 
 
@@ -110,11 +111,11 @@ class BasePotential:
     # traceable helpers -------------------------------------------------------------------------------------
     def energy_and_forces(self, graph: Graph):
         """(energies (G,) eV, forces (A, 3) eV/A), F = -dE/dR by autodiff; traceable."""
-        return energy_and_forces(_energy_of, self, graph)
+        return energy_and_forces(graph_energy, self, graph)
 
     def energy_forces_stress(self, graph: Graph):
         """(energies (G,), forces (A, 3), stress (G, 3, 3) eV/A^3) by autodiff; traceable."""
-        return energy_forces_stress(_energy_of, self, graph)
+        return energy_forces_stress(graph_energy, self, graph)
 
     # host helpers ------------------------------------------------------------------------------------------
     def evaluate(self, systems: System | Sequence[System], *, stress: bool | None = None,
@@ -158,4 +159,4 @@ class BasePotential:
 
 
 __all__ = ["BasePotential", "DTYPES", "Prediction", "PotentialProtocol", "check_potential", "compiled_evaluator",
-           "float_dtype"]
+           "float_dtype", "graph_energy"]

@@ -16,7 +16,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..autodiff import compiler_options, energy_and_forces, energy_forces_stress
 from ..graph import Capacity, ladder_rung, neighbour_pairs, pack
-from ..potential_base import check_potential, float_dtype
+from ..potential_base import check_potential, float_dtype, graph_energy
 from ..structures import System
 
 
@@ -26,9 +26,6 @@ def system_from_atoms(atoms) -> System:
     return System(numbers=atoms.numbers, positions=atoms.positions,
                   cell=atoms.cell.array if pbc.any() else None, pbc=pbc)
 
-
-def _energy_of(potential, graph):
-    return potential.energy(graph)
 
 
 class PotentialCalculator(Calculator):
@@ -41,8 +38,8 @@ class PotentialCalculator(Calculator):
         check_potential(potential)
         self.potential = potential
         options = compiler_options()
-        self._forces = jax.jit(lambda p, g: energy_and_forces(_energy_of, p, g), compiler_options=options)
-        self._stress = jax.jit(lambda p, g: energy_forces_stress(_energy_of, p, g), compiler_options=options)
+        self._forces = jax.jit(lambda p, g: energy_and_forces(graph_energy, p, g), compiler_options=options)
+        self._stress = jax.jit(lambda p, g: energy_forces_stress(graph_energy, p, g), compiler_options=options)
         self._dtype = float_dtype(potential)
 
     @classmethod

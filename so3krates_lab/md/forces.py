@@ -19,7 +19,7 @@ import numpy as np
 
 from ..autodiff import energy_and_forces
 from ..graph.skin import SkinNeighbourFn, skin_neighbour_fn
-from ..potential_base import check_potential, float_dtype
+from ..potential_base import check_potential, float_dtype, graph_energy
 from ..structures import Graph, System
 
 
@@ -50,9 +50,6 @@ class ForceFunction:
         """Wrap an analytic fn(positions, aux) -> (energy, forces, aux)."""
         return cls(fn=fn, aux=aux, dtype=dtype)
 
-
-def _energy_of(potential, graph):
-    return potential.energy(graph)
 
 
 def force_function(potential, system: System, *, skin: float = 0.5, capacity: int | None = None,
@@ -101,7 +98,7 @@ def force_function(potential, system: System, *, skin: float = 0.5, capacity: in
                       receivers=nbrs.receivers, senders=nbrs.senders, cell_shifts=nbrs.cell_shifts,
                       cell=cell_arr[None], atom_mask=jnp.ones(n, bool), pair_mask=nbrs.pair_mask,
                       graph_mask=jnp.ones(1, bool))
-        energies, forces = energy_and_forces(_energy_of, potential, graph)
+        energies, forces = energy_and_forces(graph_energy, potential, graph)
         return energies[0], forces, nbrs
 
     return ForceFunction(fn=fn, aux=nbrs, neighbours=nfn, pairs=nfn.kind, n_pairs=None, dtype=dtype)
@@ -130,7 +127,7 @@ def _all_pairs(potential, numbers, dtype) -> ForceFunction:
                       cell_shifts=jnp.zeros((b * len(i), 3), jnp.int32), cell=jnp.zeros((b, 3, 3), dtype),
                       atom_mask=jnp.ones(b * n, bool), pair_mask=jnp.ones(b * len(i), bool),
                       graph_mask=jnp.ones(b, bool))
-        energies, forces = energy_and_forces(_energy_of, potential, graph)
+        energies, forces = energy_and_forces(graph_energy, potential, graph)
         return energies, forces.reshape(b, n, 3)
 
     @jax.custom_batching.custom_vmap

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..autodiff import compiler_options, energy_and_forces
-from ..potential_base import check_potential, float_dtype
+from ..potential_base import check_potential, float_dtype, graph_energy
 from ..structures import Dataset
 from .device_data import gather_batch, to_device
 
@@ -37,9 +37,6 @@ def _symbol(z: int) -> str:
     return _SYMBOLS[z]
 
 
-def _energy_of(potential, graph):
-    return potential.energy(graph)
-
 
 @functools.lru_cache(maxsize=32)
 def _batch_predictor(batch: int, atoms: int):
@@ -49,7 +46,7 @@ def _batch_predictor(batch: int, atoms: int):
 
     def run(potential, d, idx):
         graph, _ = gather_batch(d, idx)
-        e, f = energy_and_forces(_energy_of, potential, graph)
+        e, f = energy_and_forces(graph_energy, potential, graph)
         return e, f.reshape(batch, atoms, 3)
 
     return jax.jit(run, compiler_options=compiler_options())

@@ -11,11 +11,9 @@ import jax.numpy as jnp
 
 from ..autodiff import energy_and_forces
 from ..graph import Labels
+from ..potential_base import graph_energy
 from ..structures import Graph
 
-
-def _energy_of(potential, graph):
-    return potential.energy(graph)
 
 
 def label_counts(graph: Graph):
@@ -25,7 +23,7 @@ def label_counts(graph: Graph):
 
 def squared_errors(potential, graph: Graph, labels: Labels):
     """(sum of squared energy errors (eV^2), sum of squared force-component errors (eV^2/A^2)); padding excluded."""
-    energies, forces = energy_and_forces(_energy_of, potential, graph)
+    energies, forces = energy_and_forces(graph_energy, potential, graph)
     g = graph.graph_mask.astype(energies.dtype)
     a = graph.atom_mask.astype(forces.dtype)[:, None]
     return jnp.sum(g * (energies - labels.energy) ** 2), jnp.sum(a * (forces - labels.forces) ** 2)
@@ -52,7 +50,7 @@ def absolute_errors(potential, graph: Graph, labels: Labels, weights):
     Returns a dict of sums: energy_abs, energy_sq (eV, eV^2), force_abs, force_sq (per component), and the
     counts n_structures, n_components. Each structure's atoms are weighted by its structure weight.
     """
-    energies, forces = energy_and_forces(_energy_of, potential, graph)
+    energies, forces = energy_and_forces(graph_energy, potential, graph)
     de = (energies - labels.energy) * weights
     atom_w = graph.atom_mask.astype(forces.dtype) * weights[graph.atom_graph]
     df = (forces - labels.forces) * atom_w[:, None]
