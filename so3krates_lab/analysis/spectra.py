@@ -403,24 +403,19 @@ def normal_modes_of(potential, system, *, project: bool = True):
     potential (`Potential.with_dtype("float64")`, with jax_enable_x64) for frequencies to 0.1 cm^-1."""
     import jax.numpy as jnp
 
+    from ..graph import all_pairs_graph
     from ..potential_base import check_potential, float_dtype
-    from ..structures import Graph
 
     if system.periodic:
         raise ValueError("normal_modes_of is for free molecules; the system is periodic")
     check_potential(potential)
-    # The graph of every pair i < j, built here rather than taken from md.force_function(all_pairs=True): that
-    # force function batches through jax.custom_batching.custom_vmap, which jax.hessian cannot differentiate.
-    dtype, n = float_dtype(potential), system.n_atoms
-    i, j = np.triu_indices(n, 1)
-    graph = Graph(numbers=jnp.asarray(system.numbers, jnp.int32), positions=jnp.zeros((n, 3), dtype),
-                  atom_graph=jnp.zeros(n, jnp.int32), receivers=jnp.asarray(i, jnp.int32),
-                  senders=jnp.asarray(j, jnp.int32), cell_shifts=jnp.zeros((len(i), 3), jnp.int32),
-                  cell=jnp.zeros((1, 3, 3), dtype), atom_mask=jnp.ones(n, bool), pair_mask=jnp.ones(len(i), bool),
-                  graph_mask=jnp.ones(1, bool))
+    # The graph of every pair i < j directly, not md.force_function(all_pairs=True): that force function batches
+    # through jax.custom_batching.custom_vmap, which jax.hessian cannot differentiate.
+    dtype = float_dtype(potential)
+    numbers = system.numbers
 
     def energy(r):
-        return potential.energy(graph.replace(positions=r.astype(dtype)))[0]
+        return potential.energy(all_pairs_graph(numbers, r[None], dtype))[0]
 
     return normal_modes_from_energy(energy, jnp.asarray(system.positions, dtype), system.numbers,
                                     project=project)

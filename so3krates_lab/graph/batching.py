@@ -171,3 +171,20 @@ class Batcher:
             order = np.random.default_rng(seed).permutation(order)
         for start in range(0, len(order), self.batch_size):
             yield self.batch(order[start:start + self.batch_size], labels=labels)
+
+
+def all_pairs_graph(numbers, positions, dtype=np.float32) -> Graph:
+    """The fixed graph of every pair i < j of B copies of one free molecule, as one Graph of B disjoint structures
+    (traceable: `positions` may be a tracer). numbers (N,); positions (B, N, 3) Angstrom. No padding."""
+    import jax.numpy as jnp
+
+    z = np.asarray(numbers, np.int32)
+    n, b = len(z), positions.shape[0]
+    i, j = np.triu_indices(n, 1)
+    offsets = (np.arange(b) * n)[:, None]
+    return Graph(numbers=jnp.asarray(np.tile(z, b)), positions=positions.reshape(b * n, 3).astype(dtype),
+                 atom_graph=jnp.asarray(np.repeat(np.arange(b, dtype=np.int32), n)),
+                 receivers=jnp.asarray((i[None] + offsets).reshape(-1), jnp.int32),
+                 senders=jnp.asarray((j[None] + offsets).reshape(-1), jnp.int32),
+                 cell_shifts=jnp.zeros((b * len(i), 3), jnp.int32), cell=jnp.zeros((b, 3, 3), dtype),
+                 atom_mask=jnp.ones(b * n, bool), pair_mask=jnp.ones(b * len(i), bool), graph_mask=jnp.ones(b, bool))

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..autodiff import energy_and_forces
+from ..graph.batching import all_pairs_graph
 from ..graph.skin import SkinNeighbourFn, skin_neighbour_fn
 from ..potential_base import check_potential, float_dtype, graph_energy
 from ..structures import Graph, System
@@ -113,20 +114,10 @@ def _all_pairs(potential, numbers, dtype) -> ForceFunction:
     n = len(numbers)
     if n < 2:
         raise ValueError(f"all_pairs needs at least 2 atoms, got {n}")
-    i, j = np.triu_indices(n, 1)
-    z = np.asarray(numbers, np.int32)
-
     def packed(positions):
         """energies (B,) eV and forces (B, N, 3) eV/A of B copies of the molecule, as one disjoint graph."""
         b = positions.shape[0]
-        offsets = (np.arange(b) * n)[:, None]
-        graph = Graph(numbers=jnp.asarray(np.tile(z, b)), positions=positions.reshape(b * n, 3).astype(dtype),
-                      atom_graph=jnp.asarray(np.repeat(np.arange(b, dtype=np.int32), n)),
-                      receivers=jnp.asarray((i[None] + offsets).reshape(-1), jnp.int32),
-                      senders=jnp.asarray((j[None] + offsets).reshape(-1), jnp.int32),
-                      cell_shifts=jnp.zeros((b * len(i), 3), jnp.int32), cell=jnp.zeros((b, 3, 3), dtype),
-                      atom_mask=jnp.ones(b * n, bool), pair_mask=jnp.ones(b * len(i), bool),
-                      graph_mask=jnp.ones(b, bool))
+        graph = all_pairs_graph(numbers, positions, dtype)
         energies, forces = energy_and_forces(graph_energy, potential, graph)
         return energies, forces.reshape(b, n, 3)
 
@@ -145,7 +136,7 @@ def _all_pairs(potential, numbers, dtype) -> ForceFunction:
         energy, forces = evaluate(positions)
         return energy, forces, aux
 
-    return ForceFunction(fn=fn, aux=None, neighbours=None, pairs="fixed", n_pairs=len(i), dtype=dtype)
+    return ForceFunction(fn=fn, aux=None, neighbours=None, pairs="fixed", n_pairs=n * (n - 1) // 2, dtype=dtype)
 
 
 __all__ = ["ForceFunction", "force_function"]
