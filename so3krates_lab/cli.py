@@ -7,7 +7,9 @@ Writes into --out: model.npz (last state, for resuming), model_best.npz (best va
 split.json (the seeded split, tied to the data file's hash), test_errors.json and parity.html. Rerunning the
 same command resumes from model.npz (with the saved split); --fresh starts over. A rerun that asks for another
 split (--n-train, --n-valid, --n-test, --seed), names another data file or another model configuration than the
-run in --out stops with a message (exit code 2) instead: use --fresh or another --out.
+run in --out stops with a message (exit code 2) instead: use --fresh or another --out. So does a second command
+on an --out that another process is writing (it holds --out/.writer.lock for its whole run): the message names
+that process.
 """
 
 from __future__ import annotations
@@ -79,7 +81,29 @@ def _split_mismatch(split, args, data) -> str:
 
 
 def main(argv=None) -> int:
+    """The command; Ctrl-C or SIGTERM at any moment (loading, compiling, training) saves what training has done
+    and exits with status 130 and a one-line message: rerunning the same command resumes."""
     args = build_parser().parse_args(argv)
+    from .fileio import StoreBusyError, WriterLock
+    from .interrupts import deferred_interrupts
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:  # one run per --out: a second one stops here, before it loads or writes anything
+        out_lock = WriterLock(args.out, folder=True)
+    except StoreBusyError as err:
+        return _fail(str(err))
+    with out_lock, deferred_interrupts() as interrupt:
+        try:
+            return _main(args, interrupt, argv)
+        except StoreBusyError as err:  # e.g. a notebook training into the same model.npz
+            return _fail(str(err))
+        except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, the last checkpoint stands
+            print("so3krates-train: stopped at once (second Ctrl-C); the last saved checkpoint in "
+                  f"{args.out} stands: rerun the same command to resume", file=sys.stderr)
+            return 130
+
+
+def _main(args, interrupt, argv) -> int:
     from .data import Split, load, random_split
     from .model import Potential, So3kratesConfig
     from .train import TrainConfig, error_report, error_table, fit, refit_element_energies
@@ -143,8 +167,10 @@ def main(argv=None) -> int:
     result = fit(train, valid, config, tc, checkpoint=ckpt_path, resume=not args.fresh,
                  progress=not args.no_progress, metadata=provenance)
     wall = time.perf_counter() - t0
-    if result.interrupted:
-        print(f"interrupted at step {result.step}; rerun the same command to resume")
+    if result.interrupted or interrupt.requested:
+        print(f"interrupted ({interrupt.requested or 'stopped'}) at step {result.step}: {ckpt_path} holds it; "
+              "rerun the same command to resume")
+        return 130
     potential = result.potential
     if not args.no_refit_energies:
         # The 99:1 force:energy loss leaves energies free to carry a near-constant offset; remove it.
@@ -164,7 +190,7 @@ def main(argv=None) -> int:
     parity_plot(report).write_html(args.out / "parity.html", include_plotlyjs=True)
     print(f"best model (step {result.best_step} of {result.step}): {args.out / 'model_best.npz'}; "
           f"test errors: {args.out / 'test_errors.json'}; parity plot: {args.out / 'parity.html'}")
-    return 130 if result.interrupted else 0
+    return 0
 
 
 if __name__ == "__main__":

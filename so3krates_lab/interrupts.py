@@ -9,8 +9,16 @@
 A first Ctrl-C (SIGINT) or SIGTERM only records the request; the loop stops at its next safe point. Interrupting
 inside a compiled call instead (the default KeyboardInterrupt) can leave the names bound to donated buffers that
 no longer exist, so nothing could be saved, and during compilation it can crash the process. A second Ctrl-C
-raises KeyboardInterrupt at once (the previous handler is back in force). Signal handlers can only be set from
-the main thread: elsewhere (a widget's background thread) the context does nothing and `requested` stays None.
+raises KeyboardInterrupt at once (a second SIGTERM raises SystemExit(143)).
+
+Contexts nest: training, MD, minima exploration and reference labelling each open one around their loop, and a
+workflow may open one around all of it (a script that loads a model, compiles and then runs MD). A signal marks
+every open context, so the innermost loop stops at its safe point and each enclosing one sees the request too.
+Signal handlers can only be set from the main thread: elsewhere (a widget's background thread) the context does
+nothing and `requested` stays None.
+
+`Interrupted` is what a function raises when it stopped on a request and has no partial result to return (the
+labelling of reference data): everything up to its last chunk is saved, and the same call resumes.
 """
 
 from __future__ import annotations
@@ -18,34 +26,69 @@ from __future__ import annotations
 import signal
 import threading
 
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_open: list["DeferredInterrupts"] = []  # the open contexts of the main thread, outermost first
+_saved_handlers: dict = {}  # the handlers in force before the first context opened
+
+
+class Interrupted(KeyboardInterrupt):
+    """Stopped on Ctrl-C or SIGTERM after saving; `signal_name` is "SIGINT" or "SIGTERM". Rerun to resume."""
+
+    def __init__(self, message: str, signal_name: str = "SIGINT"):
+        super().__init__(message)
+        self.signal_name = signal_name
+
+
+def _handler(signum, frame):
+    name = signal.Signals(signum).name
+    if any(name in c.received for c in _open):  # the second of the same signal: stop at once
+        if signum == signal.SIGTERM:
+            raise SystemExit(128 + signum)
+        raise KeyboardInterrupt
+    for context in _open:
+        context.received.add(name)
+        context.requested = context.requested or name
+
 
 class DeferredInterrupts:
     """The context's value: `requested` is None or the name of the signal received ("SIGINT", "SIGTERM")."""
 
-    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)):
-        self.signals = tuple(signals)
+    def __init__(self):
         self.requested: str | None = None
-        self._previous: dict = {}
-
-    def _handler(self, signum, frame):
-        self.requested = signal.Signals(signum).name
-        if signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, self._previous.get(signal.SIGINT, signal.default_int_handler))
+        self.received: set[str] = set()  # the signals received while it was open
+        self._active = False
 
     def __enter__(self) -> "DeferredInterrupts":
         if threading.current_thread() is threading.main_thread():
-            for sig in self.signals:
-                self._previous[sig] = signal.signal(sig, self._handler)
+            if not _open:
+                for sig in _SIGNALS:
+                    _saved_handlers[sig] = signal.signal(sig, _handler)
+            # a request that reached an enclosing context before this one opened applies here too
+            self.requested = next((c.requested for c in _open if c.requested), None)
+            self.received = set().union(*(c.received for c in _open))
+            _open.append(self)
+            self._active = True
         return self
 
     def __exit__(self, *exc) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-        self._previous.clear()
+        if not self._active:
+            return
+        self._active = False
+        if self in _open:
+            _open.remove(self)
+        if not _open:
+            for sig, previous in _saved_handlers.items():
+                signal.signal(sig, previous)
+            _saved_handlers.clear()
+
+    def raise_if_requested(self, message: str) -> None:
+        """Raise `Interrupted(message)` if a signal was received (call it at a safe point, after saving)."""
+        if self.requested:
+            raise Interrupted(f"{message} ({self.requested})", self.requested)
 
 
-def deferred_interrupts(signals=(signal.SIGINT, signal.SIGTERM)) -> DeferredInterrupts:
-    return DeferredInterrupts(signals)
+def deferred_interrupts() -> DeferredInterrupts:
+    return DeferredInterrupts()
 
 
-__all__ = ["DeferredInterrupts", "deferred_interrupts"]
+__all__ = ["DeferredInterrupts", "Interrupted", "deferred_interrupts"]

@@ -149,7 +149,7 @@ def test_ctrl_c_during_training_saves_a_resumable_checkpoint(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, stdout[-2000:] + stderr[-3000:]
-    assert "interrupted at step" in stdout and "Traceback" not in stderr, stderr[-3000:]
+    assert "interrupted (SIGINT) at step" in stdout and "Traceback" not in stderr, stderr[-3000:]
     saved = load_checkpoint(out / "model.npz")
     assert saved.step >= 20 and saved.opt_state_leaves is not None
     step = saved.step

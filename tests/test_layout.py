@@ -27,14 +27,16 @@ ALLOWED = {
     "autodiff": {"structures"},
     "potential_base": {"structures", "autodiff", "graph", "interop"},
     "analytic": {"structures", "potential_base"},
+    # data: readers, checks, plausibility (the unit-plausibility check every reader runs), splits, shifts
     "data": {"structures", "units", "fileio"},
     "graph": {"structures"},
     "model": {"structures", "autodiff", "potential_base", "memory", "graph", "fileio"},
     "train": {"structures", "autodiff", "potential_base", "memory", "interrupts", "data", "graph", "model", "fileio"},
     # md and analysis receive a potential as an argument: they never import the model or training
-    "md": {"structures", "autodiff", "potential_base", "memory", "graph", "fileio"},
-    "analysis": {"structures", "autodiff", "potential_base", "memory", "graph", "md", "fileio", "units"},
-    "reference": {"structures", "units", "fileio", "data", "analysis"},
+    "md": {"structures", "autodiff", "potential_base", "memory", "interrupts", "graph", "fileio"},
+    "analysis": {"structures", "autodiff", "potential_base", "memory", "interrupts", "graph", "md", "fileio",
+                 "units"},
+    "reference": {"structures", "units", "fileio", "interrupts", "data", "analysis"},
     "interop": {"structures", "autodiff", "potential_base", "graph", "model"},
     "widgets": {"structures", "analysis", "md", "train"},
     # front ends: anything

@@ -20,6 +20,8 @@ from ..md import (
     BatchRelaxer, Simulation, degrees_of_freedom, force_function, langevin_baoab, masses_of, maxwell_boltzmann,
 )
 from ..md.watchdogs import Watchdogs
+from ..fileio import holds_writer_lock
+from ..interrupts import deferred_interrupts
 from ..memory import ensure_tuned
 from ..structures import System
 from .alignment import bond_graph
@@ -46,6 +48,8 @@ class Exploration:
         return minima_graph(self.database, self.sequences)
 
 
+# one exploration per checkpoint: another process on the same path gets StoreBusyError (lock <checkpoint>.lock)
+@holds_writer_lock("checkpoint", lambda path: path.with_suffix(""))
 def explore_minima(potential, system: System, *, n_replicas: int = 8, temperature_K: float = 500.0,
                    timestep_fs: float = 0.5, friction_per_fs: float = 0.01, sample_every_fs: float = 50.0,
                    n_slots: int | None = None, fmax: float = 1e-3, max_relax_steps: int = 3000,
@@ -70,6 +74,8 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
     positions, or still queued) are loaded, and every replica restarts from its last sampled frame with new
     thermal velocities after a one-frame gap in its numbering (no
     transition is counted across a restart). Frames sampled after the last save of a killed run are lost.
+    Ctrl-C or SIGTERM lets the MD or minimiser chunk in progress finish, saves the checkpoint and returns
+    (stats["interrupted"] names the signal); nothing sampled is lost.
 
     Sampling diversity (a replica at 500-600 K stays in one backbone basin for picoseconds):
     starts: optional (K, N, 3) Angstrom start geometries with the same bond graph as `positions` (e.g. frames of
@@ -140,7 +146,7 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
     # restarted from a start geometry); hot MD may pass through close contacts.
     sim = Simulation(langevin_baoab(force_fn, timestep_fs, temperature_K, friction_per_fs), None,
                      dof=degrees_of_freedom(len(numbers)), record_every=stride, chunk_steps=stride,
-                     watchdogs=Watchdogs(min_distance=None), numbers=numbers, restartable=True,
+                     watchdogs=Watchdogs.finite_only(), numbers=numbers, restartable=True,
                      n_replicas=n_replicas, masses=masses, template=start, progress_label="minima MD")
 
     def prepare(r, pos):
@@ -187,13 +193,18 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
     def out_of_time():
         return minutes is not None and time.perf_counter() - t0 > 60.0 * minutes
 
+    # Ctrl-C / SIGTERM: the MD chunk or minimiser chunk in progress finishes, then everything is saved and the
+    # exploration returns (stats["interrupted"]); a later call with the same checkpoint resumes.
+    stats.pop("interrupted", None)
     with tqdm(total=max_frames, desc="minima", unit="frame", disable=not progress, mininterval=1.0,
-              initial=stats["converged"] + stats["not_converged"] + stats["rearranged"]) as bar:
-        while not out_of_time():
+              initial=stats["converged"] + stats["not_converged"] + stats["rearranged"]) as bar, \
+            deferred_interrupts() as interrupt:
+        while not out_of_time() and not interrupt.requested:
             sampling = max_frames is None or stats["frames"] < max_frames
             if not (sampling or queue or relaxer.active.any()):
                 break  # frame budget reached and every sampled frame quenched
-            while len(queue) < relaxer.n_free and (max_frames is None or stats["frames"] < max_frames):
+            while len(queue) < relaxer.n_free and (max_frames is None or stats["frames"] < max_frames) \
+                    and not interrupt.requested:
                 for r, kind in reset.items():  # restart; the frame gap keeps the old chain apart
                     next_frame[r] += 1
                     since_start[r] = 0
@@ -219,6 +230,8 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
                     stats["frames"] += 1
                     if restart_every is not None and since_start[r] >= restart_every:
                         reset.setdefault(r, "minimum")
+            if interrupt.requested:
+                break  # the sampled frames wait in the queue, which is saved
             relaxer.load([queue.popleft() for _ in range(min(relaxer.n_free, len(queue)))])
             for (r, frame), pos, energy, ok, _ in relaxer.run_chunk():
                 bar.update(1)
@@ -240,6 +253,8 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
                 save()
                 last_save = time.perf_counter()
     stats["elapsed_s"] = time.perf_counter() - t0
+    if interrupt.requested:
+        stats["interrupted"] = interrupt.requested
     if checkpoint is not None:
         save()
     return Exploration(db, sequences, history, stats)

@@ -22,6 +22,11 @@ chunks the host
    stopped in, show its offending frames; `Trajectory.replica(r)` cuts them off.)
 3. appends the frames and the state to the store.
 
+Ctrl-C (SIGINT) or SIGTERM while a chunk runs or compiles does not cut it short: the chunk finishes, its frames
+and state are stored, its frames are handed out, and the run stops with `interrupted` = the signal's name and a
+`stop_reason` that says so (a second Ctrl-C stops at once; `so3krates_lab.interrupts`). Running again (or
+`md.simulate(..., store=same folder)` in a new process) continues from the stored state.
+
 A replica driver built with `restartable=True` can restart replicas from new positions and velocities between
 chunks (`restart`): they are initialised inside the next compiled chunk, so the model compiles once. Minima
 exploration uses this to send replicas to new starting points.
@@ -38,6 +43,7 @@ import numpy as np
 
 from ..autodiff import compiler_options
 from ..graph.skin import grown_capacities
+from ..interrupts import deferred_interrupts
 from ..structures import Trajectory
 from .integrators import KB_EV_PER_K, Integrator, MDState, kinetic_energy
 from .watchdogs import Watchdogs
@@ -109,12 +115,20 @@ class Simulation:
         if numbers is None and store is not None:
             numbers = store.numbers
         self.numbers = np.zeros(self.n_atoms, np.int32) if numbers is None else np.asarray(numbers, np.int32)
+        if watchdogs is not None:  # "auto" limits fitted to this run: start geometry, temperature, ensemble
+            from .watchdogs import start_temperature
+
+            self.watchdogs = watchdogs.for_run(
+                self.numbers, np.asarray(state.positions), cell=cell, periodic=periodic,
+                temperature_K=integrator.temperature_K, energy_conserving=integrator.temperature_K is None,
+                dof=self.dof, start_temperature_K=start_temperature(state.velocities, state.masses, self.dof))
         self.active = np.ones(self.n_replicas, bool) if active is None else active
         self.stop_time_fs = np.full(self.n_replicas, np.inf)
         self.stop_reasons: list[str | None] = [None] * self.n_replicas
         self.stop_reason: str | None = None
         self.reallocations = 0
         self._stop_requested = False
+        self.interrupted: str | None = None  # "SIGINT"/"SIGTERM" if the last run stopped on one
         self._e0 = None  # conserved energy per atom at the start (R,)
         self._fresh = np.zeros(self.n_replicas, bool)
         if self.restartable:
@@ -274,15 +288,23 @@ class Simulation:
     def _chunks(self, steps: int, progress: bool) -> Iterator[Trajectory]:
         from tqdm.auto import tqdm
 
+        self.interrupted = None
         n_chunks = -(-steps // self.chunk_steps)
         idle = not self.active.any() and not self._fresh.any()  # stopped by a watchdog earlier: nothing to run
-        if self.store is not None and not self._stop_requested and not idle:
-            self.store.clear_stop_reason()  # an earlier stop no longer describes this run
-        if self._e0 is None and not self.restartable:
-            self._e0 = np.asarray(self._conserved(self.state), np.float64).reshape(-1) / self.n_atoms
-        if self.store is not None and not self.store.has_state() and not self.restartable:
-            # commit an empty store with the start state: a run killed before its first state resumes from here
-            self._save(self.state)
+        # Ctrl-C / SIGTERM while a chunk runs or compiles (or while the start is committed) waits for the chunk's
+        # frames and state to be stored; the run then stops with `interrupted` set. Between chunks (while the
+        # caller handles the frames just yielded) a Ctrl-C is the caller's KeyboardInterrupt: nothing is lost.
+        with deferred_interrupts() as interrupt:
+            if self.store is not None and not self._stop_requested and not idle:
+                self.store.clear_stop_reason()  # an earlier stop no longer describes this run
+            if self._e0 is None and not self.restartable:
+                self._e0 = np.asarray(self._conserved(self.state), np.float64).reshape(-1) / self.n_atoms
+            if self.store is not None and not self.store.has_state() and not self.restartable:
+                # commit an empty store with the start state: a run killed before its first state resumes here
+                self._save(self.state)
+        if interrupt.requested:
+            self._interrupted(interrupt.requested)
+            return
         label = self.progress_label if not self.replicas else f"{self.progress_label} x{self.n_replicas}"
         with tqdm(total=n_chunks * self.chunk_steps, desc=label, unit="step", disable=not progress,
                   mininterval=0.5) as bar:
@@ -297,49 +319,64 @@ class Simulation:
                     earlier = None if self.replicas else self.stop_reasons[0]
                     self.stop_reason = self.stop_reason or earlier or "every replica stopped"
                     return
-                fresh = self._fresh.copy()
-                begun, end, (steps_, pos, vel, pot, ke, cons) = self._run_chunk(self.state)
-                if self._e0 is None or fresh.any() or np.isnan(self._e0).any():
-                    e_begun = np.asarray(self._conserved(begun), np.float64).reshape(-1) / self.n_atoms
-                    self._e0 = e_begun if self._e0 is None else np.where(fresh | np.isnan(self._e0), e_begun,
-                                                                          self._e0)
-                frames = self._frames(steps_, pos, vel, pot, ke, cons)
-                if self.replicas:
-                    yield from self._replica_chunk(frames, begun, end, bar)
-                    if not self.active.any():
-                        self.stop_reason = "every replica stopped"
-                        if self.store is not None:
-                            self.store.save_stop_reason(self.stop_reason)
-                        return
-                    continue
-                bad = self.watchdogs.first_violation(frames, float(self._e0[0]), self.periodic) \
-                    if self.watchdogs else None
-                if bad is not None:
-                    k, what = bad
-                    self.stop_reason = f"stopped at t = {frames.time_fs[k]:.1f} fs: {what}"
-                    self.stop_time_fs[0], self.stop_reasons[0] = float(frames.time_fs[k]), self.stop_reason
-                    self.active[0] = False
-                    good = frames.take(slice(0, k))
-                    good = dataclasses.replace(good, stop_reason=self.stop_reason)
-                    self.state = begun
-                    if self.store is not None:
-                        if len(good):
-                            self.store.append(good)
-                        self.store.save_offending(frames.take(slice(k, None)), self.stop_reason)
-                        self._save(begun)
-                    bar.set_postfix_str(self.stop_reason[:60])
-                    if len(good):
-                        yield good
+                with deferred_interrupts() as interrupt:
+                    # a request that reached an enclosing context (a workflow's) stops before the chunk
+                    frames, finished = (None, False) if interrupt.requested else self._advance(bar)
+                if frames is not None and len(frames):
+                    yield frames
+                if finished:
                     return
-                self.state = end
-                if self.store is not None:
-                    self.store.append(frames)
-                    self._save(end)
-                bar.update(self.chunk_steps)
-                bar.set_postfix(T=f"{frames.temperature[-1]:.0f}K", refresh=False)
-                yield frames
+                if interrupt.requested:
+                    self._interrupted(interrupt.requested)
+                    return
 
-    def _replica_chunk(self, frames: Trajectory, begun, end, bar) -> Iterator[Trajectory]:
+    def _interrupted(self, signal_name: str) -> None:
+        self.interrupted = signal_name
+        self.stop_reason = (f"interrupted ({signal_name}) at step {int(np.max(np.asarray(self.state.step)))}; "
+                            "everything up to here is stored: run again to continue")
+        if self.store is not None:
+            self.store.save_stop_reason(self.stop_reason)
+
+    def _advance(self, bar) -> tuple[Trajectory | None, bool]:
+        """One chunk: run it, check it, store it. Returns (the frames to hand out, whether the run is over)."""
+        fresh = self._fresh.copy()
+        begun, end, (steps_, pos, vel, pot, ke, cons) = self._run_chunk(self.state)
+        if self._e0 is None or fresh.any() or np.isnan(self._e0).any():
+            e_begun = np.asarray(self._conserved(begun), np.float64).reshape(-1) / self.n_atoms
+            self._e0 = e_begun if self._e0 is None else np.where(fresh | np.isnan(self._e0), e_begun, self._e0)
+        frames = self._frames(steps_, pos, vel, pot, ke, cons)
+        if self.replicas:
+            frames = self._replica_chunk(frames, begun, end, bar)
+            if not self.active.any():
+                self.stop_reason = "every replica stopped"
+                if self.store is not None:
+                    self.store.save_stop_reason(self.stop_reason)
+                return frames, True
+            return frames, False
+        bad = self.watchdogs.first_violation(frames, float(self._e0[0]), self.periodic) if self.watchdogs else None
+        if bad is not None:
+            k, what = bad
+            self.stop_reason = f"stopped at t = {frames.time_fs[k]:.1f} fs: {what}"
+            self.stop_time_fs[0], self.stop_reasons[0] = float(frames.time_fs[k]), self.stop_reason
+            self.active[0] = False
+            good = dataclasses.replace(frames.take(slice(0, k)), stop_reason=self.stop_reason)
+            self.state = begun
+            if self.store is not None:
+                if len(good):
+                    self.store.append(good)
+                self.store.save_offending(frames.take(slice(k, None)), self.stop_reason)
+                self._save(begun)
+            bar.set_postfix_str(self.stop_reason[:60])
+            return good, True
+        self.state = end
+        if self.store is not None:
+            self.store.append(frames)
+            self._save(end)
+        bar.update(self.chunk_steps)
+        bar.set_postfix(T=f"{frames.temperature[-1]:.0f}K", refresh=False)
+        return frames, False
+
+    def _replica_chunk(self, frames: Trajectory, begun, end, bar) -> Trajectory:
         rollback = np.zeros(self.n_replicas, bool)
         if self.watchdogs:
             for r in np.nonzero(self.active)[0]:
@@ -361,7 +398,7 @@ class Simulation:
             self._save(self.state)
         bar.update(self.chunk_steps)
         bar.set_postfix(active=int(self.active.sum()), refresh=False)
-        yield frames
+        return frames
 
     def run(self, steps: int, progress: bool = True) -> Trajectory:
         """Run and return all frames of this call as one Trajectory (no frames: an empty one)."""

@@ -40,9 +40,16 @@ def simulate(potential, system: System, integrator: NVE | Langevin | NoseHoover,
     temperature_K: of the Maxwell-Boltzmann start velocities; default the thermostat's, required for NVE
     (unless `velocities` (N, 3) Angstrom/fs are given). seed: of the velocities and the Langevin noise (replica
     r uses seed + r). store: a folder (or `TrajectoryStore`) that receives every chunk; resume: continue from
-    it if it already holds a state. watchdogs: default `Watchdogs()` (non-finite values and atoms closer than
-    0.5 A stop the run); None disables them. record_every, chunk_steps: steps between recorded frames and per
-    compiled chunk. skin, all_pairs, cell_list: the neighbour list (`md.force_function`).
+    it if it already holds a state.
+    watchdogs: default `Watchdogs()`, whose automatic limits are fitted to this run when it starts (see
+    `md.watchdogs`; the resolved limits are `sim.watchdogs`, `print(sim.watchdogs.summary())` explains them): a
+    covalent bond of the start geometry changing by more than 0.5 A, a temperature far above the thermostat's
+    target (NVE: the start temperature; at least 300 K), for NVE a total-energy drift of 2 kT per atom, atoms
+    closer than 0.5 A, and non-finite values stop the run. `Watchdogs(max_temperature=...)` etc. override one
+    limit (None turns it off), `Watchdogs.finite_only()` keeps only the non-finite check; watchdogs=None
+    disables them all.
+    record_every, chunk_steps: steps between recorded frames and per compiled chunk. skin, all_pairs,
+    cell_list: the neighbour list (`md.force_function`).
     """
     ensure_tuned()
     if not isinstance(system, System):

@@ -13,6 +13,14 @@ chunk again in its place. So a kill at any moment leaves a store that opens with
 resumes to the uninterrupted trajectory (`open()` checks the times and names the file where they go back).
 A store that never saved a state (frames appended by hand) counts every chunk file.
 
+One writer at a time: the first write of a `TrajectoryStore` object (creating meta.json, a chunk, a state, a stop
+reason) takes the folder's writer lock (`.writer.lock`, `so3krates_lab.fileio.WriterLock`) and keeps it for the
+object's life or until `close()` (or the end of a `with store:` block). A second process that writes to the same
+folder meanwhile gets `StoreBusyError` naming the writing process, instead of interleaving its chunks with the
+first run's. Reading (`open()`, the state, the stop reason) takes no lock: a running simulation's store can be
+analysed from another process. The lock dies with its process (kill -9 included), so a killed run leaves no
+stale lock; store objects of the same process on the same folder share it.
+
     store = TrajectoryStore("runs/ethanol", numbers=numbers, timestep_fs=0.5)
     traj = store.open()           # so3krates_lab.Trajectory (traj.to_xarray(), traj.to_ase(), traj.to_extxyz(path))
 """
@@ -26,7 +34,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ..fileio import atomic_write
+from ..fileio import WriterLock, atomic_write
 from ..structures import Trajectory
 
 _DRIVER_PREFIX = "driver__"
@@ -35,6 +43,7 @@ _DRIVER_PREFIX = "driver__"
 class TrajectoryStore:
     def __init__(self, directory, numbers=None, timestep_fs: float | None = None, *, cell=None, pbc=None, **meta):
         self._pending = 0  # chunks appended by this object since its last save_state
+        self._lock: WriterLock | None = None  # the folder's writer lock, taken at the first write
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         meta_path = self.directory / "meta.json"
@@ -49,11 +58,31 @@ class TrajectoryStore:
             if cell is not None:
                 self.meta["cell"] = np.asarray(cell, float).reshape(-1).tolist()
                 self.meta["pbc"] = [bool(p) for p in np.broadcast_to(np.asarray(pbc, bool), (3,))]
+            self._writing()
             atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(self.meta, indent=1)))
 
     @property
     def numbers(self) -> np.ndarray:
         return np.asarray(self.meta["numbers"], np.int32)
+
+    # writer lock --------------------------------------------------------------------------------------------
+    def _writing(self) -> None:
+        """Take the folder's writer lock before this object's first write (StoreBusyError if another process
+        writes the store)."""
+        if self._lock is None or not self._lock.held:
+            self._lock = WriterLock(self.directory, folder=True)
+
+    def close(self) -> None:
+        """Release the writer lock early (a later write takes it again); reading needs no lock."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "TrajectoryStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # frames -------------------------------------------------------------------------------------------------
     def _all_chunk_paths(self) -> list[Path]:
@@ -79,6 +108,7 @@ class TrajectoryStore:
     def append(self, frames: Trajectory) -> Path:
         """Write one chunk of frames (a file per chunk, atomic), after the committed ones: a chunk left behind by a
         killed run (written, never committed by a state) is replaced."""
+        self._writing()
         path = self.directory / f"frames_{self._next_index():05d}.nc"
         ds = frames.to_xarray()
         atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
@@ -109,16 +139,19 @@ class TrajectoryStore:
                                    pbc=self.meta.get("pbc", [False] * 3), stop_reason=self.stop_reason())
 
     def save_offending(self, frames: Trajectory, reason: str) -> None:
+        self._writing()
         ds = frames.to_xarray()
         atomic_write(self.directory / "offending.nc", lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
         self.save_stop_reason(reason)
 
     def save_stop_reason(self, reason: str) -> None:
         """Record why the run stopped (a watchdog's finding, or a stop on request) in `stop_reason.txt`."""
+        self._writing()
         atomic_write(self.directory / "stop_reason.txt", lambda tmp: Path(tmp).write_text(reason + "\n"))
 
     def clear_stop_reason(self) -> None:
         """Forget a recorded stop (the run goes on); offending frames, if any, stay in `offending.nc`."""
+        self._writing()
         (self.directory / "stop_reason.txt").unlink(missing_ok=True)
 
     def stop_reason(self) -> str | None:
@@ -130,6 +163,7 @@ class TrajectoryStore:
     def save_state(self, state, **driver) -> None:
         """The MD state's arrays (PRNG keys as raw key data; the neighbour list is not stored, it is rebuilt) and
         the driver's bookkeeping arrays (`driver`: e.g. which replicas are active)."""
+        self._writing()
         arrays = {"positions": state.positions, "velocities": state.velocities, "forces": state.forces,
                   "potential": state.potential, "masses": state.masses, "step": state.step}
         for name, value in state.thermostat.items():

@@ -43,7 +43,10 @@ ValueError naming both. Additions that old readers may ignore keep the version; 
 
 Writing is atomic: the file is written to a temporary ``*.tmp`` in the same directory, flushed and fsync'ed,
 then moved onto the final name with ``os.replace``. A crash or error mid-save leaves any previous checkpoint
-at that path untouched and removes the temporary file.
+at that path untouched and removes the temporary file. While it writes, ``save_checkpoint`` holds the file's
+writer lock (``<name>.npz.lock``, see ``so3krates_lab.fileio.WriterLock``): another process writing the same
+checkpoint at that moment, or training into it (``fit`` holds the lock for its whole run), makes it raise
+``StoreBusyError`` naming that process.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ from typing import Any
 
 import numpy as np
 
-from ..fileio import not_npz_reason, read_head
+from ..fileio import WriterLock, not_npz_reason, read_head
 from .config import So3kratesConfig
 
 FORMAT = "so3krates_lab.checkpoint"
@@ -157,6 +160,7 @@ def _final_path(path) -> Path:
 def save_checkpoint(path, config: So3kratesConfig, variables: Mapping, *, step: int = 0, opt_state=None,
                     metadata: Mapping | None = None) -> Path:
     """Write a checkpoint (format above) atomically; returns the final path (``.npz`` appended if missing).
+    Raises ``so3krates_lab.fileio.StoreBusyError`` when another process writes the same file (see above).
 
     variables: {"params": ..., "constants": ...} with jax or numpy leaves.
     opt_state: any pytree of arrays (e.g. an optax state); only its leaves are stored.
@@ -191,20 +195,21 @@ def save_checkpoint(path, config: So3kratesConfig, variables: Mapping, *, step: 
 
     final = _final_path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.NamedTemporaryFile(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp", delete=False)
-    try:
-        with tmp:
-            np.savez(tmp, **arrays)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp.name, final)
-    except BaseException:
+    with WriterLock(final):  # StoreBusyError if another process writes this checkpoint
+        tmp = tempfile.NamedTemporaryFile(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp", delete=False)
         try:
-            os.unlink(tmp.name)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(final.parent)
+            with tmp:
+                np.savez(tmp, **arrays)
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            os.replace(tmp.name, final)
+        except BaseException:
+            try:
+                os.unlink(tmp.name)
+            except FileNotFoundError:
+                pass
+            raise
+        _fsync_dir(final.parent)
     return final
 
 

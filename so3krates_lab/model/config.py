@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 
 EV_INITS = ("zeros", "neighbours")
 DTYPES = ("float32", "float64")
+ATTENTION_PROJECTIONS = ("full", "per_head")
+MAX_ATOMIC_NUMBER = 118
+
+# Fields added after the first checkpoint format: `to_dict` writes them only where they differ from their
+# default, so the configuration of a model that does not use them reads exactly as before (and older versions
+# of the package, which refuse unknown fields, still read its checkpoints).
+_LATER_FIELDS = {"attention_projection": "full", "max_atomic_number": MAX_ATOMIC_NUMBER}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +31,16 @@ class So3kratesConfig:
     dtype:         "float32" or "float64" for parameters and computation
     layer_norm:    pre-LayerNorm on x in each block
     residual_mlp:  a residual MLP on x after each block's interaction
+    attention_projection:
+                   "full": the query, key and value maps of the attention are full F x F matrices, which mix
+                   all features before the heads are split; "per_head": each head projects only its own slice
+                   of the features with its own (F/H x F/H) matrix (F/|L| x F/|L| for the per-degree heads of
+                   the equivariant branch), i.e. block-diagonal maps, as the public reference implementation
+                   (mlff) does and spec section 3a writes (Wq^h x_i^h). "full" contains "per_head" as a
+                   special case and has about 1.6x the parameters at the defaults (509,029 vs 321,721).
+    max_atomic_number:
+                   the largest atomic number the embedding table has a row for (118: every element; mlff's
+                   table has 100 rows, i.e. 99). A structure with a larger one evaluates to NaN.
     """
 
     features: int = 132
@@ -35,9 +53,16 @@ class So3kratesConfig:
     dtype: str = "float32"
     layer_norm: bool = False
     residual_mlp: bool = False
+    attention_projection: str = "full"
+    max_atomic_number: int = MAX_ATOMIC_NUMBER
 
     def __post_init__(self):
         object.__setattr__(self, "degrees", tuple(int(d) for d in self.degrees))
+        if not isinstance(self.max_atomic_number, bool):
+            try:  # NumPy integers too (e.g. from an embedding table's shape)
+                object.__setattr__(self, "max_atomic_number", operator.index(self.max_atomic_number))
+            except TypeError:
+                pass  # reported below
         errors = []
         if self.features < 4 or self.features % 4:
             errors.append(f"features={self.features} must be a positive multiple of 4 (MLP_sph uses F/4)")
@@ -57,6 +82,13 @@ class So3kratesConfig:
             errors.append(f"ev_init={self.ev_init!r} must be one of {EV_INITS}")
         if self.dtype not in DTYPES:
             errors.append(f"dtype={self.dtype!r} must be one of {DTYPES}")
+        if self.attention_projection not in ATTENTION_PROJECTIONS:
+            errors.append(f"attention_projection={self.attention_projection!r} must be one of "
+                          f"{ATTENTION_PROJECTIONS}")
+        n = self.max_atomic_number
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_ATOMIC_NUMBER:
+            errors.append(f"max_atomic_number={self.max_atomic_number!r} must be an integer from 1 to "
+                          f"{MAX_ATOMIC_NUMBER}")
         if errors:
             raise ValueError("invalid So3kratesConfig: " + "; ".join(errors))
 
@@ -68,9 +100,18 @@ class So3kratesConfig:
     def replace(self, **changes) -> "So3kratesConfig":
         return dataclasses.replace(self, **changes)
 
+    @property
+    def n_embeddings(self) -> int:
+        """Rows of the element embedding table: atomic numbers 0 (padding) to max_atomic_number."""
+        return self.max_atomic_number + 1
+
     def to_dict(self) -> dict:
+        """All fields, except those added later (attention_projection, max_atomic_number) at their default."""
         d = dataclasses.asdict(self)
         d["degrees"] = list(self.degrees)
+        for name, default in _LATER_FIELDS.items():
+            if d[name] == default:
+                del d[name]
         return d
 
     def to_json(self) -> str:
@@ -102,4 +143,8 @@ PRESETS: dict[str, So3kratesConfig] = {
     "invariant": So3kratesConfig(degrees=()),
     # Small and quick, for tests, tutorials and smoke runs.
     "small": So3kratesConfig(features=24, layers=2, heads=2, degrees=(1, 2), radial_basis=16),
+    # The public reference implementation's model (thorben-frank/mlff, `train_so3krates` defaults): per-head
+    # attention projections and a 100-row embedding table; 319,213 parameters, as mlff's own model. Its weights
+    # load with `so3krates_lab.interop.potential_from_mlff`.
+    "mlff": So3kratesConfig(attention_projection="per_head", max_atomic_number=99),
 }

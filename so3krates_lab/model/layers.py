@@ -90,18 +90,38 @@ def scatter_to_receivers(messages, receivers, n_atoms: int):
     return jax.ops.segment_sum(messages.reshape(-1, d), receivers.reshape(-1), num_segments=n_atoms)
 
 
+def block_diagonal(blocks):
+    """(n, a, b) -> (n a, n b): the matrix with blocks[h] on its diagonal and exact zeros elsewhere."""
+    n, a, b = blocks.shape
+    eye = jnp.eye(n, dtype=blocks.dtype)
+    return (blocks[:, :, None, :] * eye[:, None, :, None]).reshape(n * a, n * b)
+
+
+def _per_head_kernel(module: nn.Module, name: str, n_heads: int, features: int, dtype):
+    """One (F/n x F/n) matrix per head, stored (n, F/n, F/n), as the block-diagonal (F, F) map it is."""
+    width = features // n_heads
+    init = nn.initializers.lecun_normal(batch_axis=(0,))  # fan-in F/n, as a Dense layer of each head
+    return block_diagonal(module.param(name, init, (n_heads, width, width), dtype))
+
+
 class EuclideanAttention(nn.Module):
     """Invariant multi-head attention on x and per-degree attention updating chi (section 3a).
 
     w_rad: list of n_filters arrays (P, F), this block's radial filter halves on stored pairs (1 filter
     without EVs, else 2). Directed quantities have a leading axis of 2 (the stored direction i <- j, then
     the reverse j <- i): phi (2, P), sph (2, P, M), receivers and senders (2, P).
+
+    projection "full": one Dense kernel "qkv" (F, 5F) = [Wq | Wq' | Wk | Wv | Wk'] (F, 3F without EVs), each
+    map F x F. "per_head": each head maps only its own feature slice: "q_heads", "k_heads", "v_heads"
+    (H, F/H, F/H) and, with EVs, "q_degrees", "k_degrees" (|L|, F/|L|, F/|L|); they are assembled into the
+    same block-diagonal (F, 5F) kernel, so both forms run the same computation.
     """
 
     features: int
     heads: int
     degrees: tuple[int, ...]
     dtype: jnp.dtype
+    projection: str = "full"
 
     @nn.compact
     def __call__(self, x, chi, w_rad, phi, sph, receivers, senders):
@@ -116,7 +136,19 @@ class EuclideanAttention(nn.Module):
             w = w_rad
         # One projection for everything: [Wq | Wq'] gathered at i, [Wk | Wv | Wk'] gathered at j.
         n_q = 2 if L else 1
-        proj = _dense((2 * n_q + 1) * F, self.dtype, use_bias=False, name="qkv")(x)
+        if self.projection == "per_head":
+            maps = [_per_head_kernel(self, "q_heads", H, F, self.dtype)]
+            if L:
+                maps.append(_per_head_kernel(self, "q_degrees", L, F, self.dtype))
+            maps += [_per_head_kernel(self, "k_heads", H, F, self.dtype),
+                     _per_head_kernel(self, "v_heads", H, F, self.dtype)]
+            if L:
+                maps.append(_per_head_kernel(self, "k_degrees", L, F, self.dtype))
+            proj = x @ jnp.concatenate(maps, axis=1)
+        elif self.projection == "full":
+            proj = _dense((2 * n_q + 1) * F, self.dtype, use_bias=False, name="qkv")(x)
+        else:
+            raise ValueError(f"unknown attention projection {self.projection!r}")
         q_i = proj[receivers, : n_q * F]  # (2, P, n_q F)
         kv_j = proj[senders, n_q * F:]  # (2, P, (n_q + 1) F)
         # w_ij = w_ji: one filter array serves both directions by broadcasting over the leading axis.
@@ -156,13 +188,13 @@ class TransformerBlock(nn.Module):
     dtype: jnp.dtype
     layer_norm: bool = False
     residual_mlp: bool = False
+    projection: str = "full"
 
     @nn.compact
     def __call__(self, x, chi, w_rad, phi, sph, receivers, senders):
         h = nn.LayerNorm(dtype=self.dtype, param_dtype=self.dtype)(x) if self.layer_norm else x
-        dx, dchi = EuclideanAttention(self.features, self.heads, self.degrees, self.dtype, name="attention")(
-            h, chi, w_rad, phi, sph, receivers, senders
-        )
+        dx, dchi = EuclideanAttention(self.features, self.heads, self.degrees, self.dtype, self.projection,
+                                      name="attention")(h, chi, w_rad, phi, sph, receivers, senders)
         x, chi = x + dx, chi + dchi
         x, chi = Interaction(self.features, self.degrees, self.dtype, name="interaction")(x, chi)
         if self.residual_mlp:

@@ -151,7 +151,8 @@ class Potential(BasePotential):
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"Potential(SO3krates F={c.features}, T={c.layers}, heads={c.heads}, degrees={c.degrees}, "
+        per_head = ", per-head projections" if c.attention_projection == "per_head" else ""
+        return (f"Potential(SO3krates F={c.features}, T={c.layers}, heads={c.heads}, degrees={c.degrees}{per_head}, "
                 f"cutoff={c.cutoff} A, {c.dtype}, {self.n_parameters:,} parameters)")
 
 

@@ -12,7 +12,7 @@ from .basis import cosine_cutoff, physnet_rbf, spherical_harmonics
 from .config import So3kratesConfig
 from .layers import TransformerBlock, _dense, radial_filters, scatter_to_receivers, silu
 
-N_ELEMENTS = 119  # index = atomic number; 0 is padding
+N_ELEMENTS = 119  # index = atomic number; 0 is padding (the constants; the embedding has config.n_embeddings rows)
 
 
 def pair_geometry(graph: Graph, dtype):
@@ -59,7 +59,7 @@ class So3krates(nn.Module):
         receivers = jnp.stack([graph.receivers, graph.senders])  # (2, P)
         senders = jnp.stack([graph.senders, graph.receivers])
 
-        x = nn.Embed(N_ELEMENTS, F, dtype=dtype, param_dtype=dtype, name="embed")(graph.numbers)
+        x = nn.Embed(cfg.n_embeddings, F, dtype=dtype, param_dtype=dtype, name="embed")(graph.numbers)
         if cfg.ev_init == "neighbours" and degrees:
             # chi_i = (1/c_i) sum_j phi_ij Y(u_ij), c_i = 1 + sum_j phi_ij (smooth, never zero)
             c = 1.0 + scatter_to_receivers(phi[..., None], receivers, n_atoms)
@@ -71,7 +71,8 @@ class So3krates(nn.Module):
         w_rad = radial_filters(rbf, cfg.layers, F, n_filters, dtype)  # T * n_filters arrays (P, F)
         for t in range(cfg.layers):
             x, chi = TransformerBlock(
-                F, cfg.heads, degrees, dtype, cfg.layer_norm, cfg.residual_mlp, name=f"block_{t}"
+                F, cfg.heads, degrees, dtype, cfg.layer_norm, cfg.residual_mlp, cfg.attention_projection,
+                name=f"block_{t}",
             )(x, chi, w_rad[t * n_filters:(t + 1) * n_filters], phi, sph, receivers, senders)
             # Recorded only when applied with mutable=["intermediates"] (tests, analysis); free otherwise.
             self.sow("intermediates", "chi", chi)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+from so3krates_lab.interrupts import Interrupted, deferred_interrupts
 
 from so3krates_lab.reference.harmonic import ethanol_pbe_harmonic
 from so3krates_lab.reference.recipes import ac_ala3_xtb, ethanol_pbe
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m so3krates_lab.reference",
                                      description="Generate the reference data sets shipped in data/ (resumable).")
     sub = parser.add_subparsers(dest="recipe", required=True)
@@ -29,6 +32,16 @@ def main(argv=None) -> None:
         p.add_argument("--work", default=None, help="folder for resumable chunks (default results/reference/...)")
         p.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    with deferred_interrupts():  # Ctrl-C / SIGTERM: the chunk in progress is stored, then exit 130
+        try:
+            _run(args)
+        except Interrupted as stop:
+            print(f"python -m so3krates_lab.reference: {stop}", file=sys.stderr)
+            return 130
+    return 0
+
+
+def _run(args) -> None:
     common = {k: v for k, v in (("out", args.out), ("work", args.work)) if v is not None}
     if args.recipe == "ethanol-pbe":
         path = ethanol_pbe(n_frames=args.frames, stride=args.stride, progress=not args.no_progress, **common)
@@ -42,4 +55,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

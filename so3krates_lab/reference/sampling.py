@@ -4,6 +4,7 @@ Every long loop writes a chunk of frames at a time into a FrameStore, so a kille
 in progress and a rerun with the same arguments continues where it stopped. MD chunks draw their Langevin noise
 from a generator seeded by (seed, chunk index) and start from the stored positions and velocities of the
 previous chunk, so a resumed run reproduces an uninterrupted one (up to SCF convergence noise).
+Ctrl-C or SIGTERM lets the chunk in progress finish and be stored, then raises `interrupts.Interrupted`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from ase import Atoms, units
 from ase.md.langevin import Langevin
 from ase.md import velocitydistribution
 
+from so3krates_lab.interrupts import deferred_interrupts
 from so3krates_lab.reference.store import FrameStore
 from so3krates_lab.structures import System
 
@@ -63,20 +65,27 @@ def sample_md(start: System | Atoms, calculator, store: FrameStore, *, temperatu
     bar = _progress(n_frames, min(done * chunk_frames, n_frames), f"MD {temperature_K:g} K", progress)
     for c in range(done, n_chunks):
         k = min(chunk_frames, n_frames - c * chunk_frames)
-        dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature_K,
-                       fixcm=False, friction=friction_per_fs / units.fs, rng=np.random.default_rng([seed, 2 + c]))
-        R, E, F, V = [], [], [], []
-        for _ in range(k):
-            dyn.run(stride)
-            R.append(atoms.positions.copy())
-            E.append(atoms.get_potential_energy())
-            F.append(atoms.get_forces())
-            V.append(atoms.get_velocities() * units.fs)
-            bar.update(1)
-        store.append(atoms.numbers, R, E, F, velocities=V)
+        with deferred_interrupts() as interrupt:
+            interrupt.raise_if_requested(f"MD sampling stopped before chunk {c + 1} of {n_chunks}; "
+                                         f"{store.directory} holds every frame so far: rerun to resume")
+            dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature_K, fixcm=False,
+                           friction=friction_per_fs / units.fs, rng=np.random.default_rng([seed, 2 + c]))
+            R, E, F, V = [], [], [], []
+            for _ in range(k):
+                dyn.run(stride)
+                R.append(atoms.positions.copy())
+                E.append(atoms.get_potential_energy())
+                F.append(atoms.get_forces())
+                V.append(atoms.get_velocities() * units.fs)
+                bar.update(1)
+            store.append(atoms.numbers, R, E, F, velocities=V)
         # Continue from the stored state (velocities round-trip through Angstrom/fs), exactly as a resumed run
         # would, so that resuming reproduces an uninterrupted run bit for bit.
         atoms.set_velocities(np.asarray(V[-1]) / units.fs)
+        if interrupt.requested:
+            bar.close()
+            interrupt.raise_if_requested(f"MD sampling stopped after chunk {c + 1} of {n_chunks}; "
+                                         f"{store.directory} holds every frame so far: rerun to resume")
     bar.close()
     return store
 
@@ -94,12 +103,19 @@ def label_frames(numbers, positions, calculator, store: FrameStore, *, chunk_fra
     atoms.calc = calculator
     bar = _progress(total, done, desc, progress)
     for start in range(done, total, chunk_frames):
-        E, F = [], []
-        for r in positions[start:start + chunk_frames]:
-            atoms.positions = r
-            E.append(atoms.get_potential_energy())
-            F.append(atoms.get_forces())
-            bar.update(1)
-        store.append(numbers, positions[start:start + len(E)], E, F)
+        with deferred_interrupts() as interrupt:
+            interrupt.raise_if_requested(f"labelling stopped after {start} of {total} frames; "
+                                         f"{store.directory} holds them: rerun to resume")
+            E, F = [], []
+            for r in positions[start:start + chunk_frames]:
+                atoms.positions = r
+                E.append(atoms.get_potential_energy())
+                F.append(atoms.get_forces())
+                bar.update(1)
+            store.append(numbers, positions[start:start + len(E)], E, F)
+        if interrupt.requested:
+            bar.close()
+            interrupt.raise_if_requested(f"labelling stopped after {start + len(E)} of {total} frames; "
+                                         f"{store.directory} holds them: rerun to resume")
     bar.close()
     return store

@@ -4,6 +4,11 @@ Each chunk `chunk_00000.npz` holds K consecutive frames of one molecule: numbers
 Angstrom, energy (K,) eV, forces (K, N, 3) eV/Angstrom and, for MD, velocities (K, N, 3) Angstrom/fs. A chunk
 is written to a temporary name and renamed into place, so a killed job leaves every finished chunk readable
 and a restart continues after the last one.
+
+One writer at a time: the first `append` of a `FrameStore` object takes the folder's writer lock
+(`.writer.lock`, `so3krates_lab.fileio.WriterLock`) and keeps it for the object's life or until `close()`; a
+second process appending to the same folder meanwhile gets `StoreBusyError` naming the writer (two jobs would
+otherwise write the same chunk numbers). Reading takes no lock, and a killed job leaves no stale lock.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from so3krates_lab.fileio import atomic_write
+from so3krates_lab.fileio import WriterLock, atomic_write
 from so3krates_lab.structures import Dataset, System
 
 
@@ -28,6 +33,19 @@ class FrameStore:
     def __init__(self, directory):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock: WriterLock | None = None  # the folder's writer lock, taken at the first append
+
+    def close(self) -> None:
+        """Release the writer lock early (a later append takes it again); reading needs no lock."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "FrameStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def chunk_paths(self) -> list[Path]:
         return sorted(self.directory.glob("chunk_*.npz"))
@@ -48,6 +66,8 @@ class FrameStore:
             raise ValueError(f"inconsistent chunk shapes: { {key: a.shape for key, a in arrays.items()} }")
         if velocities is not None:
             arrays["velocities"] = np.asarray(velocities, np.float64)
+        if self._lock is None or not self._lock.held:  # StoreBusyError if another process appends here
+            self._lock = WriterLock(self.directory, folder=True)
         return atomic_write(self.directory / f"chunk_{self.n_chunks:05d}.npz", lambda tmp: _savez(tmp, arrays))
 
     def arrays(self) -> dict[str, np.ndarray]:

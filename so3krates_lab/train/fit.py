@@ -9,6 +9,9 @@ optimiser state, step, history; atomic) and, when validation improved, `<checkpo
 Calling `fit` again with the same checkpoint path resumes from the last save and reaches the same result as an
 uninterrupted run (up to floating-point noise). Ctrl-C (or SIGTERM) saves after the step it lands in and returns
 the result so far (interrupted=True); a second Ctrl-C stops at once (`so3krates_lab.interrupts`).
+One run per checkpoint: `fit` holds the checkpoint's writer lock (`<checkpoint>.lock`, `so3krates_lab.fileio`)
+from start to end, so a second `fit` (or `so3krates-train`) on the same path, in another process, stops at once
+with `StoreBusyError` naming the running one instead of overwriting its checkpoints.
 
 Data parallelism: with several local devices (GPUs, or CPU devices made with
 XLA_FLAGS=--xla_force_host_platform_device_count=N) each training batch is split evenly over a one-axis mesh
@@ -33,6 +36,7 @@ import numpy as np
 import optax
 
 from ..data import fit_element_energies
+from ..fileio import holds_writer_lock
 from ..model import (
     Potential, So3kratesConfig, compiler_options, init_variables, load_checkpoint, restore_opt_state, save_checkpoint,
     with_constants,
@@ -164,6 +168,12 @@ def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def _checkpoint_file(path: Path) -> Path:
+    """The file save_checkpoint writes for `path` (".npz" appended if missing): the one fit locks."""
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
+@holds_writer_lock("checkpoint", _checkpoint_file)
 def fit(
     train: Dataset,
     valid: Dataset,
@@ -180,7 +190,19 @@ def fit(
 
     callbacks: called with each validation record; returning True stops training (a widget's stop button).
     metadata: stored in the checkpoints (e.g. data provenance: file hashes and split indices).
+    checkpoint: saved to and resumed from (see the module docstring); another process training into the same
+    path makes this call raise `so3krates_lab.fileio.StoreBusyError` before it does any work.
+    Ctrl-C or SIGTERM (in the main thread) stops after the current step, saves the checkpoint and returns with
+    `interrupted=True`; one that arrives while the data are prepared or the step compiles stops before the first
+    step. A second Ctrl-C raises KeyboardInterrupt at once.
     """
+    with deferred_interrupts() as interrupt:
+        return _fit(train, valid, config, train_config, checkpoint=checkpoint, resume=resume, progress=progress,
+                    callbacks=callbacks, metadata=metadata, interrupt=interrupt)
+
+
+def _fit(train, valid, config, train_config, *, checkpoint, resume, progress, callbacks, metadata,
+         interrupt) -> FitResult:
     ensure_tuned()
     tc = train_config
     batch_size = tc.batch_size or default_batch_size(len(train))
@@ -202,6 +224,8 @@ def fit(
     opt_state = tx.init(variables["params"])
     step, history, best = 0, [], {"loss": math.inf, "step": 0, "variables": variables}
     checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None and checkpoint.suffix != ".npz":  # the file save_checkpoint writes
+        checkpoint = checkpoint.with_name(checkpoint.name + ".npz")
     best_path = checkpoint.with_name(checkpoint.stem + "_best.npz") if checkpoint else None
     if checkpoint is not None and resume and checkpoint.exists():
         saved = load_checkpoint(checkpoint)
@@ -250,10 +274,11 @@ def fit(
     bar = _progress(progress, None if tc.max_seconds is not None and tc.max_steps >= 10**8 else tc.max_steps, step)
     params, constants = variables["params"], variables["constants"]
     interrupted, stop, losses, t0 = False, False, [], time.perf_counter()
-    interrupt = deferred_interrupts()
     try:
-        interrupt.__enter__()
         while step < tc.max_steps and not stop:
+            if interrupt.requested:  # arrived before the first step (while compiling): nothing new to save
+                interrupted = True
+                break
             epoch, k = divmod(step, steps_per_epoch)
             order = _epoch_order(tc.seed, epoch, len(train))
             indices = jax.device_put(np.asarray(order[k * batch_size:(k + 1) * batch_size], np.int32), split)
@@ -297,7 +322,6 @@ def fit(
         except RuntimeError:  # the step had taken (donated) the parameters: the last validation's checkpoint stands
             raise KeyboardInterrupt from None
     finally:
-        interrupt.__exit__(None, None, None)
         bar.close()
     return FitResult(variables=best["variables"], config=config, history=history, step=step,
                      best_step=best["step"], interrupted=interrupted, metadata=dict(metadata or {}))
