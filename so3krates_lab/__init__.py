@@ -11,6 +11,8 @@ Importing the package does nothing but define names: no JAX configuration, no en
 
 from . import analysis, data, md, pretrained
 from .analytic import MorsePotential
+from .fileio import StoreBusyError
+from .interrupts import Interrupted
 from .model import Potential, So3kratesConfig
 from .potential_base import BasePotential, Prediction, PotentialProtocol
 from .structures import Dataset, Graph, StructureError, System, Trajectory
@@ -19,7 +21,7 @@ from .train import FitResult, TrainConfig, error_report, fit
 __version__ = "0.1.0"
 
 __all__ = [
-    "BasePotential", "Dataset", "FitResult", "Graph", "MorsePotential", "Potential", "PotentialProtocol", "Prediction",
-    "So3kratesConfig", "StructureError", "System", "TrainConfig", "Trajectory", "__version__", "analysis", "data",
+    "BasePotential", "Dataset", "FitResult", "Graph", "Interrupted", "MorsePotential", "Potential", "PotentialProtocol", "Prediction",
+    "So3kratesConfig", "StoreBusyError", "StructureError", "System", "TrainConfig", "Trajectory", "__version__", "analysis", "data",
     "error_report", "fit", "md", "pretrained",
 ]

@@ -1,7 +1,8 @@
 """Reading reference data into Datasets (eV, Angstrom, eV/Angstrom), checks, splits and element shifts."""
 
-from so3krates_lab.data._common import MAX_RMS_FORCE, FormatError
+from so3krates_lab.data._common import FormatError
 from so3krates_lab.data.checks import check_overlaps
+from so3krates_lab.data.plausibility import MAX_RMS_FORCE, check_units, unit_evidence
 from so3krates_lab.data.readers import (
     READERS,
     detect_format,
@@ -23,6 +24,7 @@ __all__ = [
     "FormatError",
     "Split",
     "check_overlaps",
+    "check_units",
     "detect_format",
     "element_energy_sum",
     "fit_element_energies",
@@ -33,4 +35,5 @@ __all__ = [
     "read_md22_xyz",
     "read_padded_npz",
     "read_rmd17",
+    "unit_evidence",
 ]

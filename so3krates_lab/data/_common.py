@@ -11,13 +11,10 @@ from typing import Iterable
 
 import numpy as np
 
+from so3krates_lab.data import plausibility
 from so3krates_lab.data.checks import check_overlaps
 from so3krates_lab.structures import Dataset, StructureError, System
 from so3krates_lab.units import UnitError, canonical_energy_unit, canonical_length_unit
-
-# Above this RMS force (eV/Angstrom, whole data set) the unit conversion is almost certainly wrong:
-# real molecular and materials data sets have RMS forces of about 0.3 to 3 eV/Angstrom.
-MAX_RMS_FORCE = 50.0
 
 
 class FormatError(ValueError):
@@ -70,11 +67,13 @@ def npz_string(value) -> str:
 
 
 def assemble(path: Path, sha: str, frames: Iterable[dict], units: tuple[str, str], *,
-             min_distance: float | None = 0.1, name: str | None = None) -> Dataset:
+             min_distance: float | None = 0.1, name: str | None = None, check_units: bool = True) -> Dataset:
     """Build checked Systems from frame dicts (System keyword arguments, internal units) into a Dataset.
 
     Every error is prefixed with the path and the 0-based frame index. `units` = (energy, length) unit
     the file stored, recorded in Dataset.file_units. Overlap check skipped when min_distance is None or 0.
+    check_units: run the unit-plausibility check (so3krates_lab.data.plausibility.check_units), which raises
+    UnitError when the values are clearly not in `units` (e.g. kcal/mol data declared as eV).
     """
     systems = []
     for k, frame in enumerate(frames):
@@ -87,7 +86,8 @@ def assemble(path: Path, sha: str, frames: Iterable[dict], units: tuple[str, str
         systems.append(system)
     if not systems:
         raise StructureError(f"{path}: file is empty (0 frames)")
-    check_force_scale(path, systems, units)
+    if check_units:
+        plausibility.check_units(systems, units, source=path)
     return Dataset(
         systems=tuple(systems),
         name=name if name is not None else path.stem,
@@ -95,17 +95,3 @@ def assemble(path: Path, sha: str, frames: Iterable[dict], units: tuple[str, str
         sha256=sha,
         file_units={"energy": units[0], "length": units[1]},
     )
-
-
-def check_force_scale(path, systems: list[System], units: tuple[str, str]) -> None:
-    """Raise UnitError when the RMS force over all labelled frames exceeds MAX_RMS_FORCE eV/Angstrom."""
-    forces = [s.forces for s in systems if s.forces is not None]
-    if not forces:
-        return
-    rms = float(np.sqrt(np.mean(np.concatenate(forces) ** 2)))
-    if rms > MAX_RMS_FORCE:
-        raise UnitError(
-            f"{path}: RMS force is {rms:.4g} eV/Angstrom after converting from {units[0]}/{units[1]}, above the "
-            f"{MAX_RMS_FORCE} eV/Angstrom that real data never reach: the units are probably wrong "
-            f"(check energy_unit= and length_unit=)"
-        )

@@ -136,13 +136,14 @@ def _reject_zero_numbers(path, Z, key: str) -> None:
 
 
 def read_rmd17(path, energy_unit: str | None = None, length_unit: str | None = None, labels: str = "new",
-               min_distance: float | None = 0.1) -> Dataset:
+               min_distance: float | None = 0.1, check_units: bool = True) -> Dataset:
     """Read a revised MD17 file (keys nuclear_charges (N,), coords (S, N, 3), energies (S,), forces (S, N, 3)).
 
     The file stores Angstrom and kcal/mol (kcal/mol/Angstrom); energy_unit / length_unit need not be given
     and raise UnitError if they contradict that. labels="new" reads energies/forces (rMD17 PBE/def2-SVP),
     labels="old" reads old_energies/old_forces (the original MD17 labels of the same geometries).
-    min_distance: Angstrom, overlap check threshold (None disables).
+    min_distance: Angstrom, overlap check threshold (None disables). check_units=False skips the
+    unit-plausibility check (so3krates_lab.data.plausibility; every reader has this keyword).
     """
     if labels not in ("new", "old"):
         raise ValueError(f"labels must be 'new' or 'old', got {labels!r}")
@@ -155,11 +156,11 @@ def read_rmd17(path, energy_unit: str | None = None, length_unit: str | None = N
     names = {"positions": "coords", "numbers": "nuclear_charges", "energy": e_key, "forces": f_key}
     frames = _frames(p, names, arrays["coords"], arrays["nuclear_charges"], arrays[e_key], arrays[f_key],
                      None, None, energy_factor(eu), length_factor(lu), padded=False)
-    return assemble(p, sha, frames, (eu, lu), min_distance=min_distance)
+    return assemble(p, sha, frames, (eu, lu), min_distance=min_distance, check_units=check_units)
 
 
 def read_md17_npz(path, energy_unit: str | None = None, length_unit: str | None = None,
-                  min_distance: float | None = 0.1) -> Dataset:
+                  min_distance: float | None = 0.1, check_units: bool = True) -> Dataset:
     """Read an original MD17 / sGDML style npz.
 
     Key sets: R (S, N, 3), z (N,) or (S, N), E (S,) or (S, 1), F (S, N, 3), optional cell ((3, 3) or
@@ -185,11 +186,11 @@ def read_md17_npz(path, energy_unit: str | None = None, length_unit: str | None 
     _reject_zero_numbers(p, arrays[names["numbers"]], names["numbers"])
     frames = _frames(p, names, arrays[names["positions"]], arrays[names["numbers"]], E, F, arrays.get("cell"),
                      arrays.get("pbc"), energy_factor(eu), length_factor(lu), padded=False)
-    return assemble(p, sha, frames, (eu, lu), min_distance=min_distance)
+    return assemble(p, sha, frames, (eu, lu), min_distance=min_distance, check_units=check_units)
 
 
 def read_padded_npz(path, energy_unit: str | None = None, length_unit: str | None = None,
-                    keys: dict | None = None, min_distance: float | None = 0.1) -> Dataset:
+                    keys: dict | None = None, min_distance: float | None = 0.1, check_units: bool = True) -> Dataset:
     """Read a zero-padded multi-molecule npz; each frame keeps only its real atoms (atomic number > 0).
 
     Default keys R (S, Nmax, 3), z (S, Nmax) with 0 = padding, E (S,) or (S, 1), F (S, Nmax, 3): units
@@ -212,4 +213,4 @@ def read_padded_npz(path, energy_unit: str | None = None, length_unit: str | Non
     E, F, eu, lu = _labels_and_units(arrays, names, energy_unit, length_unit, e_decl, r_decl, p)
     frames = _frames(p, names, arrays[names["positions"]], arrays[names["numbers"]], E, F, None, None,
                      energy_factor(eu), length_factor(lu), padded=True)
-    return assemble(p, sha, frames, (eu, lu), min_distance=min_distance)
+    return assemble(p, sha, frames, (eu, lu), min_distance=min_distance, check_units=check_units)

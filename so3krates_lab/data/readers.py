@@ -73,7 +73,7 @@ def detect_format(path) -> str:
 
 
 def load(path, energy_unit: str | None = None, length_unit: str | None = None, format: str | None = None,
-         **kw) -> Dataset:
+         check_units: bool = True, **kw) -> Dataset:
     """Read a data set into a Dataset in eV, Angstrom, eV/Angstrom.
 
     Detection: .npz with nuclear_charges + coords -> rMD17; atXYZ -> QM7-X (padded); a 2-D z with zeros ->
@@ -81,6 +81,9 @@ def load(path, energy_unit: str | None = None, length_unit: str | None = None, f
     (and no Lattice=) -> MD22 raw xyz (kcal/mol); anything else -> ASE (eV unless energy_unit says otherwise).
     format: "rmd17", "md17", "md22", "padded" or "ase" overrides detection. Units left as None use the
     reader's own rule (known file units, or ASE's eV/Angstrom); extra keywords go to the reader.
+    check_units: every reader checks that the values are physically plausible in the stated units (bond lengths
+    vs covalent radii, bond stiffness, absolute energies, forces: so3krates_lab.data.plausibility) and raises
+    UnitError naming the likely unit, e.g. for kcal/mol data declared as eV; False skips that check.
     """
     p = Path(path).expanduser()
     if not p.exists():
@@ -90,4 +93,4 @@ def load(path, energy_unit: str | None = None, length_unit: str | None = None, f
     if format not in READERS:
         raise ValueError(f"unknown format {format!r} for {p}; choose one of {sorted(READERS)}")
     units = {k: v for k, v in (("energy_unit", energy_unit), ("length_unit", length_unit)) if v is not None}
-    return READERS[format](p, **units, **kw)
+    return READERS[format](p, **units, check_units=check_units, **kw)

@@ -81,7 +81,7 @@ def _md22_frames(text: str, path, ef: float, lf: float):
 
 
 def read_md22_xyz(path, energy_unit: str | None = None, length_unit: str | None = None,
-                  min_distance: float | None = 0.1) -> Dataset:
+                  min_distance: float | None = 0.1, check_units: bool = True) -> Dataset:
     """Read a raw MD22 xyz file: per frame an atom count line, a comment line with `Energy=<float>`
     (kcal/mol; may also carry Properties=species:S:1:pos:R:3:forces:R:3), then `El x y z fx fy fz`
     lines (Angstrom, kcal/mol/Angstrom). A frame without Energy= or force columns gets None for them.
@@ -95,7 +95,7 @@ def read_md22_xyz(path, energy_unit: str | None = None, length_unit: str | None 
     except UnicodeDecodeError as err:
         raise FormatError(f"{p}: not a text (UTF-8) xyz file ({err})") from err
     frames = _md22_frames(text, p, energy_factor(eu), length_factor(lu))
-    return assemble(p, sha, frames, (eu, lu), min_distance=min_distance)
+    return assemble(p, sha, frames, (eu, lu), min_distance=min_distance, check_units=check_units)
 
 
 def _drop_vacuum(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, vacuum_gap: float) -> np.ndarray:
@@ -147,7 +147,8 @@ def _ase_frames(images, ef: float, lf: float, labels: bool, vacuum_gap: float | 
 
 
 def read_ase(path, index=":", energy_unit: str = "eV", length_unit: str = "Angstrom", labels: bool = True,
-             vacuum_gap: float | None = 50.0, min_distance: float | None = 0.1, **ase_kw) -> Dataset:
+             vacuum_gap: float | None = 50.0, min_distance: float | None = 0.1, check_units: bool = True,
+             **ase_kw) -> Dataset:
     """Read anything ase.io.read understands (extxyz, ASE .db, ...), with cells and pbc.
 
     index: ASE index string or int (":" = all frames). Units default to ASE's eV / Angstrom.
@@ -156,6 +157,8 @@ def read_ase(path, index=":", energy_unit: str = "eV", length_unit: str = "Angst
     A periodic cell is dropped when pbc is all False. vacuum_gap (Angstrom): a periodic direction whose
     empty gap between the atoms and their next image exceeds it is made non-periodic (e.g. a molecule in
     a fake 999.9 A box becomes a free molecule, cell None); None keeps the file's pbc.
+    check_units (all readers): False skips the unit-plausibility check (so3krates_lab.data.plausibility), which
+    raises UnitError when bond lengths, bond stiffness or forces show the data are not in the stated units.
     """
     import ase.io
 
@@ -172,4 +175,4 @@ def read_ase(path, index=":", energy_unit: str = "eV", length_unit: str = "Angst
     if not isinstance(images, list):
         images = [images]
     frames = _ase_frames(images, energy_factor(eu), length_factor(lu), labels, vacuum_gap)
-    return assemble(p, sha, frames, (eu, lu), min_distance=min_distance)
+    return assemble(p, sha, frames, (eu, lu), min_distance=min_distance, check_units=check_units)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -41,7 +42,18 @@ def main(argv=None) -> int:
                    "results/demo in the current directory)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    from ..interrupts import deferred_interrupts
 
+    # Ctrl-C or SIGTERM at any moment: the step in progress finishes, what is done is kept, exit status 130
+    with deferred_interrupts():
+        try:
+            return _run(args)
+        except KeyboardInterrupt:  # a second Ctrl-C
+            print("python -m so3krates_lab: stopped at once (second Ctrl-C)", file=sys.stderr)
+            return 130
+
+
+def _run(args) -> int:
     from .. import md
     from ..analysis import energy_conservation
     from ..data import Split, load, shipped_path
@@ -78,16 +90,19 @@ def main(argv=None) -> int:
     parity_plot(report).write_html(args.out / "parity.html", include_plotlyjs=True)
 
     # Compiled NVE (velocity Verlet, chunks of 1000 steps recorded every 10) from Maxwell-Boltzmann velocities with
-    # zero momenta, watched by the bond watchdog.
+    # zero momenta, watched by the automatic watchdogs.
     start = test[0]
     store_dir = args.out / "trajectory"
     shutil.rmtree(store_dir, ignore_errors=True)
     sim = md.simulate(potential, start, md.NVE(args.timestep), temperature_K=args.temperature, seed=args.seed,
-                      store=store_dir, watchdogs=md.Watchdogs().with_bonds(start, max_bond_deviation=0.5))
+                      store=store_dir)  # default watchdogs: bonds of the start, temperature ceiling, NVE drift
     t_first = steps_first = None
     for _ in sim.chunks(args.steps):
         if t_first is None:
             t_first, steps_first = time.perf_counter(), int(sim.state.step)
+    if sim.interrupted:
+        print(f"python -m so3krates_lab: {sim.stop_reason} ({store_dir})", file=sys.stderr)
+        return 130
     timed_steps = int(sim.state.step) - (steps_first or 0)
     ms_per_step = 1e3 * (time.perf_counter() - t_first) / timed_steps if timed_steps > 0 else float("nan")
     traj = sim.trajectory()
