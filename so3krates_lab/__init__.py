@@ -6,17 +6,39 @@
     sim = sl.md.simulate(pot, system, sl.md.Langevin(timestep_fs=0.5, temperature_K=300.0))
     traj = sim.run(10_000)                                       # a Trajectory
 
-Importing the package does nothing but define names: no JAX configuration, no environment writes.
+Importing the package does nothing but define names (imported on first use): no JAX configuration, no
+environment writes.
 """
 
-from . import analysis, data, md, pretrained
-from .analytic import MorsePotential
-from .fileio import StoreBusyError
-from .interrupts import Interrupted
-from .model import Potential, So3kratesConfig
-from .potential_base import BasePotential, Prediction, PotentialProtocol
-from .structures import Dataset, Graph, StructureError, System, Trajectory
-from .train import FitResult, TrainConfig, error_report, fit
+import importlib
+
+# Names are imported when first used (PEP 562), so `import so3krates_lab` is instant: a command line can install
+# its Ctrl-C guard (so3krates_lab.interrupts) before JAX and SciPy load, and `import so3krates_lab.cli` stays cheap.
+_SUBPACKAGES = {"analysis", "data", "md", "pretrained"}
+_NAMES = {
+    "MorsePotential": "analytic", "StoreBusyError": "fileio", "Interrupted": "interrupts",
+    "Potential": "model", "So3kratesConfig": "model",
+    "BasePotential": "potential_base", "Prediction": "potential_base", "PotentialProtocol": "potential_base",
+    "Dataset": "structures", "Graph": "structures", "StructureError": "structures", "System": "structures",
+    "Trajectory": "structures",
+    "FitResult": "train", "TrainConfig": "train", "error_report": "train", "fit": "train",
+}
+
+
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        value = importlib.import_module(f".{name}", __name__)
+    elif name in _NAMES:
+        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | _SUBPACKAGES | set(_NAMES))
+
 
 __version__ = "0.1.0"
 

@@ -7,8 +7,6 @@ import sys
 
 from so3krates_lab.interrupts import Interrupted, deferred_interrupts
 
-from so3krates_lab.reference.harmonic import ethanol_pbe_harmonic
-from so3krates_lab.reference.recipes import ac_ala3_xtb, ethanol_pbe
 
 
 def main(argv=None) -> int:
@@ -42,6 +40,10 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> None:
+    # imported here, under the Ctrl-C guard: pyscf, tblite and JAX take seconds to load
+    from so3krates_lab.reference.harmonic import ethanol_pbe_harmonic
+    from so3krates_lab.reference.recipes import ac_ala3_xtb, ethanol_pbe
+
     common = {k: v for k, v in (("out", args.out), ("work", args.work)) if v is not None}
     if args.recipe == "ethanol-pbe":
         path = ethanol_pbe(n_frames=args.frames, stride=args.stride, progress=not args.no_progress, **common)
