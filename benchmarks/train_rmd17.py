@@ -2,17 +2,21 @@
 
     .venv/bin/python benchmarks/train_rmd17.py --molecule aspirin --minutes 20
     .venv/bin/python benchmarks/train_rmd17.py --molecule ethanol --steps 2000 --ev-init neighbours
+    .venv/bin/python benchmarks/train_rmd17.py --steps 2000 --attention-projection per_head --json per_head.json
 
 Split 01: 950 training + 50 validation frames drawn (seeded) from rmd17_<molecule>_train_01.npz, tested on all
 1000 frames of rmd17_<molecule>_test_01.npz. Trains with `so3krates_lab.train.fit` (default model config, batch 5,
 loss 0.01 MSE(E) + 0.99 MSE(F)) for a wall-clock budget or a number of steps, then prints the test energy MAE
 (meV), force MAE (meV/A), steps done and seconds per step. The best-validation checkpoint is written under
-results/ so the run can be resumed (same command) or inspected.
+results/ so the run can be resumed (same command) or inspected. `--json PATH` also writes the numbers (and the
+steps per second of every validation interval after the first of this call) to a JSON file
+(benchmarks/attention_forms.py reads it).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -35,12 +39,15 @@ def main(argv=None) -> int:
     p.add_argument("--anneal-to", type=float, default=None,
                    help="with --minutes: decay the learning rate to this fraction over the budget "
                         "(TrainConfig.anneal_to; checkpoint name *_anneal<value>_*)")
+    p.add_argument("--attention-projection", choices=("full", "per_head"), default="full",
+                   help="So3kratesConfig.attention_projection (per_head: checkpoint name *_perhead_*)")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", type=Path,
                    default=Path(os.environ.get("SO3KRATES_DATA_DIR", ROOT.parent / "shared" / "data")))
     p.add_argument("--out", type=Path, default=ROOT / "results")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint instead of resuming")
+    p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
     if args.minutes is None and args.steps is None:
         p.error("give --minutes or --steps")
@@ -59,7 +66,7 @@ def main(argv=None) -> int:
     order = np.random.default_rng(args.seed).permutation(len(pool))
     train, valid = pool[order[:950]], pool[order[950:1000]]
     degrees = tuple(int(d) for d in args.degrees.split(",") if d.strip())
-    config = So3kratesConfig(ev_init=args.ev_init, degrees=degrees)
+    config = So3kratesConfig(ev_init=args.ev_init, degrees=degrees, attention_projection=args.attention_projection)
     tc = TrainConfig(max_steps=args.steps or 10**9, max_seconds=None if args.minutes is None else 60 * args.minutes,
                      batch_size=args.batch_size, eval_every=args.eval_every, seed=args.seed,
                      anneal_to=args.anneal_to)
@@ -69,6 +76,8 @@ def main(argv=None) -> int:
         variant += f"_anneal{args.anneal_to:g}"
     if args.batch_size != 5:
         variant += f"_batch{args.batch_size}"
+    if args.attention_projection == "per_head":
+        variant += "_perhead"
     name = f"rmd17_{args.molecule}_{variant}_seed{args.seed}"
     provenance = {"train_file": str(train_file), "train_sha256": pool.sha256, "test_file": str(test_file),
                   "test_sha256": test.sha256, "train_indices": order[:950].tolist(),
@@ -86,8 +95,10 @@ def main(argv=None) -> int:
     # the training residuals (least squares on the training frames only; forces unchanged) and test again.
     refit = error_report(refit_element_energies(potential, train), test).attrs
     print(f"\nrMD17 {args.molecule}, split 01 (950 train / 50 valid / 1000 test), ev_init={args.ev_init}, "
-          f"degrees {degrees}, batch {tc.batch_size or 'auto'}, learning rate {tc.learning_rate:g} decaying x0.1 per "
-          f"{tc.decay_steps} steps" + (f", annealed to x{tc.anneal_to:g} over the budget" if tc.anneal_to else ""))
+          f"degrees {degrees}, {args.attention_projection} attention projections "
+          f"({potential.n_parameters:,} parameters), batch {tc.batch_size or 'auto'}, learning rate "
+          f"{tc.learning_rate:g} decaying x0.1 per {tc.decay_steps} steps"
+          + (f", annealed to x{tc.anneal_to:g} over the budget" if tc.anneal_to else ""))
     print(f"{'steps':>7s} {'best step':>9s} {'s/step':>7s} {'steps/s':>7s} {'steady/s':>8s} {'E MAE meV':>10s} "
           f"{'F MAE meV/A':>12s} "
           f"{'E RMSE':>8s} {'F RMSE':>8s}")
@@ -106,9 +117,34 @@ def main(argv=None) -> int:
         print(f"resumed at step {steps_before}: s/step and steps/s count the {steps_now} steps of this call")
     from so3krates_lab.workflows.benchmarking import machine_info, machine_line
 
-    print(f"machine: {machine_line(machine_info())}")
+    machine = machine_line(machine_info())
+    print(f"machine: {machine}")
     print(f"wall time {wall:.0f} s in this call; checkpoint "
           f"{args.out / (name + '.npz')}")
+    if args.json is not None:
+        # Steps per second of each validation interval of this call except the first (which holds the
+        # compilation); a validation (50 frames) is included in its interval.
+        mine = [r for r in h if r["step"] > steps_before]
+        blocks = [(b["step"] - a["step"]) / (b["seconds"] - a["seconds"]) for a, b in zip(mine, mine[1:])]
+        if args.json.exists() and not args.fresh:  # an earlier call of the same run: keep its intervals
+            try:
+                earlier = json.loads(args.json.read_text())
+            except ValueError:
+                earlier = {}
+            if earlier.get("checkpoint") == str(resumed) and earlier.get("steps") == steps_before:
+                blocks = earlier.get("block_steps_per_s", []) + blocks
+        record = {"molecule": args.molecule, "name": name, "checkpoint": str(resumed), "config": config.to_dict(),
+                  "attention_projection": config.attention_projection, "parameters": potential.n_parameters,
+                  "seed": args.seed, "batch_size": tc.batch_size, "eval_every": tc.eval_every, "steps": result.step,
+                  "best_step": result.best_step, "interrupted": result.interrupted, "steps_this_call": steps_now,
+                  "wall_s_this_call": wall, "block_steps_per_s": blocks, "test": metrics,
+                  "test_refit": refit, "machine": machine, "load_average": list(os.getloadavg()),
+                  "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(record, indent=1, default=float))
+        tmp.replace(args.json)
+        print(f"results written to {args.json}")
     return 0
 
 
