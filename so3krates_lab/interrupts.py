@@ -91,4 +91,17 @@ def deferred_interrupts() -> DeferredInterrupts:
     return DeferredInterrupts()
 
 
-__all__ = ["DeferredInterrupts", "Interrupted", "deferred_interrupts"]
+def guarded(function):
+    """Run every call of `function` inside `deferred_interrupts()`: a signal during its set-up (before its loop
+    opens its own context, which inherits the request) is kept instead of raising KeyboardInterrupt there."""
+    import functools
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        with deferred_interrupts():
+            return function(*args, **kwargs)
+
+    return call
+
+
+__all__ = ["DeferredInterrupts", "Interrupted", "deferred_interrupts", "guarded"]

@@ -21,7 +21,7 @@ from ..md import (
 )
 from ..md.watchdogs import Watchdogs
 from ..fileio import holds_writer_lock
-from ..interrupts import deferred_interrupts
+from ..interrupts import deferred_interrupts, guarded
 from ..memory import ensure_tuned
 from ..structures import System
 from .alignment import bond_graph
@@ -50,6 +50,7 @@ class Exploration:
 
 # one exploration per checkpoint: another process on the same path gets StoreBusyError (lock <checkpoint>.lock)
 @holds_writer_lock("checkpoint", lambda path: path.with_suffix(""))
+@guarded  # a Ctrl-C during set-up and compilation is kept for the loop, which stops at once
 def explore_minima(potential, system: System, *, n_replicas: int = 8, temperature_K: float = 500.0,
                    timestep_fs: float = 0.5, friction_per_fs: float = 0.01, sample_every_fs: float = 50.0,
                    n_slots: int | None = None, fmax: float = 1e-3, max_relax_steps: int = 3000,
