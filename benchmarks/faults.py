@@ -17,7 +17,9 @@ compile times (with only the first kind, a busy machine during the reference run
 send most signals after a faster trial had ended). Trials run round-robin over the workflows.
 
 Resumable: the reference, the plan (`plan.json`) and each trial's result (`trials/<k>.json`) are stored, and a
-rerun continues with the next trial (--trials can be raised). A trial's folder is deleted once it passed;
+rerun continues with the next trial (--trials can be raised). `--freeze` runs the benchmark and every worker on a
+copy of the package in `<out>/code` (made by the first call, reused by later ones), so that edits to the source
+tree while it runs do not change what is measured. A trial's folder is deleted once it passed;
 a failing one is kept under `work/` for inspection. `--report` runs nothing and prints the table of what is
 stored. Writes `<out>/summary.json`.
 """
@@ -114,6 +116,7 @@ def table(rows: dict, faults) -> tuple[str, list[dict]]:
             if w == "md":  # md's equality is bit-identity itself
                 bit = [r.get("equal") for r in sel]
             clean = [r["clean_exit"] for r in sel if r["clean_exit"] is not None]
+            ignored = sum(bool(r.get("ignored")) for r in sel)
             phases = [sum(r.get("phase") == p for r in sel) for p in PHASES]
             s = {"workflow": w, "signal": sig or "all", "trials": len(sel),
                  "equal": sum(bool(r.get("equal")) for r in sel),
@@ -121,7 +124,8 @@ def table(rows: dict, faults) -> tuple[str, list[dict]]:
                  "lost_max": max(lost), "lost_total": sum(lost), "unit": unit,
                  "unopened_after_fault": sum(not r.get("opened_after_fault") for r in sel),
                  "unopened_after_resume": sum(not r.get("opened") for r in sel),
-                 "clean_sigint": None if not clean else f"{sum(clean)}/{len(clean)}",
+                 "clean_sigint": None if not clean else f"{sum(clean)}/{len(clean)}" + (
+                     f" ({ignored} ignored)" if ignored else ""), "ignored_sigint": ignored,
                  "phases": dict(zip(PHASES, phases)),
                  "median_trial_s": float(np.median([r.get("signal_at_s", 0) + (r.get("exit_latency_s") or 0)
                                                     + r.get("resume_s", 0) for r in sel]))}
@@ -143,10 +147,17 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "results" / "faults")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds a worker may run before it is killed")
     p.add_argument("--report", action="store_true", help="run nothing: print the table of the stored trials")
+    p.add_argument("--freeze", action="store_true",
+                   help="run every process on a copy of the package made in <out>/code at the first call (kept by "
+                        "later calls), so that edits to the source tree during the run change nothing")
     args = p.parse_args(argv)
+    if args.freeze and not args.report:
+        _freeze(args.out, argv if argv is not None else sys.argv[1:])  # re-executes this script on the copy
 
     from so3krates_lab.workflows import faults
 
+    if not args.report:
+        print(f"code: {Path(faults.__file__).resolve().parents[1]}", flush=True)
     workflows = [w.strip() for w in args.workflows.split(",") if w.strip()]
     unknown = sorted(set(workflows) - set(faults.WORKFLOWS))
     if unknown:
@@ -203,6 +214,31 @@ def main(argv=None) -> int:
         print(f"\n{len(failed)} trial(s) failed; details in {out / 'summary.json'} (\"failed\") and their folders "
               f"under {out}/<workflow>/work/")
     return 0
+
+
+def _freeze(out: Path, argv) -> None:
+    """Copy the package to <out>/code (once; VERSION.txt records the git commit and status) and re-execute this
+    script with that copy first on PYTHONPATH; the workers inherit it (they start outside the source tree)."""
+    import os
+    import subprocess
+
+    code = (out / "code").resolve()
+    if os.environ.get("SO3KRATES_FAULTS_CODE") == str(code):
+        return  # already running on the copy
+    if not (code / "so3krates_lab").exists():
+        shutil.copytree(ROOT / "so3krates_lab", code / "so3krates_lab",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+        def git(*a):
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout
+
+        (code / "VERSION.txt").write_text(f"copied {datetime.datetime.now().isoformat(timespec='seconds')} from "
+                                          f"{ROOT / 'so3krates_lab'}\ngit HEAD {git('rev-parse', 'HEAD')}"
+                                          f"git status --short:\n{git('status', '--short')}")
+    env = dict(os.environ, SO3KRATES_FAULTS_CODE=str(code),
+               PYTHONPATH=os.pathsep.join([str(code)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *argv], env)
 
 
 def _calculator_name() -> str:

@@ -25,10 +25,10 @@ labelling  the reference-data pipeline of `reference.recipes`: `sample_md` (ASE 
 
 The worker (`run`, the command line above) opens `interrupts.deferred_interrupts()` as its first statement and
 imports everything heavy inside it, so a Ctrl-C during those imports, the set-up or a compilation is handled
-at the workflow's next safe point. (Python imports the package `so3krates_lab` itself, with JAX, before any
-line of this module runs: a Ctrl-C in that first window of `python -m ...` is an ordinary KeyboardInterrupt
-with a traceback, or, where it lands in one of JAX's garbage-collection callbacks, an "Exception ignored"
-traceback after which the job runs on; `trial` reports that phase as "start-up".) The worker prints one line per event on stdout:
+at the workflow's next safe point. Before that statement only the interpreter starts and the package and this
+module (standard library only; the package's names load lazily) are imported, some 0.05-0.15 s: a Ctrl-C in
+that window is Python's own KeyboardInterrupt (`trial` reports the phase as "start-up"). The worker prints one
+line per event on stdout:
 
     GUARDED t=...                   the guard is in place
     READY <unit>=<n> t=...          imports and data done, resuming from n committed units
@@ -75,8 +75,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ..interrupts import deferred_interrupts
 
 WORKFLOWS = ("training", "md", "minima", "labelling")
@@ -108,6 +106,7 @@ def _say(kind: str, **fields) -> None:
 
 def _training_data(seed: int):
     """40 perturbed ethanols (0.05 A noise) labelled by a Morse potential: 30 to train, 10 to validate."""
+    import numpy as np
     from ..analytic import MorsePotential
     from ..data import builtin
     from ..structures import Dataset, System
@@ -153,6 +152,7 @@ def _run_training(folder: Path, seed: int) -> bool:
 
 def cluster_system():
     """The 7-atom cluster of tests/test_md.py: a pentagonal bipyramid with 1.5 A edges."""
+    import numpy as np
     from ..structures import System
 
     ring = 1.5 / (2 * np.sin(np.pi / 5))
@@ -173,6 +173,7 @@ def _stored_frames(folder: Path) -> int:
 
 
 def _run_md(folder: Path, seed: int) -> bool:
+    import numpy as np
     import jax
 
     jax.config.update("jax_enable_x64", True)  # this process is the workflow's: the Morse cluster runs in float64
@@ -198,6 +199,7 @@ def _run_md(folder: Path, seed: int) -> bool:
 
 
 def _torsion_chain_class():
+    import numpy as np
     import jax
     import jax.numpy as jnp
     from flax import struct
@@ -248,6 +250,7 @@ def _torsion_chain_class():
 
 def torsion_chain_positions(dihedral_deg: float) -> np.ndarray:
     """Four atoms, bonds 1.5 A, angles 110 degrees, the given dihedral (Angstrom)."""
+    import numpy as np
     t, phi = np.radians(110.0), np.radians(dihedral_deg)
     p3 = np.array([1.5, 0.0, 0.0]) + 1.5 * np.array([-np.cos(t), np.sin(t) * np.cos(phi), np.sin(t) * np.sin(phi)])
     return np.stack([1.5 * np.array([np.cos(t), np.sin(t), 0.0]), np.zeros(3), np.array([1.5, 0.0, 0.0]), p3])
@@ -255,6 +258,7 @@ def torsion_chain_positions(dihedral_deg: float) -> np.ndarray:
 
 def torsion_chain():
     """(potential, System): the minima workflow's analytic molecule (anti start, four carbons)."""
+    import numpy as np
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -428,6 +432,7 @@ def snapshot(workflow: str, folder, reference=None) -> dict:
     without error), error (the first error's text) and, with the uninterrupted run's folder `reference`,
     prefix (md, labelling: the stored frames equal the reference's first frames; None elsewhere). For minima
     also `minima`: [energy, positions] of each minimum in the checkpoint."""
+    import numpy as np
     folder = Path(folder)
     out = {"units": None, "opened": True, "error": None, "prefix": None}
     try:
@@ -448,6 +453,7 @@ def snapshot(workflow: str, folder, reference=None) -> dict:
 
 def _frames(workflow: str, folder: Path) -> dict:
     """name -> array of everything the md or labelling folder holds."""
+    import numpy as np
     if workflow == "md":
         from ..md import TrajectoryStore
 
@@ -484,6 +490,7 @@ def compare(workflow: str, folder, reference_folder, *, after_fault: dict | None
 
 
 def _compare_training(folder: Path, reference: Path, after_fault: dict):
+    import numpy as np
     import jax
 
     from ..model import load_checkpoint
@@ -501,6 +508,7 @@ def _compare_training(folder: Path, reference: Path, after_fault: dict):
 
 
 def _compare_arrays(got: dict, ref: dict):
+    import numpy as np
     same_keys = set(got) == set(ref)
     shapes = same_keys and all(got[k].shape == ref[k].shape for k in ref)
     diff = max((float(np.max(np.abs(got[k] - ref[k]))) if got[k].size else 0.0) for k in ref) if shapes else None
@@ -519,6 +527,7 @@ def _compare_md(folder: Path, reference: Path, after_fault: dict):
 
 
 def _compare_labelling(folder: Path, reference: Path, after_fault: dict):
+    import numpy as np
     got, ref = _frames("labelling", folder), _frames("labelling", reference)
     identical, details = _compare_arrays(got, ref)
     close = details["shapes_equal"] and all(
@@ -530,6 +539,7 @@ def _compare_labelling(folder: Path, reference: Path, after_fault: dict):
 
 
 def _compare_minima(folder: Path, reference: Path, after_fault: dict):
+    import numpy as np
     from ..analysis import load_minima
 
     db, _, _, extra = load_minima(folder / "minima")
@@ -554,11 +564,16 @@ class _Worker:
     """One worker process with its stdout lines (Unix time read, line) and stderr collected by threads."""
 
     def __init__(self, workflow: str, folder: Path, seed: int, python: str, env: dict | None):
+        folder = Path(folder).resolve()
+        folder.parent.mkdir(parents=True, exist_ok=True)
         cmd = [python, "-m", "so3krates_lab.workflows.faults", "run", workflow, str(folder), "--seed", str(seed)]
         environment = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.started = time.time()
+        # `python -m` puts the working directory first on sys.path: start in the folder's parent, so that the
+        # package comes from PYTHONPATH (a frozen copy of the code, say) or the installed one, never from
+        # whatever source tree the caller happens to be in
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env=environment)
+                                     env=environment, cwd=folder.parent)
         self.lines: list[str] = []
         self.stderr: list[str] = []
         self._threads = [threading.Thread(target=self._read, args=(self.proc.stdout, self.lines), daemon=True),
@@ -634,25 +649,27 @@ def reference_run(workflow: str, folder, *, seed: int = 0, timeout_s: float = 90
 
 
 def _phase(events: list, started: float, t_signal: float, exited: bool) -> str:
-    """Where in the worker's life the signal landed."""
+    """Where in the worker's life the signal landed: "start-up" (before its guard), "set-up/compile" (before its
+    first new commit), "running", "finishing" (after the commit that completed the job), "after exit"."""
     if exited:
         return "after exit"
-    times = {}
+    times, ready = {}, 0
+    final = next((_units_of(f) for kind, f in events if kind == "DONE"), None)
     for kind, f in events:
         t = float(f["t"])
-        if kind == "COMMITTED" and "first_progress" not in times and _units_of(f) > int(times.get("ready", 0)):
-            times["first_progress"] = t
         if kind == "READY":
-            times["ready"] = _units_of(f)
+            ready = _units_of(f)
+        if kind == "COMMITTED" and "first_progress" not in times and _units_of(f) > ready:
+            times["first_progress"] = t
+        if kind == "COMMITTED" and final is not None and _units_of(f) >= final:
+            times.setdefault("complete", t)
         times.setdefault(kind, t)
-        if kind == "COMMITTED":
-            times["last_commit"] = t
     if "GUARDED" not in times or t_signal < times["GUARDED"]:
         return "start-up"
+    if "complete" in times and t_signal >= times["complete"]:
+        return "finishing"
     if "first_progress" not in times or t_signal < times["first_progress"]:
         return "set-up/compile"
-    if "DONE" in times and t_signal >= times["DONE"]:
-        return "finishing"
     return "running"
 
 
@@ -665,11 +682,13 @@ def trial(workflow: str, folder, reference, signal: int, delay_s: float, *, afte
     returns.
 
     Returns a dict: workflow, signal ("SIGKILL"/"SIGINT"), delay_s, phase (where the signal landed: "start-up"
-    before the worker's guard, "set-up/compile" before its first new commit, "running", "finishing" after DONE,
-    "after exit"), rc (the faulted run's exit status), clean_exit (SIGINT: rc 130, or 0 if it had finished, and
-    no traceback on stderr; None for SIGKILL), exit_latency_s (signal to exit), committed (last commit the
-    worker reported), after_fault (`snapshot`), lost, opened_after_fault, resume_rc, resume_s, equal, opened,
-    error, details (`compare`), stderr (tails, where something went wrong).
+    before the worker's guard, "set-up/compile" before its first new commit, "running", "finishing" after the
+    commit that completed the job, "after exit"), rc (the faulted run's exit status), clean_exit (SIGINT: rc
+    130, or 0 if the job was complete when the signal came, and no traceback or KeyboardInterrupt on stderr;
+    None for SIGKILL), ignored (SIGINT: status 0 although the signal came before the job was complete),
+    exit_latency_s (signal to exit), committed (last commit the worker reported), events (the worker's lines:
+    kind, units, seconds after the start), after_fault (`snapshot`), lost, opened_after_fault, resume_rc,
+    resume_s, equal, opened, error, details (`compare`), stderr (tails).
     """
     folder = Path(folder)
     name = signals.Signals(signal).name
@@ -703,11 +722,21 @@ def trial(workflow: str, folder, reference, signal: int, delay_s: float, *, afte
         stderr = "\n".join(worker.stderr)
         row.update(phase=_phase(events, worker.started, t_signal, exited), rc=rc, hung=hung,
                    signal_at_s=t_signal - worker.started, exit_latency_s=None if exited else t_exit - t_signal)
-        traceback = "Traceback (most recent call last)" in stderr
+        # a traceback, or a KeyboardInterrupt reported as "Exception ignored in ..." (which may come without one)
+        traceback = any(text in stderr for text in ("Traceback (most recent call last)", "KeyboardInterrupt",
+                                                     "Exception ignored"))
         row["traceback"] = traceback
-        row["clean_exit"] = None if signal == signals.SIGKILL else bool(rc in (0, 130) and not traceback and not hung)
+        finished = row["phase"] in ("finishing", "after exit")
+        # a SIGINT that landed before the job was complete must stop it (130); status 0 then means it was ignored
+        row["ignored"] = None if signal == signals.SIGKILL else bool(rc == 0 and not finished)
+        row["clean_exit"] = None if signal == signals.SIGKILL else \
+            bool((rc == 130 or (rc == 0 and finished)) and not traceback and not hung)
         commits = [_units_of(f) for kind, f in events if kind == "COMMITTED"]
         row["committed"] = commits[-1] if commits else 0
+        row["events"] = [[kind, f.get("steps", f.get("frames")), round(float(f["t"]) - worker.started, 4)]
+                         for kind, f in events]
+        if signal != signals.SIGKILL:
+            row["stderr_tail"] = "\n".join(worker.stderr[-8:])
         after = snapshot(workflow, folder, reference)
         row["after_fault"] = {k: v for k, v in after.items() if k != "minima"}
         row["opened_after_fault"] = after["opened"]
