@@ -108,6 +108,11 @@ class BasePotential:
         """(G,) energies in eV of a padded Graph (pure, traceable)."""
         raise NotImplementedError(f"{type(self).__name__} must define energy(graph)")
 
+    def check_system(self, system: System) -> None:
+        """Raise ValueError when the potential cannot describe `system` (e.g. an element it was never trained
+        on); called on the host by `evaluate`, the ASE calculator and the MD and minimisation force functions.
+        The default accepts everything."""
+
     # traceable helpers -------------------------------------------------------------------------------------
     def energy_and_forces(self, graph: Graph):
         """(energies (G,) eV, forces (A, 3) eV/A), F = -dE/dR by autodiff; traceable."""
@@ -131,6 +136,8 @@ class BasePotential:
         systems = [systems] if isinstance(systems, System) else list(systems)
         if not systems:
             raise ValueError("evaluate needs at least one System")
+        for s in systems:
+            self.check_system(s)
         want_stress = any(s.periodic for s in systems) if stress is None else bool(stress)
         run = compiled_evaluator("stress" if want_stress else "forces")
         dtype = float_dtype(self)

@@ -377,7 +377,10 @@ def test_shipped_checkpoints_keep_their_configuration():
         ckpt = load_checkpoint(path)
         with np.load(path) as f:
             header = json.loads(str(f["metadata"][()]))
-        assert ckpt.config.attention_projection == "full" and ckpt.config.n_embeddings == 119
+        if path.stem == "so3lr":  # the converted SO3LR weights: its own configuration (tests/test_so3lr.py)
+            assert ckpt.config == So3kratesConfig.preset("so3lr")
+        else:  # trained here before the later fields existed: they stay at their defaults
+            assert ckpt.config.attention_projection == "full" and ckpt.config.n_embeddings == 119
         assert ckpt.config.to_dict() == header["model_config"]  # re-saving writes the same configuration
         Potential.from_checkpoint(ckpt)  # the tree matches the model of the configuration
 

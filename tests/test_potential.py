@@ -98,7 +98,7 @@ def test_shipped_checkpoint_loads_unchanged_and_matches_the_low_level_path(name)
 
 
 def test_pretrained_load_and_available():
-    assert pretrained.available() == ["ac_ala3_nhme_xtb", "ethanol_pbe"] == shipped_models()
+    assert pretrained.available() == ["ac_ala3_nhme_xtb", "ethanol_pbe", "so3lr"] == shipped_models()
     pot = pretrained.load("ethanol_pbe")
     assert isinstance(pot, Potential) and pot.dtype == "float32"
     _assert_bit_identical(pot.variables, load_checkpoint(shipped_path("models/ethanol_pbe.npz")).variables)
@@ -107,7 +107,7 @@ def test_pretrained_load_and_available():
     assert {x.dtype for x in jax.tree.leaves(wide.variables) if jnp.issubdtype(x.dtype, jnp.floating)} == {
         jnp.dtype("float64")}
     with pytest.raises(ValueError, match=r"no shipped model 'ethanol'; available: \['ac_ala3_nhme_xtb', "
-                                         r"'ethanol_pbe'\]"):
+                                         r"'ethanol_pbe', 'so3lr'\]"):
         pretrained.load("ethanol")
 
 

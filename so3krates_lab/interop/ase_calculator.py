@@ -20,6 +20,12 @@ from ..potential_base import check_potential, float_dtype, graph_energy
 from ..structures import System
 
 
+def _check_system(potential, system: System) -> None:
+    check = getattr(potential, "check_system", None)  # potentials that only follow the protocol may lack it
+    if check is not None:
+        check(system)
+
+
 def system_from_atoms(atoms) -> System:
     """ase.Atoms -> System (positions and cell in Angstrom; no labels)."""
     pbc = np.asarray(atoms.pbc, dtype=bool)
@@ -57,6 +63,7 @@ class PotentialCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         system = system_from_atoms(self.atoms)
+        _check_system(self.potential, system)
         pairs = neighbour_pairs(system, self.potential.cutoff)
         capacity = Capacity(ladder_rung(system.n_atoms + 1), ladder_rung(len(pairs) + 1), 1)
         graph = pack([system], [pairs], capacity, self._dtype)

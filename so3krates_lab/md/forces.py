@@ -70,6 +70,9 @@ def force_function(potential, system: System, *, skin: float = 0.5, capacity: in
     pair slots than the list would get; then it is never slower and cannot overflow. False always uses a list.
     """
     check_potential(potential)
+    check = getattr(potential, "check_system", None)  # potentials that only follow the protocol may lack it
+    if check is not None:
+        check(system)
     dtype = jnp.dtype(float_dtype(potential))
     numbers = np.asarray(system.numbers)
     n = len(numbers)

@@ -23,6 +23,52 @@ def physnet_rbf(d, cutoff: float, n: int):
     return jnp.exp(-beta * (jnp.exp(-d)[:, None] - mu) ** 2)
 
 
+# SO3LR's Bernstein exponent (1/Angstrom), as its code holds it: the float32 nearest to 0.9448630629184640
+BERNSTEIN_GAMMA = float(np.float32(0.9448630629184640))
+
+
+def bernstein_rbf(d, n: int, gamma: float = BERNSTEIN_GAMMA):
+    """Bernstein basis of x = exp(-gamma d): b_k(x) = C(n-1, k) x^k (1 - x)^(n-1-k), k = 0..n-1.
+
+    d: (P,) Angstrom -> (P, n), evaluated in log form; 0 where x is 0 or 1 (d = 0 or infinite: padding).
+    Not multiplied by the cutoff function (the attention is).
+    """
+    k = np.arange(n)
+    log_binomial = np.array([math.lgamma(n) - math.lgamma(j + 1) - math.lgamma(n - j) for j in k])
+    x = jnp.exp(-jnp.asarray(gamma, d.dtype) * d)[:, None]
+    inside = (x != 0) & (x != 1)
+    x = jnp.where(inside, x, jnp.full_like(x, 0.5))
+    kk = jnp.asarray(k, d.dtype)
+    log_b = jnp.asarray(log_binomial, d.dtype) + kk * jnp.log(x) + (n - 1 - kk) * jnp.log1p(-x)
+    return jnp.where(inside, jnp.exp(log_b), jnp.zeros_like(log_b))
+
+
+def radial_basis(d, cutoff: float, n: int, kind: str = "physnet"):
+    """The config's radial basis (P,) -> (P, n): "physnet" or "bernstein"."""
+    if kind == "physnet":
+        return physnet_rbf(d, cutoff, n)
+    if kind == "bernstein":
+        return bernstein_rbf(d, n)
+    raise ValueError(f"unknown radial function {kind!r}")
+
+
+def polynomial_cutoff(d, cutoff: float):
+    """PhysNet's phi(d) = 1 - 6x^5 + 15x^4 - 10x^3, x = d / r_c, for d < r_c, else 0 (value, slope and curvature
+    vanish at r_c)."""
+    x = d / cutoff
+    value = 1.0 - 6.0 * x ** 5 + 15.0 * x ** 4 - 10.0 * x ** 3
+    return jnp.where(d < cutoff, value, jnp.zeros_like(d))
+
+
+def cutoff_function(d, cutoff: float, kind: str = "cosine"):
+    """The config's cutoff function: "cosine" or "polynomial"."""
+    if kind == "cosine":
+        return cosine_cutoff(d, cutoff)
+    if kind == "polynomial":
+        return polynomial_cutoff(d, cutoff)
+    raise ValueError(f"unknown cutoff function {kind!r}")
+
+
 def cosine_cutoff(d, cutoff: float):
     """phi(d) = (cos(pi d / r_c) + 1) / 2 for d < r_c, else 0. Value and slope vanish at r_c."""
     return jnp.where(d < cutoff, 0.5 * (jnp.cos(jnp.pi * d / cutoff) + 1.0), jnp.zeros_like(d))

@@ -9,12 +9,21 @@ import operator
 EV_INITS = ("zeros", "neighbours")
 DTYPES = ("float32", "float64")
 ATTENTION_PROJECTIONS = ("full", "per_head")
+RADIAL_FUNCTIONS = ("physnet", "bernstein")
+CUTOFF_FUNCTIONS = ("cosine", "polynomial")
+BLOCK_LAYOUTS = ("pre_norm", "post_norm")
 MAX_ATOMIC_NUMBER = 118
 
 # Fields added after the first checkpoint format: `to_dict` writes them only where they differ from their
 # default, so the configuration of a model that does not use them reads exactly as before (and older versions
 # of the package, which refuse unknown fields, still read its checkpoints).
-_LATER_FIELDS = {"attention_projection": "full", "max_atomic_number": MAX_ATOMIC_NUMBER}
+_LATER_FIELDS = {
+    "attention_projection": "full", "max_atomic_number": MAX_ATOMIC_NUMBER,
+    "radial_function": "physnet", "cutoff_function": "cosine", "attention_normalization": None,
+    "block_layout": "pre_norm", "charge_spin_embedding": False, "element_readout": False,
+    "zbl": False, "electrostatics": False, "electrostatics_sigma": 4.0, "dispersion": False,
+    "dispersion_scale": 1.2, "long_range_cutoff": None, "dispersion_damping": 2.0,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +50,37 @@ class So3kratesConfig:
     max_atomic_number:
                    the largest atomic number the embedding table has a row for (118: every element; mlff's
                    table has 100 rows, i.e. 99). A structure with a larger one evaluates to NaN.
+
+    The pieces below generalise the block and the energy so that published variants are configurations of
+    this one model (SO3LR: the "so3lr" preset). Their defaults are the original SO3krates.
+
+    radial_function: "physnet" (exp(-beta (exp(-d) - mu_k)^2)) or "bernstein" (Bernstein polynomials of
+                   exp(-gamma d), SO3LR's basis)
+    cutoff_function: "cosine" ((cos(pi d / r_c) + 1) / 2) or "polynomial" (PhysNet's 1 - 6x^5 + 15x^4 - 10x^3,
+                   x = d / r_c, SO3LR's)
+    attention_normalization:
+                   None: attention coefficients are divided by sqrt(head width); a number (SO3LR: the training
+                   data's average neighbour count, 13.17) divides both branches' coefficients by it
+    block_layout:  "pre_norm": [LayerNorm] -> attention -> interaction -> [residual MLP]; "post_norm" (SO3LR):
+                   attention -> [LayerNorm] -> [pre-activated residual MLP] -> interaction -> [LayerNorm], with
+                   `layer_norm` and `residual_mlp` switching the bracketed parts
+    charge_spin_embedding:
+                   add SpookyNet-style embeddings of the total charge and of the number of unpaired electrons
+                   (given to the potential, not learned from geometry); the three embeddings are summed / sqrt(3)
+    element_readout:
+                   the atomic energy MLP(x_i) is multiplied by a learned per-element scale and shifted by a
+                   learned per-element offset (parameters; the constants still apply on top)
+    zbl:           add ZBL nuclear repulsion (model.physics) on the short-range pairs
+    electrostatics, electrostatics_sigma:
+                   add the Coulomb energy of predicted partial charges (a charge head, conserving the total
+                   charge), erf-damped with length sigma (Angstrom)
+    dispersion, dispersion_scale:
+                   add vdW-QDO dispersion from predicted Hirshfeld ratios (a Hirshfeld head); the scale
+                   multiplies the short-range damping length
+    long_range_cutoff, dispersion_damping:
+                   Angstrom. None: the long-range terms have no cutoff (free structures only); a cutoff r_lr
+                   switches Coulomb (force-shifted, from 0.45 r_lr) and dispersion (from r_lr - damping) to zero
+                   at r_lr. Long-range pairs are every pair of a structure (model.physics.dense_pairs)
     """
 
     features: int = 132
@@ -55,6 +95,19 @@ class So3kratesConfig:
     residual_mlp: bool = False
     attention_projection: str = "full"
     max_atomic_number: int = MAX_ATOMIC_NUMBER
+    radial_function: str = "physnet"
+    cutoff_function: str = "cosine"
+    attention_normalization: float | None = None
+    block_layout: str = "pre_norm"
+    charge_spin_embedding: bool = False
+    element_readout: bool = False
+    zbl: bool = False
+    electrostatics: bool = False
+    electrostatics_sigma: float = 4.0
+    dispersion: bool = False
+    dispersion_scale: float = 1.2
+    long_range_cutoff: float | None = None
+    dispersion_damping: float = 2.0
 
     def __post_init__(self):
         object.__setattr__(self, "degrees", tuple(int(d) for d in self.degrees))
@@ -89,6 +142,19 @@ class So3kratesConfig:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_ATOMIC_NUMBER:
             errors.append(f"max_atomic_number={self.max_atomic_number!r} must be an integer from 1 to "
                           f"{MAX_ATOMIC_NUMBER}")
+        for name, allowed in (("radial_function", RADIAL_FUNCTIONS), ("cutoff_function", CUTOFF_FUNCTIONS),
+                              ("block_layout", BLOCK_LAYOUTS)):
+            if getattr(self, name) not in allowed:
+                errors.append(f"{name}={getattr(self, name)!r} must be one of {allowed}")
+        if self.attention_normalization is not None and not float(self.attention_normalization) > 0:
+            errors.append(f"attention_normalization={self.attention_normalization} must be None or > 0")
+        if not self.electrostatics_sigma > 0:
+            errors.append(f"electrostatics_sigma={self.electrostatics_sigma} must be > 0 Angstrom")
+        if self.long_range_cutoff is not None:
+            if not self.long_range_cutoff > 0:
+                errors.append(f"long_range_cutoff={self.long_range_cutoff} must be None or > 0 Angstrom")
+            elif self.dispersion and not 0 < self.dispersion_damping <= self.long_range_cutoff:
+                errors.append(f"dispersion_damping={self.dispersion_damping} must be in (0, long_range_cutoff]")
         if errors:
             raise ValueError("invalid So3kratesConfig: " + "; ".join(errors))
 
@@ -101,12 +167,17 @@ class So3kratesConfig:
         return dataclasses.replace(self, **changes)
 
     @property
+    def long_range(self) -> bool:
+        """Whether the model has long-range terms (electrostatics or dispersion) over every pair of a structure."""
+        return bool(self.electrostatics or self.dispersion)
+
+    @property
     def n_embeddings(self) -> int:
         """Rows of the element embedding table: atomic numbers 0 (padding) to max_atomic_number."""
         return self.max_atomic_number + 1
 
     def to_dict(self) -> dict:
-        """All fields, except those added later (attention_projection, max_atomic_number) at their default."""
+        """All fields, except those added later (attention_projection and after) at their default."""
         d = dataclasses.asdict(self)
         d["degrees"] = list(self.degrees)
         for name, default in _LATER_FIELDS.items():
@@ -147,4 +218,15 @@ PRESETS: dict[str, So3kratesConfig] = {
     # attention projections and a 100-row embedding table; 319,213 parameters, as mlff's own model. Its weights
     # load with `so3krates_lab.interop.potential_from_mlff`.
     "mlff": So3kratesConfig(attention_projection="per_head", max_atomic_number=99),
+    # SO3LR (Kabylda, Frank et al., JACS 2025): the published pretrained model's network and physical terms, as
+    # its hyperparameters.json describes them (avg_num_neighbors 13.169 of its training data); its weights ship
+    # as data/models/so3lr.npz (`so3krates_lab.pretrained.so3lr()`). Long-range cutoff and damping are the
+    # settings of SO3LR's own examples and tests (12 A, 2 A).
+    "so3lr": So3kratesConfig(
+        features=128, layers=3, heads=4, degrees=(1, 2, 3, 4), cutoff=4.5, radial_basis=32,
+        attention_projection="per_head", radial_function="bernstein", cutoff_function="polynomial",
+        attention_normalization=13.168995780096482, block_layout="post_norm", layer_norm=True,
+        residual_mlp=True, charge_spin_embedding=True, element_readout=True, zbl=True, electrostatics=True,
+        electrostatics_sigma=4.0, dispersion=True, dispersion_scale=1.2, long_range_cutoff=12.0,
+        dispersion_damping=2.0),
 }

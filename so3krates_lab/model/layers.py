@@ -76,12 +76,14 @@ def radial_filters(rbf, layers: int, features: int, n_filters: int, dtype, name=
     return BatchedMLP(layers * n_filters, features, features, dtype, name=name)(rbf)
 
 
-def _attention_coefficients(q_i, w, k_j, heads: int):
-    """alpha^h_ij = <q_i^h, w_ij^h * k_j^h> / sqrt(F/H): (..., F) -> (..., H), no softmax."""
+def _attention_coefficients(q_i, w, k_j, heads: int, normalization: float | None = None):
+    """alpha^h_ij = <q_i^h, w_ij^h * k_j^h> / n: (..., F) -> (..., H), no softmax; n = sqrt(F/H) by default,
+    else the given number (SO3LR: the average neighbour count)."""
     F = q_i.shape[-1]
     width = F // heads
     prod = (q_i * w * k_j).reshape(q_i.shape[:-1] + (heads, width))
-    return prod.sum(-1) / jnp.asarray(math.sqrt(width), q_i.dtype)
+    n = math.sqrt(width) if normalization is None else float(normalization)
+    return prod.sum(-1) / jnp.asarray(n, q_i.dtype)
 
 
 def scatter_to_receivers(messages, receivers, n_atoms: int):
@@ -122,6 +124,7 @@ class EuclideanAttention(nn.Module):
     degrees: tuple[int, ...]
     dtype: jnp.dtype
     projection: str = "full"
+    normalization: float | None = None
 
     @nn.compact
     def __call__(self, x, chi, w_rad, phi, sph, receivers, senders):
@@ -152,12 +155,13 @@ class EuclideanAttention(nn.Module):
         q_i = proj[receivers, : n_q * F]  # (2, P, n_q F)
         kv_j = proj[senders, n_q * F:]  # (2, P, (n_q + 1) F)
         # w_ij = w_ji: one filter array serves both directions by broadcasting over the leading axis.
-        alpha = _attention_coefficients(q_i[..., :F], w[0][None], kv_j[..., :F], H) * phi[..., None]  # (2,P,H)
+        norm = self.normalization
+        alpha = _attention_coefficients(q_i[..., :F], w[0][None], kv_j[..., :F], H, norm) * phi[..., None]  # (2,P,H)
         v_j = kv_j[..., F:2 * F].reshape(alpha.shape + (F // H,))
         msg_x = (alpha[..., None] * v_j).reshape(alpha.shape[:2] + (F,))
         if not L:
             return scatter_to_receivers(msg_x, receivers, n_atoms), jnp.zeros_like(chi)
-        beta = _attention_coefficients(q_i[..., F:], w[1][None], kv_j[..., 2 * F:], L) * phi[..., None]  # (2,P,L)
+        beta = _attention_coefficients(q_i[..., F:], w[1][None], kv_j[..., 2 * F:], L, norm) * phi[..., None]  # (2,P,L)
         msg_chi = beta[..., degree_index(self.degrees)] * sph  # (2, P, M)
         upd = scatter_to_receivers(jnp.concatenate([msg_x, msg_chi], axis=-1), receivers, n_atoms)
         return upd[:, :F], upd[:, F:]
@@ -182,6 +186,13 @@ class Interaction(nn.Module):
 
 
 class TransformerBlock(nn.Module):
+    """One Euclidean transformer block in either layout (config.block_layout).
+
+    "pre_norm":  h = [LayerNorm](x); x, chi += attention(h, chi); interaction; [x += MLP(x)]
+    "post_norm": x, chi += attention(x, chi); [x = LayerNorm(x)]; [x += MLP(silu(x))]; interaction;
+                 [x = LayerNorm(x)]  (SO3LR's block: layer_normalization_1/2 and residual_mlp_1)
+    """
+
     features: int
     heads: int
     degrees: tuple[int, ...]
@@ -189,15 +200,65 @@ class TransformerBlock(nn.Module):
     layer_norm: bool = False
     residual_mlp: bool = False
     projection: str = "full"
+    layout: str = "pre_norm"
+    normalization: float | None = None
+
+    def _layer_norm(self, x, name=None):
+        return nn.LayerNorm(dtype=self.dtype, param_dtype=self.dtype, name=name)(x)
 
     @nn.compact
     def __call__(self, x, chi, w_rad, phi, sph, receivers, senders):
-        h = nn.LayerNorm(dtype=self.dtype, param_dtype=self.dtype)(x) if self.layer_norm else x
-        dx, dchi = EuclideanAttention(self.features, self.heads, self.degrees, self.dtype, self.projection,
-                                      name="attention")(h, chi, w_rad, phi, sph, receivers, senders)
+        F = self.features
+        attention = EuclideanAttention(F, self.heads, self.degrees, self.dtype, self.projection,
+                                       self.normalization, name="attention")
+        interaction = Interaction(F, self.degrees, self.dtype, name="interaction")
+        if self.layout == "post_norm":
+            dx, dchi = attention(x, chi, w_rad, phi, sph, receivers, senders)
+            x, chi = x + dx, chi + dchi
+            if self.layer_norm:
+                x = self._layer_norm(x, "norm_attention")
+            if self.residual_mlp:
+                hidden = silu(_dense(F, self.dtype, name="mlp_hidden")(silu(x)))
+                x = x + _dense(F, self.dtype, name="mlp_out")(hidden)
+            x, chi = interaction(x, chi)
+            if self.layer_norm:
+                x = self._layer_norm(x, "norm_interaction")
+            return x, chi
+        if self.layout != "pre_norm":
+            raise ValueError(f"unknown block layout {self.layout!r}")
+        h = self._layer_norm(x) if self.layer_norm else x
+        dx, dchi = attention(h, chi, w_rad, phi, sph, receivers, senders)
         x, chi = x + dx, chi + dchi
-        x, chi = Interaction(self.features, self.degrees, self.dtype, name="interaction")(x, chi)
+        x, chi = interaction(x, chi)
         if self.residual_mlp:
-            F = self.features
             x = x + _dense(F, self.dtype, name="mlp_out")(silu(_dense(F, self.dtype, name="mlp_hidden")(x)))
         return x, chi
+
+
+class ChargeSpinEmbedding(nn.Module):
+    """SpookyNet's embedding of a per-structure number psi (total charge, or unpaired electrons) onto atoms.
+
+    q_i = E_q[Z_i], k and v = E_k[s], E_v[s] with s = 0 for psi >= 0 and 1 for psi < 0; a_i = psi y_i / sum_j y_j,
+    y_i = softplus(<q_i, k> / sqrt(F)) over the atoms of the structure; returns e_i = R(a_i v) (A, F) with R the
+    residual block u + W2 silu(W1 silu(u)) (no biases). psi = 0 gives e = 0.
+    """
+
+    features: int
+    n_embeddings: int
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, numbers, psi, atom_graph, atom_mask, n_graphs: int):
+        F, dt = self.features, self.dtype
+        q = nn.Embed(self.n_embeddings, F, dtype=dt, param_dtype=dt, name="element")(numbers)  # (A, F)
+        sign = (psi < 0).astype(jnp.int32)  # (G,)
+        k = nn.Embed(2, F, dtype=dt, param_dtype=dt, name="key")(sign)[atom_graph]  # (A, F)
+        v = nn.Embed(2, F, dtype=dt, param_dtype=dt, name="value")(sign)[atom_graph]
+        y = jax.nn.softplus((q * k).sum(-1) / jnp.asarray(math.sqrt(F), dt))
+        y = jnp.where(atom_mask, y, jnp.zeros_like(y))
+        total = jax.ops.segment_sum(y, atom_graph, num_segments=n_graphs)
+        total = jnp.where(total > 0, total, jnp.ones_like(total))
+        a = psi.astype(dt)[atom_graph] * y / total[atom_graph]
+        u = a[:, None] * v
+        h = _dense(F, dt, use_bias=False, name="residual_1")(silu(u))
+        return u + _dense(F, dt, use_bias=False, name="residual_2")(silu(h))

@@ -41,6 +41,10 @@ class Potential(BasePotential):
     variables: dict
     config: So3kratesConfig = struct.field(pytree_node=False)
     info: "_Info" = struct.field(pytree_node=False, default=None)
+    # the structures' total charge (e) and number of unpaired electrons, for models with charge and spin
+    # embeddings or partial charges (SO3LR); ignored by the others. Static: a new value compiles again.
+    total_charge: float = struct.field(pytree_node=False, default=0.0)
+    unpaired_electrons: float = struct.field(pytree_node=False, default=0.0)
 
     def __post_init__(self):
         if not isinstance(self.config, So3kratesConfig):
@@ -82,13 +86,63 @@ class Potential(BasePotential):
     def dtype(self) -> str:
         return self.config.dtype
 
+    def _apply(self, graph: Graph, **kwargs):
+        return So3krates(self.config).apply(self.variables, graph, total_charge=self.total_charge,
+                                            unpaired_electrons=self.unpaired_electrons, **kwargs)
+
     def energy(self, graph: Graph):
         """(G,) energies in eV."""
-        return So3krates(self.config).apply(self.variables, graph)
+        return self._apply(graph)
 
     def atomic_energies(self, graph: Graph):
         """(A,) per-atom energies in eV (0 on padding atoms)."""
-        return So3krates(self.config).apply(self.variables, graph, per_atom=True)
+        return self._apply(graph, per_atom=True)
+
+    def outputs(self, graph: Graph, per_atom: bool = False) -> dict:
+        """The model's outputs on a Graph: "energy" (G,) eV (per_atom: (A,)), the per-atom energy terms
+        "network", and where the model has them "zbl", "electrostatics", "dispersion" (eV), "partial_charges"
+        (e) and "hirshfeld_ratios" (traceable)."""
+        return self._apply(graph, per_atom=per_atom, outputs=True)
+
+    def with_charge(self, total_charge: float = 0.0, unpaired_electrons: float = 0.0) -> "Potential":
+        """The same model for structures of another total charge (e) and number of unpaired electrons."""
+        for name, value in (("total_charge", total_charge), ("unpaired_electrons", unpaired_electrons)):
+            if not np.isfinite(float(value)):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if float(unpaired_electrons) < 0:
+            raise ValueError(f"unpaired_electrons must be >= 0, got {unpaired_electrons!r}")
+        return self.replace(total_charge=float(total_charge), unpaired_electrons=float(unpaired_electrons))
+
+    def check_system(self, system: System) -> None:
+        """ValueError for an element outside the model's training elements (checkpoint metadata "elements",
+        when recorded) or, for a model with long-range terms, a periodic cell narrower than twice the long-range
+        cutoff (the minimum image, `model.physics.dense_pairs`)."""
+        allowed = self.info.data.get("elements")
+        if allowed:
+            bad = sorted(set(np.asarray(system.numbers).tolist()) - set(int(z) for z in allowed))
+            if bad:
+                from ase.data import chemical_symbols
+
+                def element_symbol(z):
+                    return chemical_symbols[int(z)]
+
+                name = self.info.data.get("name", "this model")
+                raise ValueError(f"{name} was trained on {', '.join(element_symbol(z) for z in allowed)} only; "
+                                 f"the structure has {', '.join(element_symbol(z) for z in bad)}")
+        cfg = self.config
+        if cfg.long_range and system.periodic:
+            if cfg.long_range_cutoff is None:
+                raise ValueError("long_range_cutoff=None (no cutoff) is for free molecules only; a periodic "
+                                 "structure needs a finite long-range cutoff")
+            cell = np.asarray(system.cell, float)
+            widths = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+            if not np.all(system.pbc):
+                raise ValueError("the long-range terms treat a cell as periodic along all three lattice vectors; "
+                                 f"this structure has pbc={system.pbc.tolist()}")
+            if widths.min() < 2 * cfg.long_range_cutoff:
+                raise ValueError(f"the cell is too small for the long-range cutoff: its narrowest width is "
+                                 f"{widths.min():.2f} A, the minimum image needs at least 2 x "
+                                 f"{cfg.long_range_cutoff:g} A (replicate the cell, or lower long_range_cutoff)")
 
     # the model's constants ---------------------------------------------------------------------------------
     @property
@@ -112,8 +166,7 @@ class Potential(BasePotential):
         if name == "float64" and not jax.config.jax_enable_x64:
             raise RuntimeError("float64 needs `jax.config.update('jax_enable_x64', True)` before creating arrays "
                                "(this package never changes global JAX settings itself)")
-        return Potential(variables=_as_jax(self.variables, np.dtype(name)), config=self.config.replace(dtype=name),
-                         info=self.info)
+        return self.replace(variables=_as_jax(self.variables, np.dtype(name)), config=self.config.replace(dtype=name))
 
     @property
     def n_parameters(self) -> int:
@@ -152,8 +205,18 @@ class Potential(BasePotential):
     def __repr__(self) -> str:
         c = self.config
         per_head = ", per-head projections" if c.attention_projection == "per_head" else ""
-        return (f"Potential(SO3krates F={c.features}, T={c.layers}, heads={c.heads}, degrees={c.degrees}{per_head}, "
-                f"cutoff={c.cutoff} A, {c.dtype}, {self.n_parameters:,} parameters)")
+        terms = [name for name, on in (("ZBL", c.zbl), ("electrostatics", c.electrostatics),
+                                       ("dispersion", c.dispersion)) if on]
+        extra = ""
+        if terms:
+            reach = "no cutoff" if c.long_range_cutoff is None else f"{c.long_range_cutoff:g} A"
+            extra = f" + {', '.join(terms)}" + (f" (long range: {reach})" if c.long_range else "")
+        if c.charge_spin_embedding or c.electrostatics:
+            extra += f", total charge {self.total_charge:g}, {self.unpaired_electrons:g} unpaired electrons"
+        name = self.info.data.get("name")
+        label = f"{name}: SO3krates" if name else "SO3krates"
+        return (f"Potential({label} F={c.features}, T={c.layers}, heads={c.heads}, degrees={c.degrees}{per_head}, "
+                f"cutoff={c.cutoff} A{extra}, {c.dtype}, {self.n_parameters:,} parameters)")
 
 
 class _Info:
