@@ -109,11 +109,17 @@ class FitResult:
     best_step: int
     interrupted: bool = False
     metadata: dict = dataclasses.field(default_factory=dict)
+    template: Potential | None = None  # the potential the run trained (its charge settings), without metadata
 
     @property
     def potential(self) -> Potential:
-        """The best-validation model as a `Potential` (with the run's metadata)."""
-        return Potential.create(self.config, self.variables, dict(self.metadata, best_step=self.best_step))
+        """The best-validation model as a `Potential` (with the run's metadata; a fine-tuned model keeps the
+        pretrained one's metadata under it and its total charge)."""
+        meta = dict(self.metadata, best_step=self.best_step)
+        if self.template is None:
+            return Potential.create(self.config, self.variables, meta)
+        return Potential.create(self.config, self.variables, {**self.template.metadata, **meta}).with_charge(
+            self.template.total_charge, self.template.unpaired_electrons)
 
 
 def _init_variables(config, train: Dataset, data: DeviceData, seed: int) -> dict:
@@ -173,11 +179,21 @@ def _checkpoint_file(path: Path) -> Path:
     return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 
+TRAINABLE = ("all", "readout")
+
+
+def readout_mask(params) -> dict:
+    """{parameter path: True} for the energy readout of a "params" tree (the atomic-energy MLP and, where the
+    model has them, the per-element scales and shifts): what `fit(..., trainable="readout")` trains."""
+    readout = ("readout_hidden", "readout_out", "element_scale", "element_shift")
+    return {k: jax.tree.map(lambda _: k in readout, v) for k, v in params.items()}
+
+
 @holds_writer_lock("checkpoint", _checkpoint_file)
 def fit(
     train: Dataset,
     valid: Dataset,
-    config: So3kratesConfig,
+    config: So3kratesConfig | Potential,
     train_config: TrainConfig = TrainConfig(),
     *,
     checkpoint: str | Path | None = None,
@@ -185,8 +201,21 @@ def fit(
     progress: bool = True,
     callbacks: Sequence[Callable[[dict], bool | None]] = (),
     metadata: dict | None = None,
+    trainable: str = "all",
+    refit_element_energies: bool = True,
+    test: Dataset | None = None,
 ) -> FitResult:
     """Train on `train`, validate on `valid`, keep the best-validation parameters.
+
+    config: a `So3kratesConfig` trains a fresh model of it (random parameters from train_config.seed, element
+    energies by least squares, the energy scale from the RMS force). A `Potential` (e.g.
+    `so3krates_lab.pretrained.so3lr()`) fine-tunes it: training starts from its parameters, keeps its
+    configuration, total charge and constants, and, with refit_element_energies, first shifts its element
+    energies by the least-squares fit of the training energies' residuals (a pretrained model's energy zero
+    is rarely the new data's). trainable: "all" parameters, or "readout" only (the atomic-energy MLP and the
+    per-element scales and shifts; the representation stays as it was).
+    test: a held-out set evaluated at every validation too (records gain "test_force_mae_meV_A" etc.), for
+    learning curves; it never influences training or the choice of the best model.
 
     callbacks: called with each validation record; returning True stops training (a widget's stop button).
     metadata: stored in the checkpoints (e.g. data provenance: file hashes and split indices).
@@ -196,13 +225,32 @@ def fit(
     `interrupted=True`; one that arrives while the data are prepared or the step compiles stops before the first
     step. A second Ctrl-C raises KeyboardInterrupt at once.
     """
+    if trainable not in TRAINABLE:
+        raise ValueError(f"trainable={trainable!r} must be one of {TRAINABLE}")
+    start = None
+    if isinstance(config, Potential):
+        start, config = config, config.config
+    elif not isinstance(config, So3kratesConfig):
+        raise TypeError(f"config must be a So3kratesConfig or a Potential to fine-tune, got {type(config).__name__}")
     with deferred_interrupts() as interrupt:
         return _fit(train, valid, config, train_config, checkpoint=checkpoint, resume=resume, progress=progress,
-                    callbacks=callbacks, metadata=metadata, interrupt=interrupt)
+                    callbacks=callbacks, metadata=metadata, interrupt=interrupt, start=start, trainable=trainable,
+                    refit=refit_element_energies, test=test)
+
+
+def _start_variables(start: Potential, train: Dataset, refit: bool) -> dict:
+    """The pretrained variables, with the element energies shifted to the training energies when `refit`."""
+    # copies: the training step donates its parameter buffers, which must not be the pretrained potential's own
+    variables = jax.tree.map(lambda x: jnp.array(x, copy=True), start.variables)
+    if not refit or any(s.energy is None for s in train):
+        return variables
+    residual = [s.replace(energy=s.energy - float(e)) for s, e in zip(train, start.evaluate(list(train)).energies)]
+    shift = fit_element_energies(Dataset(tuple(residual), name=train.name))
+    return with_constants(variables, element_energy=start.element_energy + np.asarray(shift))
 
 
 def _fit(train, valid, config, train_config, *, checkpoint, resume, progress, callbacks, metadata,
-         interrupt) -> FitResult:
+         interrupt, start=None, trainable="all", refit=True, test=None) -> FitResult:
     ensure_tuned()
     tc = train_config
     batch_size = tc.batch_size or default_batch_size(len(train))
@@ -218,9 +266,18 @@ def _fit(train, valid, config, train_config, *, checkpoint, resume, progress, ca
     dtype = float_dtype(config)
     train_data = jax.device_put(to_device(train, config.cutoff, dtype), replicated)
     valid_data = jax.device_put(to_device(valid, config.cutoff, dtype), replicated)
+    test_data = None if test is None else jax.device_put(to_device(test, config.cutoff, dtype), replicated)
     tx = tc.optimizer()
-
-    variables = _init_variables(config, train, train_data, tc.seed)
+    if start is None:
+        variables = _init_variables(config, train, train_data, tc.seed)
+        template = Potential.create(config, variables)
+    else:
+        variables = _start_variables(start, train, refit)
+        template = start
+    if trainable == "readout":
+        mask = readout_mask(variables["params"])
+        tx = optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()},
+                                   jax.tree.map(lambda m: "train" if m else "freeze", mask))
     opt_state = tx.init(variables["params"])
     step, history, best = 0, [], {"loss": math.inf, "step": 0, "variables": variables}
     checkpoint = Path(checkpoint) if checkpoint is not None else None
@@ -246,7 +303,7 @@ def _fit(train, valid, config, train_config, *, checkpoint, resume, progress, ca
         counts = jax.lax.psum(label_counts(graph), DATA_AXIS)
 
         def loss_of(p):
-            potential = Potential.create(config, {"params": p, "constants": constants})
+            potential = template.replace(variables={"params": p, "constants": constants})
             return energy_force_loss(potential, graph, labels, tc.energy_weight, tc.force_weight, counts)
 
         (loss, parts), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
@@ -296,11 +353,14 @@ def _fit(train, valid, config, train_config, *, checkpoint, resume, progress, ca
             out_of_time = tc.max_seconds is not None and time.perf_counter() - t0 > tc.max_seconds
             if step % tc.eval_every == 0 or step == tc.max_steps or out_of_time:
                 current = {"params": params, "constants": constants}
-                metrics = evaluate(Potential.create(config, current), valid_data, tc.eval_batch_size)
+                metrics = evaluate(template.replace(variables=current), valid_data, tc.eval_batch_size)
                 val_loss = (tc.energy_weight * (metrics["energy_rmse_meV"] / 1e3) ** 2
                             + tc.force_weight * (metrics["force_rmse_meV_A"] / 1e3) ** 2)
                 record = {"step": step, "train_loss": float(np.mean([float(x) for x in losses])),
                           "valid_loss": val_loss, **metrics, "seconds": time.perf_counter() - t0}
+                if test_data is not None:
+                    tested = evaluate(template.replace(variables=current), test_data, tc.eval_batch_size)
+                    record.update({f"test_{k}": v for k, v in tested.items()})
                 losses = []
                 history.append(record)
                 if val_loss < best["loss"]:
@@ -324,7 +384,8 @@ def _fit(train, valid, config, train_config, *, checkpoint, resume, progress, ca
     finally:
         bar.close()
     return FitResult(variables=best["variables"], config=config, history=history, step=step,
-                     best_step=best["step"], interrupted=interrupted, metadata=dict(metadata or {}))
+                     best_step=best["step"], interrupted=interrupted, metadata=dict(metadata or {}),
+                     template=template)
 
 
 def _progress(enabled: bool, total: int | None, initial: int):
