@@ -11,8 +11,8 @@ dispersion damping 2 A), it measures:
   (`compiled_evaluator` on the packed Graph) and there (SO3LR's ASE calculator's compiled function on fixed
   neighbour lists, and its JAX-MD energy + forces; the faster of the two is compared);
 * MD: steps per second of a Nose-Hoover chain NVT run at 300 K, 0.5 fs, tau 50 fs, after a warm-up chunk,
-  here through `md.simulate` (its default neighbour list, watchdogs on) and there through so3lr's own CLI MD
-  step (`so3lr.cli.so3lr_md`).
+  here through `md.simulate` (watchdogs on; neighbour list with --skin, default 0 A: rebuilt every step, as
+  SO3LR's own MD does with its dr_threshold 0) and there through so3lr's own CLI MD step (`so3lr.cli.so3lr_md`).
 
 SO3LR's side runs in its own environment (`benchmarks/so3lr_upstream_env.sh` builds it) as a subprocess of
 `benchmarks/so3lr_upstream.py time`; the two sides alternate `--rounds` times per system and the medians over
@@ -48,7 +48,7 @@ def _system(name: str):
     return System(numbers=atoms.numbers, positions=atoms.positions)
 
 
-def ours(name: str, repeats: int, md_steps: int) -> dict:
+def ours(name: str, repeats: int, md_steps: int, skin: float = 0.0) -> dict:
     import jax
 
     from so3krates_lab import md, pretrained
@@ -71,7 +71,7 @@ def ours(name: str, repeats: int, md_steps: int) -> dict:
     if md_steps:
         chunk = max(md_steps // 2, 1)
         sim = md.simulate(pot, system, md.NoseHoover(timestep_fs=0.5, temperature_K=300.0, tau_fs=50.0),
-                          chunk_steps=chunk, record_every=chunk)
+                          chunk_steps=chunk, record_every=chunk, skin=skin)
         sim.run(chunk, progress=False)  # compiles
         t0 = time.perf_counter()
         sim.run(md_steps, progress=False)
@@ -105,6 +105,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--md-steps", type=int, default=200)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--skin", type=float, default=0.0, help="this toolkit's MD neighbour-list skin, Angstrom")
     p.add_argument("--upstream-python", type=Path, default=UPSTREAM_PYTHON)
     p.add_argument("--json", type=Path, default=None, help="also write the raw figures here")
     args = p.parse_args(argv)
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
     for name in args.systems.split(","):
         rows = {"ours": [], "upstream": []}
         for _ in range(args.rounds):
-            rows["ours"].append(ours(name, args.repeats, args.md_steps))
+            rows["ours"].append(ours(name, args.repeats, args.md_steps, args.skin))
             if have_upstream:
                 r = upstream(args.upstream_python, name, args.repeats, args.md_steps)
                 if r is not None:
@@ -129,7 +130,8 @@ def main(argv=None) -> int:
         raw[name] = rows
     info = machine_info(calibrate=False)
     print(f"\nSO3LR float32, lr cutoff 12 A; jax {jax.__version__} here; {info.get('cpu', '')}, "
-          f"{info.get('cores', '')} cores, simd {','.join(info.get('simd', []))}; medians over {args.rounds} alternating rounds")
+          f"{info.get('cores', '')} cores, simd {','.join(info.get('simd', []))}; medians over {args.rounds} alternating rounds; "
+          f"MD skin here {args.skin:g} A")
     print(f"{'system':8s} {'atoms':>6s} | {'E+F ms here':>11s} {'SO3LR':>9s} {'speed-up':>8s} | "
           f"{'MD steps/s here':>15s} {'SO3LR':>7s} {'speed-up':>8s}")
     for name, rows in raw.items():

@@ -302,3 +302,21 @@ def test_so3lr_forces_are_minus_the_energy_gradient_and_invariant(so3lr64):
     # a batch of two (padding, a second structure) gives each structure its own energy
     both = pot.evaluate([system, moved])
     np.testing.assert_allclose(both.energies, [e0, e0], atol=1e-9)
+
+
+def test_workflows_accept_so3lr():
+    """The ASE calculator, compiled MD with replicas and watchdogs, and relaxation all take the pretrained model."""
+    from so3krates_lab import md
+
+    pot = pretrained.so3lr()  # float32, as MD runs
+    system = _ethanol()
+    atoms = _ase_atoms(system.numbers, system.positions)
+    atoms.calc = pot.calculator()
+    np.testing.assert_allclose(atoms.get_potential_energy(), pot.evaluate(system).energies[0], rtol=1e-6)
+    sim = md.simulate(pot, system, md.Langevin(timestep_fs=0.5, temperature_K=300.0), replicas=2,
+                      chunk_steps=20, record_every=10)
+    traj = sim.run(40, progress=False)
+    assert sim.stop_reason is None and traj.positions.shape == (4, 2, system.n_atoms, 3)
+    assert np.isfinite(traj.potential).all() and np.all(traj.temperature > 0)
+    relaxed, converged = md.relax(pot, system, fmax=5e-3, max_steps=3000)
+    assert bool(converged) and float(pot.evaluate(relaxed).energies[0]) < float(pot.evaluate(system).energies[0])
