@@ -130,8 +130,8 @@ def main(argv=None) -> int:
         raw[name] = rows
     info = machine_info(calibrate=False)
     print(f"\nSO3LR float32, lr cutoff 12 A; jax {jax.__version__} here; {info.get('cpu', '')}, "
-          f"{info.get('cores', '')} cores, simd {','.join(info.get('simd', []))}; medians over {args.rounds} alternating rounds; "
-          f"MD skin here {args.skin:g} A")
+          f"{info.get('cores', '')} cores, simd {','.join(info.get('simd', []))}; medians over {args.rounds} "
+          f"alternating rounds; MD skin here {args.skin:g} A")
     print(f"{'system':8s} {'atoms':>6s} | {'E+F ms here':>11s} {'SO3LR':>9s} {'speed-up':>8s} | "
           f"{'MD steps/s here':>15s} {'SO3LR':>7s} {'speed-up':>8s}")
     for name, rows in raw.items():
