@@ -320,3 +320,15 @@ def test_workflows_accept_so3lr():
     assert np.isfinite(traj.potential).all() and np.all(traj.temperature > 0)
     relaxed, converged = md.relax(pot, system, fmax=5e-3, max_steps=3000)
     assert bool(converged) and float(pot.evaluate(relaxed).energies[0]) < float(pot.evaluate(system).energies[0])
+
+
+def test_finetuning_refuses_data_outside_the_elements():
+    from so3krates_lab.structures import Dataset
+    from so3krates_lab.train import fit
+
+    bad = System(numbers=np.array([14, 1, 1, 1, 1]), positions=np.array(
+        [[0, 0, 0], [0.87, 0.87, 0.87], [-0.87, -0.87, 0.87], [0.87, -0.87, -0.87], [-0.87, 0.87, -0.87]]),
+        energy=-10.0, forces=np.zeros((5, 3)))
+    data = Dataset((bad, bad), name="silane")
+    with pytest.raises(ValueError, match="SO3LR was trained on H, C, N, O, F, P, S, Cl only; the structure has Si"):
+        fit(data, data, pretrained.so3lr())

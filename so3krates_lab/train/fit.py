@@ -274,6 +274,9 @@ def _fit(train, valid, config, train_config, *, checkpoint, resume, progress, ca
     else:
         variables = _start_variables(start, train, refit)
         template = start
+    for part in (train, valid) + (() if test is None else (test,)):
+        for system in part:  # an element the model has never seen, a cell too small for its long-range terms
+            template.check_system(system)
     if trainable == "readout":
         mask = readout_mask(variables["params"])
         tx = optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()},
