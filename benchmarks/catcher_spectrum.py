@@ -5,8 +5,8 @@
 
 1. relax the buckyball catcher (C60 in a C48H28 catcher, 148 atoms; ../shared/data/geometries/
    buckyball_catcher.xyz, or --xyz) with `pretrained.so3lr()` in float64 (FIRE, `md.relax`) to --fmax;
-2. its harmonic frequencies from the float64 Hessian (columns by forward-mode derivatives of the forces on the
-   cutoff graph, in blocks; exact there: the polynomial cutoff's value, slope and curvature vanish at r_c);
+2. its harmonic frequencies from the float64 Hessian (`analysis.normal_modes_of`: blocked forward-mode
+   derivatives of the forces on the cutoff graph);
 3. NVE MD in float32 (velocity Verlet 0.5 fs, start velocities at twice --temperature from the minimum, velocities
    recorded every 2 fs, the default watchdogs), stored under --out/md and resumed by a rerun;
 4. the mass-weighted VACF power spectrum (Hann window) with the harmonic lines overlaid.
@@ -34,32 +34,6 @@ def _savez(path, **arrays) -> None:
         np.savez(fh, **arrays)
 
 
-def hessian(potential, system, block: int = 12) -> np.ndarray:
-    """(3N, 3N) eV/A^2 Hessian of a free molecule, -dF/dR column blocks by jax.linearize on the cutoff graph."""
-    import jax
-    import jax.numpy as jnp
-
-    from so3krates_lab.graph import graph_from_system
-
-    graph = graph_from_system(system, potential.cutoff, dtype=np.float64)
-
-    def forces(x):
-        g = graph.replace(positions=jnp.asarray(graph.positions).at[:system.n_atoms].set(x.reshape(-1, 3)))
-        return potential.energy_and_forces(g)[1][:system.n_atoms].reshape(-1)
-
-    x0 = jnp.asarray(system.positions, jnp.float64).reshape(-1)
-    _, jvp = jax.linearize(forces, x0)
-    jvp_block = jax.jit(jax.vmap(jvp))
-    n = x0.size
-    cols = []
-    for start in range(0, n, block):
-        eye = np.zeros((min(block, n - start), n))
-        eye[np.arange(eye.shape[0]), start + np.arange(eye.shape[0])] = 1.0
-        cols.append(-np.asarray(jvp_block(jnp.asarray(eye))))
-    h = np.concatenate(cols, axis=0)
-    return 0.5 * (h + h.T)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--xyz", type=Path, default=SHARED / "data" / "geometries" / "buckyball_catcher.xyz")
@@ -78,8 +52,9 @@ def main(argv=None) -> int:
     from ase.io import read
 
     from so3krates_lab import md, pretrained
-    from so3krates_lab.analysis import energy_conservation, power_spectrum, spectrum_peaks, vacf_from_trajectory
-    from so3krates_lab.analysis.spectra import normal_modes
+    from so3krates_lab.analysis import (
+        energy_conservation, normal_modes_of, power_spectrum, spectrum_peaks, vacf_from_trajectory,
+    )
     from so3krates_lab.fileio import atomic_write
     from so3krates_lab.structures import System
 
@@ -99,7 +74,7 @@ def main(argv=None) -> int:
               f"{time.perf_counter() - t0:.0f} s")
         atomic_write(minimum_file, lambda tmp: _savez(tmp, positions=minimum.positions, numbers=minimum.numbers))
     t0 = time.perf_counter()
-    modes = normal_modes(hessian(pot64, minimum), minimum.positions, minimum.numbers)
+    modes = normal_modes_of(pot64, minimum)  # blocked forward-mode Hessian on the cutoff graph
     freq = np.asarray(modes.frequency.values)
     print(f"Hessian and normal modes: {time.perf_counter() - t0:.0f} s; {len(freq)} modes, lowest "
           f"{freq[:3].round(1).tolist()} cm^-1, highest {freq[-1]:.0f} cm^-1")

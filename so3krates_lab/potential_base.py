@@ -80,6 +80,14 @@ def check_potential(potential) -> None:
         raise TypeError(f"{type(potential).__name__}.dtype must be one of {DTYPES}, got {potential.dtype!r}")
 
 
+def check_system(potential, system: System) -> None:
+    """`potential.check_system(system)` where the potential has one (a `BasePotential`; a potential that only
+    follows the protocol may not): ValueError when it cannot describe the system."""
+    check = getattr(potential, "check_system", None)
+    if check is not None:
+        check(system)
+
+
 def float_dtype(potential) -> type:
     """The NumPy float type a potential computes in (np.float32 or np.float64)."""
     return np.float64 if str(potential.dtype) == "float64" else np.float32
@@ -165,5 +173,5 @@ class BasePotential:
         return PotentialCalculator(self, **kwargs)
 
 
-__all__ = ["BasePotential", "DTYPES", "Prediction", "PotentialProtocol", "check_potential", "compiled_evaluator",
-           "float_dtype", "graph_energy"]
+__all__ = ["BasePotential", "DTYPES", "Prediction", "PotentialProtocol", "check_potential", "check_system",
+           "compiled_evaluator", "float_dtype", "graph_energy"]

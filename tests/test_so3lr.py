@@ -191,26 +191,23 @@ def test_restricted_unpickler_refuses_code(tmp_path):
 def test_converter_names_a_wrong_parameter():
     from so3krates_lab.interop.so3lr import potential_from_so3lr, so3lr_config, so3lr_parameter_shapes
 
-    hyper = {"model": dict(_HYPER_MODEL), "data": {"avg_num_neighbors": 13.2}}
+    hyper = {"model": _hyper_model(), "data": {"avg_num_neighbors": 13.2}}
     config = so3lr_config(hyper)
     params = {k: np.zeros(v, np.float32) for k, v in so3lr_parameter_shapes(config).items()}
     params["params/layers_1/attention_block/Wq1"] = np.zeros((4, 32, 31), np.float32)
     with pytest.raises(ValueError, match=r"parameter params/layers_1/attention_block/Wq1 has shape \(4, 32, 31\)"):
         potential_from_so3lr(params, hyper)
     with pytest.raises(ValueError, match=r"residual_mlp_2=True \(needs False\)"):
-        so3lr_config({"model": {**_HYPER_MODEL, "residual_mlp_2": True}, "data": {"avg_num_neighbors": 13.2}})
+        so3lr_config({"model": {**_hyper_model(), "residual_mlp_2": True}, "data": {"avg_num_neighbors": 13.2}})
 
 
-_HYPER_MODEL = {
-    "activation_fn": "silu", "energy_activation_fn": "silu", "qk_non_linearity": "identity",
-    "radial_basis_fn": "bernstein", "cutoff_fn": "phys", "message_normalization": "avg_num_neighbors",
-    "layer_normalization_1": True, "layer_normalization_2": True, "residual_mlp_1": True, "residual_mlp_2": False,
-    "use_charge_embed": True, "use_spin_embed": True, "energy_learn_atomic_type_scales": True,
-    "energy_learn_atomic_type_shifts": True, "zbl_repulsion_bool": True, "electrostatic_energy_bool": True,
-    "dispersion_energy_bool": True, "input_convention": "positions", "num_features": 128, "num_layers": 3,
-    "num_heads": 4, "num_features_head": 32, "degrees": [1, 2, 3, 4], "cutoff": 4.5, "num_radial_basis_fn": 32,
-    "electrostatic_energy_scale": 4.0, "dispersion_energy_scale": 1.2,
-}
+def _hyper_model() -> dict:
+    """A SO3LR "model" section: the settings this model reproduces plus the published sizes."""
+    from so3krates_lab.interop.so3lr import _REQUIRED
+
+    return {**_REQUIRED, "num_features": 128, "num_layers": 3, "num_heads": 4, "num_features_head": 32,
+            "degrees": [1, 2, 3, 4], "cutoff": 4.5, "num_radial_basis_fn": 32, "electrostatic_energy_scale": 4.0,
+            "dispersion_energy_scale": 1.2}
 
 
 # the physics of the pieces ---------------------------------------------------------------------------------

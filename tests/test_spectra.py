@@ -325,3 +325,30 @@ class _Unused:
 
     def get_forces(self, atoms=None):
         self.fail()
+
+
+def test_potential_hessian_on_the_cutoff_graph_equals_jax_hessian_on_every_pair():
+    """The blocked forward-mode Hessian on the pairs within the cutoff equals jax.hessian of the energy on the graph
+    of every pair (pairs beyond the cutoff contribute nothing, not even curvature), for a SO3krates model."""
+    import jax
+
+    from so3krates_lab.analysis import potential_hessian
+    from so3krates_lab.analysis.spectra import hessian_of
+    from so3krates_lab.data import builtin
+    from so3krates_lab.graph import all_pairs_graph
+    from so3krates_lab.model import Potential, So3kratesConfig
+
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        system = builtin.ethanol()
+        config = So3kratesConfig.preset("small", cutoff=2.2, dtype="float64")  # some pairs lie beyond the cutoff
+        pot = Potential.init(config, system, seed=1)
+        full = hessian_of(lambda r: pot.energy(all_pairs_graph(system.numbers, r[None], np.float64))[0],
+                          system.positions)
+        blocked = potential_hessian(pot, system, block=7)
+        d = np.linalg.norm(system.positions[:, None] - system.positions[None], axis=-1)
+        assert (d > 2.2).any()
+        np.testing.assert_allclose(blocked, full, atol=1e-9 * np.abs(full).max())
+    finally:
+        jax.config.update("jax_enable_x64", previous)

@@ -14,13 +14,13 @@ from .minima import MinimaDatabase, load_minima, minima_graph, save_minima
 from .peptide import backbone_torsions, dihedrals
 from .spectra import (
     EIGENVALUE_TO_CM1, PER_FS_TO_CM1, as_trajectory, hessian_of, mode_animation, normal_modes,
-    normal_modes_from_energy, normal_modes_of, power_spectrum, spectrum_peaks, vacf, vacf_by_element,
+    normal_modes_from_energy, normal_modes_of, potential_hessian, power_spectrum, spectrum_peaks, vacf, vacf_by_element,
     vacf_from_trajectory,
 )
 from .stability import energy_conservation, stable_times_ps
 from .validation import reached_by, reference_relax
 
-__all__ = ["EIGENVALUE_TO_CM1", "as_trajectory", "energy_conservation", "normal_modes_of", "stable_times_ps", "Exploration", "MinimaDatabase", "PER_FS_TO_CM1",
+__all__ = ["EIGENVALUE_TO_CM1", "as_trajectory", "energy_conservation", "normal_modes_of", "potential_hessian", "stable_times_ps", "Exploration", "MinimaDatabase", "PER_FS_TO_CM1",
            "backbone_torsions", "bond_graph", "dihedrals", "distance_fingerprint", "equivalent_groups", "explore_minima", "fingerprint_distance", "hessian_of",
            "kabsch", "kabsch_rmsd", "load_minima", "minima_graph", "mode_animation", "normal_modes",
            "normal_modes_from_energy", "power_spectrum", "reached_by", "reference_relax", "save_minima",

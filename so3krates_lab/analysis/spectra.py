@@ -397,28 +397,45 @@ def normal_modes_from_energy(energy_fn, positions, numbers=None, *, masses=None,
                         project=project)
 
 
-def normal_modes_of(potential, system, *, project: bool = True):
-    """normal_modes() of a potential at a System's geometry (relax it first, e.g. with `md.relax`), by jax.hessian
-    on the fixed graph of every atom pair (a free molecule). Computed in the potential's dtype: use a float64
-    potential (`Potential.with_dtype("float64")`, with jax_enable_x64) for frequencies to 0.1 cm^-1."""
+def potential_hessian(potential, system, block: int = 24) -> np.ndarray:
+    """(3N, 3N) Hessian (eV/A^2) of a potential at a free System's geometry, in the potential's dtype.
+
+    Column blocks of -dF/dR by forward-mode derivatives of the forces (`jax.linearize`, `block` columns at a time)
+    on the graph of the pairs within the cutoff: exact, since a pair beyond the cutoff contributes an energy that
+    is identically zero there, and the memory stays that of a few force evaluations (jax.hessian on every pair
+    needs 3N tangents of the whole network at once). Symmetrised.
+    """
+    import jax
     import jax.numpy as jnp
 
-    from ..graph import all_pairs_graph
+    from ..graph import graph_from_system
     from ..potential_base import check_potential, float_dtype
 
     if system.periodic:
-        raise ValueError("normal_modes_of is for free molecules; the system is periodic")
+        raise ValueError("potential_hessian is for free molecules; the system is periodic")
     check_potential(potential)
-    # The graph of every pair i < j directly, not md.force_function(all_pairs=True): that force function batches
-    # through jax.custom_batching.custom_vmap, which jax.hessian cannot differentiate.
     dtype = float_dtype(potential)
-    numbers = system.numbers
+    graph = graph_from_system(system, potential.cutoff, dtype=dtype)
+    n = system.n_atoms
 
-    def energy(r):
-        return potential.energy(all_pairs_graph(numbers, r[None], dtype))[0]
+    def forces(x):
+        g = graph.replace(positions=jnp.asarray(graph.positions).at[:n].set(x.reshape(n, 3)))
+        return potential.energy_and_forces(g)[1][:n].reshape(-1)
 
-    return normal_modes_from_energy(energy, jnp.asarray(system.positions, dtype), system.numbers,
-                                    project=project)
+    _, jvp = jax.linearize(forces, jnp.asarray(system.positions, dtype).reshape(-1))
+    jvp_block = jax.jit(jax.vmap(jvp))
+    eye = np.eye(3 * n, dtype=dtype)
+    h = -np.concatenate([np.asarray(jvp_block(jnp.asarray(eye[k:k + block])), np.float64)
+                         for k in range(0, 3 * n, block)], axis=0)
+    return 0.5 * (h + h.T)
+
+
+def normal_modes_of(potential, system, *, project: bool = True):
+    """normal_modes() of a potential at a System's geometry (relax it first, e.g. with `md.relax`), from
+    `potential_hessian` (a free molecule). Computed in the potential's dtype: use a float64 potential
+    (`Potential.with_dtype("float64")`, with jax_enable_x64) for frequencies to 0.1 cm^-1."""
+    return normal_modes(potential_hessian(potential, system), np.asarray(system.positions), system.numbers,
+                        project=project)
 
 
 def mode_animation(modes_ds, mode: int, *, amplitude: float = 0.3, n_frames: int = 24) -> np.ndarray:

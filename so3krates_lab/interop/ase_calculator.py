@@ -16,14 +16,8 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..autodiff import compiler_options, energy_and_forces, energy_forces_stress
 from ..graph import Capacity, ladder_rung, neighbour_pairs, pack
-from ..potential_base import check_potential, float_dtype, graph_energy
+from ..potential_base import check_potential, check_system, float_dtype, graph_energy
 from ..structures import System
-
-
-def _check_system(potential, system: System) -> None:
-    check = getattr(potential, "check_system", None)  # potentials that only follow the protocol may lack it
-    if check is not None:
-        check(system)
 
 
 def system_from_atoms(atoms) -> System:
@@ -63,7 +57,7 @@ class PotentialCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         system = system_from_atoms(self.atoms)
-        _check_system(self.potential, system)
+        check_system(self.potential, system)
         pairs = neighbour_pairs(system, self.potential.cutoff)
         capacity = Capacity(ladder_rung(system.n_atoms + 1), ladder_rung(len(pairs) + 1), 1)
         graph = pack([system], [pairs], capacity, self._dtype)

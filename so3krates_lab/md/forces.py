@@ -20,7 +20,7 @@ import numpy as np
 from ..autodiff import energy_and_forces
 from ..graph.batching import all_pairs_graph
 from ..graph.skin import SkinNeighbourFn, skin_neighbour_fn
-from ..potential_base import check_potential, float_dtype, graph_energy
+from ..potential_base import check_potential, check_system, float_dtype, graph_energy
 from ..structures import Graph, System
 
 
@@ -70,9 +70,7 @@ def force_function(potential, system: System, *, skin: float = 0.5, capacity: in
     pair slots than the list would get; then it is never slower and cannot overflow. False always uses a list.
     """
     check_potential(potential)
-    check = getattr(potential, "check_system", None)  # potentials that only follow the protocol may lack it
-    if check is not None:
-        check(system)
+    check_system(potential, system)
     dtype = jnp.dtype(float_dtype(potential))
     numbers = np.asarray(system.numbers)
     n = len(numbers)

@@ -123,12 +123,9 @@ class Potential(BasePotential):
             if bad:
                 from ase.data import chemical_symbols
 
-                def element_symbol(z):
-                    return chemical_symbols[int(z)]
-
                 name = self.info.data.get("name", "this model")
-                raise ValueError(f"{name} was trained on {', '.join(element_symbol(z) for z in allowed)} only; "
-                                 f"the structure has {', '.join(element_symbol(z) for z in bad)}")
+                raise ValueError(f"{name} was trained on {', '.join(chemical_symbols[int(z)] for z in allowed)} "
+                                 f"only; the structure has {', '.join(chemical_symbols[z] for z in bad)}")
         cfg = self.config
         if cfg.long_range and system.periodic:
             if cfg.long_range_cutoff is None:
