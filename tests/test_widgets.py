@@ -107,6 +107,28 @@ def test_live_md_finishes_and_its_replay_fills_in(tmp_path):
     assert "12 frames" in player_widget.children[0].value
 
 
+def test_a_stop_that_races_the_end_of_the_run_leaves_the_final_status(tmp_path):
+    """Stop clicked while the worker thread races to the end: the worker's last word ("finished ..." or "stopped
+    ...") stays on screen, never the request's "stopping after this chunk" (seen once in CI: the request's text
+    landed after the worker had already answered it). The simulation's request_stop is slowed down so that the
+    worker has every chance to finish in between."""
+    sim = simulation(tmp_path / "race")
+    request_stop = sim.request_stop
+
+    def slow_request_stop():
+        time.sleep(1.0)  # the worker runs its remaining chunks meanwhile
+        request_stop()
+
+    sim.request_stop = slow_request_stop
+    live = LiveMD(sim, steps=100, min_interval_s=0.3).start()
+    until(lambda: live.frames_shown >= 4, what="the first chunk")
+    live.stop()
+    assert live.wait(60)
+    assert live.status.value.startswith(("finished", "stopped on request")), live.status.value
+    live.stop()  # a click after the end changes nothing
+    assert live.status.value.startswith(("finished", "stopped on request")), live.status.value
+
+
 def test_a_watchdog_stop_shows_its_reason(tmp_path):
     sim = simulation(tmp_path / "hot", temperature_K=300.0, watchdogs=Watchdogs(max_temperature=1.0))
     live = LiveMD(sim, steps=200).start()

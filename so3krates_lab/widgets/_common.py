@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import traceback
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -110,6 +111,44 @@ class Worker:
         if finished and self.error is not None:
             raise RuntimeError(f"the background run failed:\n{self.traceback}") from self.error
         return finished
+
+
+class StatusLine:
+    """The status text of a widget whose run goes on in a background thread, written by both threads.
+
+    A button's handler (the kernel's thread) writes what it asked for ("stopping after this chunk") inside
+    `control(text)`, and signals the worker inside the same block: the worker's own writes take the same lock, so
+    whatever the worker says in answer always lands after the request, never under it. `end(text)` is the worker's
+    last word; nothing overwrites it afterwards (a Stop clicked as the run finishes leaves "finished ...")."""
+
+    def __init__(self, html):
+        self.html = html
+        self._lock = threading.RLock()
+        self.ended = False
+
+    @property
+    def value(self) -> str:
+        return self.html.value
+
+    def set(self, text: str, unless: threading.Event | None = None) -> None:
+        """Write `text`, unless the run has ended or (checked under the lock) the event `unless` is set."""
+        with self._lock:
+            if not self.ended and not (unless is not None and unless.is_set()):
+                self.html.value = text
+
+    def end(self, text: str) -> None:
+        with self._lock:
+            self.html.value = text
+            self.ended = True
+
+    @contextmanager
+    def control(self, text: str) -> Iterator[bool]:
+        """Write `text` and hold the lock while the caller signals the worker; yields False (writing nothing)
+        once the run has ended, so the caller can skip its signals."""
+        with self._lock:
+            if not self.ended:
+                self.html.value = text
+            yield not self.ended
 
 
 class PlotPanel:

@@ -19,7 +19,8 @@ import time
 import numpy as np
 
 from ._common import (
-    FRAME_COUNTER_CLASS, STATUS_CLASS, PlotPanel, Worker, downsample, molecule_view, set_positions, tagged_html,
+    FRAME_COUNTER_CLASS, STATUS_CLASS, PlotPanel, StatusLine, Worker, downsample, molecule_view, set_positions,
+    tagged_html,
 )
 
 _POLL_S = 0.05  # how often a held run checks for Play / Stop (seconds)
@@ -105,6 +106,7 @@ class LiveMD:
         self.stop_button.on_click(lambda _: self.stop())
         self.frame_counter = tagged_html(FRAME_COUNTER_CLASS, "frame 0")
         self.status = tagged_html(STATUS_CLASS, "ready (call start())")
+        self._status = StatusLine(self.status)
         self._replay_box = None
         controls = w.HBox([self.play_button, self.pause_button, self.stop_button, self.frame_counter, self.status],
                           layout=w.Layout(align_items="center"))
@@ -113,9 +115,6 @@ class LiveMD:
     # display ------------------------------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
-
-    def _set_status(self, text: str) -> None:
-        self.status.value = text
 
     def _show(self, frames) -> None:
         """Show one chunk's frames: last structure in the view, all frames so far in the plot."""
@@ -137,35 +136,38 @@ class LiveMD:
         if self._worker.started:
             raise RuntimeError("this LiveMD has already been started; make a new one for a new run")
         self.pause_button.disabled = self.stop_button.disabled = False
-        self._set_status("running")
+        self._status.set("running")
         self._worker.start()
         return self
 
+    # Each control writes its status before it signals the worker (StatusLine.control), so the worker's answer
+    # ("paused at frame N", "stopped on request ...") always lands after it and is what stays on screen.
     def pause(self) -> None:
         """Hold the run after the chunk being computed (status turns to "paused" when it holds)."""
-        if self._worker.done or self._stop.is_set():
+        if self._stop.is_set():
             return
-        self._running.clear()
-        self.pause_button.disabled, self.play_button.disabled = True, False
-        self._set_status("pausing after this chunk")
+        with self._status.control("pausing after this chunk") as live:
+            if live:
+                self._running.clear()
+                self.pause_button.disabled, self.play_button.disabled = True, False
 
     def play(self) -> None:
         """Resume a paused run."""
-        if self._worker.done or self._stop.is_set():
+        if self._stop.is_set():
             return
-        self._running.set()
-        self.pause_button.disabled, self.play_button.disabled = False, True
-        self._set_status("running")
+        with self._status.control("running") as live:
+            if live:
+                self._running.set()
+                self.pause_button.disabled, self.play_button.disabled = False, True
 
     def stop(self) -> None:
         """End the run after the current chunk (`Simulation.request_stop`); the store keeps every chunk."""
-        if self._worker.done:
-            return
-        self._stop.set()
-        self.simulation.request_stop()
-        self._running.set()  # a paused run must wake up to stop
-        self.play_button.disabled = self.pause_button.disabled = self.stop_button.disabled = True
-        self._set_status("stopping after this chunk")
+        with self._status.control("stopping after this chunk") as live:
+            if live:
+                self._stop.set()
+                self.simulation.request_stop()
+                self._running.set()  # a paused run must wake up to stop
+                self.play_button.disabled = self.pause_button.disabled = self.stop_button.disabled = True
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run ends (True) or `timeout` s pass (False). A notebook cell that waits here keeps the
@@ -192,12 +194,12 @@ class LiveMD:
         while not self._stop.is_set():
             if not self._running.is_set():
                 if not announced:
-                    self._set_status(f"paused at frame {self.frames_shown}")
+                    self._status.set(f"paused at frame {self.frames_shown}")
                     announced = True
             elif time.monotonic() - shown_at >= self.min_interval_s:
                 return
             elif announced:
-                self._set_status("running")
+                self._status.set("running")
                 announced = False
             self._stop.wait(_POLL_S)
 
@@ -208,13 +210,13 @@ class LiveMD:
                 self._hold(time.monotonic())
             reason = self.simulation.stop_reason
             if reason is None:
-                self._set_status(f"finished: {self.frames_shown} frames")
+                self._status.end(f"finished: {self.frames_shown} frames")
             elif reason == "stopped on request":
-                self._set_status(f"stopped on request at frame {self.frames_shown}")
+                self._status.end(f"stopped on request at frame {self.frames_shown}")
             else:
-                self._set_status(reason)
+                self._status.end(reason)
         except BaseException as exc:
-            self._set_status(f"error: {type(exc).__name__}: {exc}")
+            self._status.end(f"error: {type(exc).__name__}: {exc}")
             raise
         finally:
             self.play_button.disabled = self.pause_button.disabled = self.stop_button.disabled = True

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 
-from ._common import STATUS_CLASS, PlotPanel, Worker, tagged_html
+from ._common import STATUS_CLASS, PlotPanel, StatusLine, Worker, tagged_html
 
 
 def _training_figure():
@@ -61,6 +61,7 @@ class TrainingDashboard:
         self.stop_button = w.Button(description="Stop", icon="stop", disabled=True)
         self.stop_button.on_click(lambda _: self.stop())
         self.status = tagged_html(STATUS_CLASS, "ready (call start())")
+        self._status = StatusLine(self.status)
         self.widget = w.VBox([w.HBox([self.stop_button, self.status], layout=w.Layout(align_items="center")),
                               self.plot.widget])
 
@@ -72,17 +73,16 @@ class TrainingDashboard:
         if self._worker.started:
             raise RuntimeError("this dashboard has already been started; make a new one for a new run")
         self.stop_button.disabled = False
-        self.status.value = "running: compiling and taking the first steps"
+        self._status.set("running: compiling and taking the first steps")
         self._worker.start()
         return self
 
     def stop(self) -> None:
         """Stop at the next validation (fit saves its checkpoints as usual)."""
-        if self._worker.done:
-            return
-        self._stop.set()
-        self.stop_button.disabled = True
-        self.status.value = "stopping at the next validation"
+        with self._status.control("stopping at the next validation") as live:  # written before the signal
+            if live:
+                self._stop.set()
+                self.stop_button.disabled = True
 
     def wait(self, timeout: float | None = None):
         """Block until training ends and return the FitResult (None if `timeout` s passed first)."""
@@ -104,9 +104,8 @@ class TrainingDashboard:
             for trace, key in zip(self.figure.data, columns):
                 trace.x, trace.y = steps, [r[key] for r in self.history]
         self.plot.refresh()
-        if not self._stop.is_set():
-            self.status.value = (f"running: step {record['step']}, validation E MAE {record['energy_mae_meV']:.2f} "
-                                 f"meV, F MAE {record['force_mae_meV_A']:.1f} meV/Å, {record['seconds']:.0f} s")
+        self._status.set(f"running: step {record['step']}, validation E MAE {record['energy_mae_meV']:.2f} meV, "
+                         f"F MAE {record['force_mae_meV_A']:.1f} meV/Å, {record['seconds']:.0f} s", unless=self._stop)
         user_stop = any(bool(cb(record)) for cb in self._user_callbacks)
         return self._stop.is_set() or user_stop
 
@@ -120,9 +119,9 @@ class TrainingDashboard:
             best_text = (f"; best validation at step {r.best_step}: F MAE {best['force_mae_meV_A']:.1f} meV/Å"
                          if best else "")
             verb = "stopped on request" if self._stop.is_set() else "finished"
-            self.status.value = f"{verb} at step {r.step}{best_text}"
+            self._status.end(f"{verb} at step {r.step}{best_text}")
         except BaseException as exc:
-            self.status.value = f"error: {type(exc).__name__}: {exc}"
+            self._status.end(f"error: {type(exc).__name__}: {exc}")
             raise
         finally:
             self.stop_button.disabled = True
