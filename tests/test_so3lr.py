@@ -301,9 +301,32 @@ def test_so3lr_forces_are_minus_the_energy_gradient_and_invariant(so3lr64):
     np.testing.assert_allclose(both.energies, [e0, e0], atol=1e-9)
 
 
-def test_workflows_accept_so3lr():
-    """The ASE calculator, compiled MD with replicas and watchdogs, and relaxation all take the pretrained model."""
-    from so3krates_lab import md
+@pytest.mark.parametrize("model", ["so3lr", "ethanol_pbe"])
+def test_a_non_finite_structure_stays_out_of_the_others_in_a_batch(model):
+    """Replicas and minimiser slots of a small molecule are evaluated as one graph of disjoint copies: one copy
+    with non-finite positions (an exploded replica) or all atoms at one point (an empty slot) must leave the
+    others' energies and forces exact. It did not for SO3LR: its long-range pair terms masked an outer product
+    of every atom's charges, and 0 * NaN reached the good copies' gradients (every quench of a batch with an
+    empty slot failed to converge)."""
+    from so3krates_lab.md import stack_states
+    from so3krates_lab.md.forces import force_function
+
+    pot = pretrained.so3lr() if model == "so3lr" else pretrained.load(model)
+    system = _ethanol()
+    ff = force_function(pot, system, all_pairs=True)
+    x = jnp.asarray(system.positions, jnp.float32)
+    energy, forces, _ = jax.jit(ff.fn)(x, ff.aux)
+    batch = jnp.stack([x, jnp.zeros_like(x), jnp.full_like(x, jnp.nan), x + 1.0])
+    energies, batch_forces, _ = jax.jit(jax.vmap(ff.fn))(batch, stack_states([ff.aux] * 4))
+    for k in (0, 3):  # the good copies (the last one translated)
+        np.testing.assert_allclose(energies[k], energy, rtol=1e-6)
+        np.testing.assert_allclose(batch_forces[k], forces, atol=2e-5)
+
+
+def test_workflows_accept_so3lr(tmp_path):
+    """The ASE calculator, compiled MD with replicas and watchdogs, relaxation, spectra (the Hessian's normal modes
+    and the VACF power spectrum), minima exploration and the live-MD widget all take the pretrained model."""
+    from so3krates_lab import analysis, md
 
     pot = pretrained.so3lr()  # float32, as MD runs
     system = _ethanol()
@@ -311,12 +334,75 @@ def test_workflows_accept_so3lr():
     atoms.calc = pot.calculator()
     np.testing.assert_allclose(atoms.get_potential_energy(), pot.evaluate(system).energies[0], rtol=1e-6)
     sim = md.simulate(pot, system, md.Langevin(timestep_fs=0.5, temperature_K=300.0), replicas=2,
-                      chunk_steps=20, record_every=10)
+                      chunk_steps=20, record_every=10, watchdogs=md.Watchdogs().with_bonds(system))
     traj = sim.run(40, progress=False)
     assert sim.stop_reason is None and traj.positions.shape == (4, 2, system.n_atoms, 3)
     assert np.isfinite(traj.potential).all() and np.all(traj.temperature > 0)
     relaxed, converged = md.relax(pot, system, fmax=5e-3, max_steps=3000)
     assert bool(converged) and float(pot.evaluate(relaxed).energies[0]) < float(pot.evaluate(system).energies[0])
+
+    # spectra: 21 real modes at the minimum (the O-H stretch highest), and an NVE VACF spectrum
+    modes = analysis.normal_modes_of(pot.with_dtype("float64"), relaxed)
+    frequencies = np.asarray(modes.frequency)
+    assert len(frequencies) == 3 * system.n_atoms - 6 and frequencies.min() > 150.0
+    assert 3300.0 < frequencies.max() < 4100.0
+    nve = md.simulate(pot, relaxed, md.NVE(timestep_fs=0.5), temperature_K=300.0, record_every=2, chunk_steps=100)
+    spectrum = analysis.power_spectrum(analysis.vacf_from_trajectory(nve.run(400, progress=False)))
+    assert np.isfinite(spectrum["intensity"].values).all() and float(spectrum["intensity"].max()) > 0
+
+    # minima exploration: a few quenches, every one a minimum of the model
+    found = analysis.explore_minima(pot, relaxed, n_replicas=2, sample_every_fs=10.0, max_frames=4, fmax=5e-3,
+                                    progress=False, seed=1)
+    assert found.stats["converged"] >= 1 and len(found.database) >= 1
+    minima = [System(numbers=system.numbers, positions=p) for p in found.database.positions]
+    result = pot.evaluate(minima)
+    np.testing.assert_allclose(result.energies, found.database.energies, atol=1e-4)
+    assert max(np.linalg.norm(f, axis=1).max() for f in result.forces) < 1e-2
+
+    # the live-MD widget (headless) runs and stops it
+    pytest.importorskip("ipywidgets")
+    from so3krates_lab.widgets import LiveMD
+
+    live = LiveMD(md.simulate(pot, relaxed, md.Langevin(timestep_fs=0.5, temperature_K=300.0), chunk_steps=20,
+                              store=tmp_path / "live"), steps=60).start()
+    assert live.wait(120) and live.status.value.startswith("finished") and live.frames_shown > 0
+
+
+def test_the_built_dha_is_the_molecule_and_relaxes_with_so3lr():
+    """`data.builtin.dha()` (internal coordinates, no data file): C22H32O2 with the 55 bonds of all-cis DHA (a tree; every
+    carbon four-valent counting double bonds, six C=C at 1.34 A), no clashes; SO3LR relaxes it without changing a
+    bond, and every double bond stays cis."""
+    from so3krates_lab import md
+    from so3krates_lab.data.builtin import DHA_DOUBLE_BONDS, dha
+    from so3krates_lab.md.watchdogs import covalent_bonds
+
+    start = dha()
+    z = np.asarray(start.numbers)
+    assert start.n_atoms == 56 and [int((z == e).sum()) for e in (1, 6, 8)] == [32, 22, 2]
+    pairs, _ = covalent_bonds(z, start.positions)
+    bonds = {tuple(int(a) for a in pair) for pair in pairs}
+    degree = np.bincount(pairs.reshape(-1), minlength=56)
+    n_double = np.zeros(56, int)
+    n_double[0] = 1  # the carboxyl C=O
+    for k in DHA_DOUBLE_BONDS:
+        n_double[[k - 1, k]] += 1
+    assert len(bonds) == 55 and np.all(degree[:22] + n_double[:22] == 4) and np.all(degree[25:] == 1)
+    d = np.linalg.norm(start.positions[:, None] - start.positions[None], axis=-1)
+    np.testing.assert_allclose([d[k - 1, k] for k in DHA_DOUBLE_BONDS], 1.34, atol=1e-9)
+    assert np.sort(d[np.triu_indices(56, 1)])[len(bonds)] > 1.45  # the closest non-bonded pair (1-3 included)
+
+    pot = pretrained.so3lr()
+    relaxed, converged = md.relax(pot, start, fmax=1e-2, max_steps=3000)
+    assert converged
+    assert {tuple(int(a) for a in pair) for pair in covalent_bonds(z, relaxed.positions)[0]} == bonds
+
+    def dihedral(p, a, b, c, e):
+        b1, b2, b3 = p[b] - p[a], p[c] - p[b], p[e] - p[c]
+        n1, n2 = np.cross(b1, b2), np.cross(b2, b3)
+        return np.degrees(np.arccos(np.clip(np.dot(n1, n2) / np.linalg.norm(n1) / np.linalg.norm(n2), -1, 1)))
+
+    for k in DHA_DOUBLE_BONDS:  # C(k-1)-C(k)=C(k+1)-C(k+2), atoms k-2 .. k+1
+        assert dihedral(relaxed.positions, k - 2, k - 1, k, k + 1) < 30.0
 
 
 def test_finetuning_refuses_data_outside_the_elements():

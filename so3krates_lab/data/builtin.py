@@ -52,3 +52,85 @@ def water_box(molecules_per_side: int = 4, seed: int = 0, spacing: float = WATER
     positions = [(np.array(idx) + 0.5) * spacing + local @ _random_rotation(rng).T for idx in np.ndindex(n, n, n)]
     return System(numbers=[8, 1, 1] * n**3, positions=np.concatenate(positions),
                   cell=np.eye(3) * n * spacing, pbc=[True, True, True])
+
+
+# --- docosahexaenoic acid (DHA) from internal coordinates ---------------------------------------------------------
+# DHA, C22H32O2: HOOC-CH2-CH2-(CH=CH-CH2)5-CH=CH-CH2-CH3, all six double bonds cis (4Z,7Z,10Z,13Z,16Z,19Z); carbon
+# k of the IUPAC numbering (C1 the carboxyl carbon) is atom k-1. Standard bond lengths and angles; the geometry is a
+# start structure to relax with a model, not a minimum.
+DHA_DOUBLE_BONDS = (4, 7, 10, 13, 16, 19)  # C(k)=C(k+1)
+_CC_SINGLE, _CC_DOUBLE, _CH, _CO, _C_O, _OH = 1.51, 1.34, 1.09, 1.21, 1.34, 0.97  # Angstrom
+_SP3, _SP2 = np.deg2rad(112.0), np.deg2rad(125.0)
+
+
+def place_atom(a: np.ndarray, b: np.ndarray, c: np.ndarray, bond: float, angle: float, dihedral: float) -> np.ndarray:
+    """The position of atom d bonded to c, from internal coordinates (the natural-extension-reference-frame
+    construction): |cd| = bond (Angstrom), angle b-c-d = angle and dihedral a-b-c-d = dihedral (radians)."""
+    bc = (c - b) / np.linalg.norm(c - b)
+    normal = np.cross(b - a, bc)
+    normal /= np.linalg.norm(normal)
+    in_plane = np.cross(normal, bc)
+    local = bond * np.array([-np.cos(angle), np.sin(angle) * np.cos(dihedral), np.sin(angle) * np.sin(dihedral)])
+    return c + local[0] * bc + local[1] * in_plane + local[2] * normal
+
+
+def _hydrogens_sp3_pair(centre, n1, n2, bond=_CH):
+    """The two hydrogens of a CH2 group whose carbon `centre` is bonded to n1 and n2 (tetrahedral H-C-H)."""
+    u1, u2 = (n1 - centre) / np.linalg.norm(n1 - centre), (n2 - centre) / np.linalg.norm(n2 - centre)
+    away = -(u1 + u2) / np.linalg.norm(u1 + u2)
+    side = np.cross(u1, u2) / np.linalg.norm(np.cross(u1, u2))
+    half = np.deg2rad(109.47) / 2
+    return [centre + bond * (np.cos(half) * away + s * np.sin(half) * side) for s in (1.0, -1.0)]
+
+
+def _hydrogen_sp2(centre, n1, n2, bond=_CH):
+    """The hydrogen of a CH group whose trigonal carbon `centre` is bonded to n1 and n2 (in their plane)."""
+    u1, u2 = (n1 - centre) / np.linalg.norm(n1 - centre), (n2 - centre) / np.linalg.norm(n2 - centre)
+    return centre - bond * (u1 + u2) / np.linalg.norm(u1 + u2)
+
+
+def dha(after_deg: float = 140.0, before_deg: float = 140.0) -> System:
+    """Docosahexaenoic acid (C22H32O2, 56 atoms, all-cis), built from internal coordinates (free, unlabelled).
+
+    Every C=C is cis; the two single bonds of each methylene between double bonds are skewed by +skew_deg and
+    -skew_deg (the common low-energy form of methylene-interrupted polyenes), the others are anti; the carboxyl
+    group is syn. Atom order: C1..C22 (C1 the carboxyl carbon), the carbonyl O, the hydroxyl O and H, then the
+    chain's hydrogens from C2 to C22. Relax it with a model before use (`md.relax`)."""
+    n_c = 22
+    double = {k - 1 for k in DHA_DOUBLE_BONDS}  # bond between atoms i and i+1 is double for i in here
+    # dihedral about the bond (i-1, i) that places atom i+1 (i.e. the torsion of atoms i-2, i-1, i, i+1)
+    after, before = np.deg2rad(after_deg), np.deg2rad(before_deg)
+    carbons = [np.zeros(3), np.array([_CC_SINGLE, 0.0, 0.0])]
+    carbons.append(carbons[1] + _CC_SINGLE * np.array([np.cos(np.pi - _SP3), np.sin(np.pi - _SP3), 0.0]))
+    for i in range(3, n_c):
+        bond = _CC_DOUBLE if (i - 1) in double else _CC_SINGLE
+        trigonal = (i - 1) in double or (i - 2) in double  # atom i-1 is a double-bond carbon
+        angle = _SP2 if trigonal else _SP3
+        central = i - 2  # the torsion turns about the bond (i-2, i-1)
+        if central in double:
+            dihedral = 0.0  # cis double bond
+        elif central - 1 in double and central + 1 in double:
+            dihedral = np.pi  # never happens in DHA (no conjugation); kept for clarity
+        elif central - 1 in double:
+            dihedral = after  # C=C-CH2: first single bond after a double bond
+        elif central + 1 in double and central - 2 in double:
+            dihedral = before  # CH2-C=C inside a methylene-interrupted unit
+        else:
+            dihedral = np.pi
+        carbons.append(place_atom(carbons[i - 3], carbons[i - 2], carbons[i - 1], bond, angle, dihedral))
+    c = np.array(carbons)
+    # carboxyl group on C1 (atom 0): carbonyl O syn to C3 side, hydroxyl O anti, H syn to the carbonyl O
+    o_carbonyl = place_atom(c[2], c[1], c[0], _CO, np.deg2rad(125.0), 0.0)
+    o_hydroxyl = place_atom(c[2], c[1], c[0], _C_O, np.deg2rad(112.0), np.pi)
+    h_hydroxyl = place_atom(o_carbonyl, c[0], o_hydroxyl, _OH, np.deg2rad(106.0), 0.0)
+    hydrogens = []
+    for i in range(1, n_c - 1):
+        if i in double or (i - 1) in double:
+            hydrogens.append(_hydrogen_sp2(c[i], c[i - 1], c[i + 1]))
+        else:
+            hydrogens.extend(_hydrogens_sp3_pair(c[i], c[i - 1], c[i + 1]))
+    for phi in (np.pi, np.pi / 3, -np.pi / 3):  # methyl C22
+        hydrogens.append(place_atom(c[n_c - 3], c[n_c - 2], c[n_c - 1], _CH, np.deg2rad(109.47), phi))
+    positions = np.vstack([c, o_carbonyl, o_hydroxyl, h_hydroxyl, np.array(hydrogens)])
+    numbers = [6] * n_c + [8, 8, 1] + [1] * len(hydrogens)
+    return System(numbers=numbers, positions=positions - positions.mean(axis=0))

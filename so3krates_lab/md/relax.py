@@ -71,7 +71,8 @@ class BatchRelaxer:
         stacked = jnp.stack([template] * self.n_slots)
         aux_stacked = stack_states([aux] * self.n_slots)
         shapes = jax.eval_shape(vinit, stacked, aux_stacked)  # the state layout, without running the model
-        self.states = dataclasses.replace(blank_like(shapes), aux=aux_stacked)
+        # empty slots sit at the template (finite), not at blank zeros: they are evaluated with the busy ones
+        self.states = dataclasses.replace(blank_like(shapes), aux=aux_stacked, positions=stacked)
         self._positions = np.array(stacked)  # positions waiting to be loaded into fresh slots (Angstrom)
         self._fresh = np.zeros(self.n_slots, bool)
         self.active = np.zeros(self.n_slots, bool)

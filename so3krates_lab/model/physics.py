@@ -125,17 +125,19 @@ def dense_pairs(graph, dtype, cutoff: float | None):
     """
     pos = graph.positions.astype(dtype)
     a = pos.shape[0]
-    rij = pos[None, :, :] - pos[:, None, :]  # (A, A, 3): R_j - R_i
+    g_i = graph.atom_graph
+    same = (g_i[:, None] == g_i[None, :]) & graph.atom_mask[:, None] & graph.atom_mask[None, :]
+    mask = same & ~jnp.eye(a, dtype=bool)
+    # zero outside the mask before anything nonlinear: a structure with non-finite positions (an exploded
+    # replica, an empty minimiser slot) must not reach another structure's energy or its gradient
+    rij = jnp.where(same[..., None], pos[None, :, :] - pos[:, None, :], jnp.zeros((), dtype))  # (A, A, 3)
     cells = graph.cell.astype(dtype)  # (G, 3, 3), rows are lattice vectors
     periodic = jnp.any(cells != 0, axis=(1, 2))  # (G,)
     safe_cells = jnp.where(periodic[:, None, None], cells, jnp.eye(3, dtype=dtype)[None])
     inv = jnp.linalg.inv(safe_cells)  # (G, 3, 3)
-    g_i = graph.atom_graph
     frac = jnp.einsum("ijc,icd->ijd", rij, inv[g_i])
     frac = frac - jnp.where(periodic[g_i][:, None, None], jnp.round(frac), jnp.zeros_like(frac))
     rij = jnp.einsum("ijd,idc->ijc", frac, safe_cells[g_i])
-    same = (g_i[:, None] == g_i[None, :]) & graph.atom_mask[:, None] & graph.atom_mask[None, :]
-    mask = same & ~jnp.eye(a, dtype=bool)
     r2 = jnp.sum(rij * rij, axis=-1)
     r = jnp.sqrt(jnp.where(mask, r2, jnp.ones_like(r2)))
     # the minimum image holds every pair within `cutoff` when cutoff <= half the smallest perpendicular width
@@ -148,6 +150,14 @@ def dense_pairs(graph, dtype, cutoff: float | None):
     else:
         ok = ~periodic | (jnp.min(widths, axis=-1) >= 2.0 * cutoff)
     return r, mask, ok
+
+
+def pair_operands(values, mask):
+    """(v_i, v_j), each (A, A), of per-atom values (A,), zero where `mask` is False. Pair terms are built from
+    these, never from the outer product masked afterwards: masking a product keeps its value finite but not its
+    gradient (0 * NaN is NaN), so one structure's non-finite charges would reach every other structure's."""
+    zero = jnp.zeros((), values.dtype)
+    return jnp.where(mask, values[:, None], zero), jnp.where(mask, values[None, :], zero)
 
 
 def coulomb_energy(q, r, mask, sigma: float, cutoff: float | None):
@@ -163,7 +173,8 @@ def coulomb_energy(q, r, mask, sigma: float, cutoff: float | None):
     def phi(x):
         return jax.lax.erf(x / s) / x
 
-    qq = q[:, None] * q[None, :]
+    q_i, q_j = pair_operands(q, mask)
+    qq = q_i * q_j
     if cutoff is None:
         pair = COULOMB_CONSTANT * qq * phi(r)
     else:
@@ -190,8 +201,8 @@ def dispersion_energy(numbers, hirshfeld_ratios, r, mask, scale: float, cutoff: 
     idx = jnp.clip(numbers - 1, 0, FREE_ATOM_POLARIZABILITY.size - 1)
     alpha = jnp.asarray(FREE_ATOM_POLARIZABILITY, dtype)[idx] * hirshfeld_ratios
     c6 = jnp.asarray(FREE_ATOM_C6, dtype)[idx] * hirshfeld_ratios ** 2
-    a_i, a_j = alpha[:, None], alpha[None, :]
-    c_i, c_j = c6[:, None], c6[None, :]
+    a_i, a_j = pair_operands(alpha, mask)
+    c_i, c_j = pair_operands(c6, mask)
     # padding atoms have h = 0: keep their (masked) entries finite
     alpha_ij = jnp.where(mask, 0.5 * (a_i + a_j), jnp.ones_like(r))
     denominator = jnp.where(mask, a_i ** 2 * c_j + a_j ** 2 * c_i, jnp.ones_like(r))
