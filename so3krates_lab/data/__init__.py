@@ -1,5 +1,6 @@
 """Reading reference data into Datasets (eV, Angstrom, eV/Angstrom), checks, splits and element shifts."""
 
+from so3krates_lab.data import builtin  # built-in start geometries: builtin.ethanol(), builtin.dha(), ...
 from so3krates_lab.data._common import FormatError
 from so3krates_lab.data.checks import check_overlaps
 from so3krates_lab.data.plausibility import MAX_RMS_FORCE, check_units, unit_evidence
@@ -21,6 +22,7 @@ __all__ = [
     "load_shipped", "shipped_dir", "shipped_models", "shipped_path",
     "MAX_RMS_FORCE",
     "READERS",
+    "builtin",
     "FormatError",
     "Split",
     "check_overlaps",
