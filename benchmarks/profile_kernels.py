@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/profile_kernels.py aspirin            # or ethanol, buckyball_catcher, water-192
     .venv/bin/python benchmarks/profile_kernels.py aspirin --ynn on   # XLA's default YNNPACK dot fusions
+    .venv/bin/python benchmarks/profile_kernels.py buckyball_catcher --so3lr   # the pretrained SO3LR model
 
 Prints the number of XLA kernels per evaluation, their summed time (kernels of the two cores overlap, so the
 sum can exceed the wall time), and the time per kernel category (fusion kind with the numeric suffix removed).
@@ -33,6 +34,7 @@ def main(argv=None) -> int:
     p.add_argument("--calls", type=int, default=10, help="evaluations inside the trace")
     p.add_argument("--ynn", choices=("on", "off"), default="off")
     p.add_argument("--top", type=int, default=15)
+    p.add_argument("--so3lr", action="store_true", help="profile the shipped SO3LR model instead of a fresh default")
     p.add_argument("--data-dir", type=Path, default=default_data_dir())
     args = p.parse_args(argv)
     from so3krates_lab.memory import ensure_tuned
@@ -48,9 +50,15 @@ def main(argv=None) -> int:
     from so3krates_lab.model import So3kratesConfig, init_variables
 
     system, source, _ = load_system(args.system, args.data_dir, 0)
-    config = So3kratesConfig()
-    graph = graph_from_system(system, config.cutoff)
-    potential = Potential.create(config, init_variables(config, graph))
+    if args.so3lr:
+        from so3krates_lab import pretrained
+
+        potential = pretrained.so3lr()
+        graph = graph_from_system(system, potential.cutoff)
+    else:
+        config = So3kratesConfig()
+        graph = graph_from_system(system, config.cutoff)
+        potential = Potential.create(config, init_variables(config, graph))
     step = evaluator(args.ynn)  # speed.py's: the library's evaluator, or XLA's default options with --ynn on
     for _ in range(5):
         jax.block_until_ready(step(potential, graph))
@@ -72,7 +80,7 @@ def main(argv=None) -> int:
         by_kind[kind] += us
         kernels_by_kind[kind] += count[name]
     n = args.calls
-    print(f"{args.system} ({system.n_atoms} atoms, {source}), ynn {args.ynn}: "
+    print(f"{args.system} ({system.n_atoms} atoms, {source}){', SO3LR' if args.so3lr else ''}, ynn {args.ynn}: "
           f"{sum(count.values()) / n:.0f} XLA kernels per evaluation, summed kernel time "
           f"{sum(total.values()) / n / 1e3:.2f} ms")
     for kind, us in by_kind.most_common(args.top):
