@@ -42,6 +42,8 @@ def parse(argv=None):
                         "shipped data)")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "minima")
     p.add_argument("--minutes", type=float, default=25.0, help="total exploration wall time over all calls")
+    p.add_argument("--max-frames", type=int, default=0, metavar="K",
+                   help="also stop after K quenched frames (0: no frame budget): compares methods at equal frames")
     p.add_argument("--replicas", type=int, default=8)
     p.add_argument("--slots", type=int, default=16, help="structures relaxed at once")
     p.add_argument("--temperature", type=float, default=500.0, help="K")
@@ -50,6 +52,8 @@ def parse(argv=None):
     p.add_argument("--fmax", type=float, default=1e-3, help="eV/A, minimiser convergence")
     p.add_argument("--minimizer", choices=["fire", "lbfgs"], default="lbfgs")
     p.add_argument("--max-relax-steps", type=int, default=3000)
+    p.add_argument("--prescreen-fmax", type=float, default=0.0, metavar="F",
+                   help="eV/A: two-stage quench, every frame relaxed to F first and refined only if new (0: off)")
     p.add_argument("--lbfgs-memory", type=int, default=10, help="L-BFGS history length (step pairs)")
     p.add_argument("--chunk", type=int, default=50, help="minimiser steps per compiled call")
     p.add_argument("--energy-tol", type=float, default=0.01, help="eV")
@@ -258,10 +262,11 @@ def main(argv=None) -> int:
                          temperature_K=args.temperature, timestep_fs=args.timestep, sample_every_fs=args.sample_fs,
                          n_slots=args.slots, fmax=args.fmax, max_relax_steps=args.max_relax_steps,
                          chunk_steps=args.chunk, minimizer=args.minimizer, energy_tol=args.energy_tol, rmsd_tol=args.rmsd_tol,
-                         minutes=args.minutes, checkpoint=args.out / "explore", seed=args.seed,
+                         minutes=args.minutes, max_frames=args.max_frames or None,
+                         checkpoint=args.out / "explore", seed=args.seed,
                          starts=starts, restart_every=args.restart_every or None,
                          minimizer_options={"memory": args.lbfgs_memory} if args.minimizer == "lbfgs" else None,
-                         all_pairs=not args.neighbour_list)
+                         all_pairs=not args.neighbour_list, prescreen_fmax=args.prescreen_fmax or None)
     db, stats = run.database, run.stats
     ds = db.to_xarray()
     atomic_write(args.out / "minima.nc", lambda tmp: ds.to_netcdf(tmp))
@@ -281,6 +286,10 @@ def main(argv=None) -> int:
     md_steps = stats["frames"] * int(round(args.sample_fs / args.timestep))
     print(f"MD: {stats['frames']} frames sampled ({md_steps} Langevin structure-steps); "
           f"{stats.get('minimum_restarts', 0)} replica restarts from known minima, {stats['md_resets']} MD resets")
+    if "evaluations" in stats:  # explorations checkpointed before the counters existed lack them
+        print(f"energy + forces evaluations: {stats['evaluations']} ({stats['md_evaluations']} MD, "
+              f"{stats['relax_evaluations']} minimiser, idle slots included), {run.evaluations_per_minimum:.0f} per "
+              f"unique minimum; {stats['prescreen_matches']} quenches settled by the loose first stage")
 
     summary = {"exploration": {"stats": stats, "unique_minima": len(db), "edges": graph.number_of_edges(),
                                "table": minima_vs_time(run.history), "args": {k: str(v) for k, v in

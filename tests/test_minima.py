@@ -291,6 +291,29 @@ def test_exploration_of_an_analytic_potential_finds_its_three_minima(tmp_path):
     assert sum(more.database.counts) == more.stats["converged"] > run.stats["converged"]
 
 
+def test_a_two_stage_quench_finds_the_same_minima_with_fewer_evaluations():
+    """prescreen_fmax: frames relaxed loosely first, matched against the database, refined only when new. Same
+    frames (same seed), same three minima at the same energies and the same visit counts, fewer minimiser
+    evaluations; the evaluation counters add up (MD: every replica every step; minimiser: every slot every
+    step, so at least the busy slots' steps)."""
+    kw = dict(n_replicas=4, temperature_K=1200.0, timestep_fs=1.0, sample_every_fs=100.0, fmax=1e-4,
+              max_frames=60, minimizer="fire", progress=False, seed=3)
+    one = explore_minima(TORSION, _butane_system(180.0), **kw)
+    two = explore_minima(TORSION, _butane_system(180.0), prescreen_fmax=2e-2, **kw)
+    for run in (one, two):
+        s = run.stats
+        assert s["md_evaluations"] == s["frames"] // kw["n_replicas"] * 100 * kw["n_replicas"]
+        assert s["evaluations"] == s["md_evaluations"] + s["relax_evaluations"] >= s["md_evaluations"] + s["relax_steps"]
+        assert run.evaluations_per_minimum == s["evaluations"] / len(run.database)
+    assert len(one.database) == len(two.database) == 3 and one.stats["prescreen_matches"] == 0
+    np.testing.assert_allclose(sorted(one.database.energies), sorted(two.database.energies), atol=1e-6)
+    assert sorted(one.database.counts) == sorted(two.database.counts) and sum(two.database.counts) == 60
+    assert two.stats["prescreen_matches"] >= 30  # most frames end in a minimum found before
+    assert two.stats["relax_steps"] < 0.8 * one.stats["relax_steps"], (one.stats, two.stats)
+    with pytest.raises(ValueError, match="prescreen_fmax must be above fmax"):
+        explore_minima(TORSION, _butane_system(180.0), prescreen_fmax=1e-5, **kw)
+
+
 # ---------------------------------------------------------------------- reference validation and coverage
 
 

@@ -29,18 +29,27 @@ from .minima import MinimaDatabase, load_minima, minima_graph, save_minima
 
 
 MAX_FAILED_MD_ROUNDS = 20  # explore_minima gives up when no replica survives this many MD rounds in a row
+PRESCREEN, FINAL = 1, 2  # the stages of a two-stage quench (explore_minima's prescreen_fmax)
 
 
 @dataclasses.dataclass
 class Exploration:
     """The result of `explore_minima`. sequences: {replica label: [(frame index, minimum index)]}; history: rows
     (wall seconds, unique minima, quenched frames) after each chunk; stats: counts of frames sampled, quenches
-    converged / not converged, minima rejected because the bond graph changed (a rearranged molecule)."""
+    converged / not converged, minima rejected because the bond graph changed (a rearranged molecule), and the
+    energy + forces evaluations computed: "md_evaluations" (every replica, every MD step), "relax_evaluations"
+    (every minimiser slot, busy or idle, every step), "evaluations" their sum; "relax_steps" counts the busy
+    slots' minimiser steps only; "prescreen_matches" the quenches settled by the loose first stage."""
 
     database: MinimaDatabase
     sequences: dict
     history: list
     stats: dict
+
+    @property
+    def evaluations_per_minimum(self) -> float:
+        """Energy + forces evaluations computed (MD and minimiser, see `stats`) per unique minimum found."""
+        return self.stats.get("evaluations", 0) / max(len(self.database), 1)
 
     @property
     def graph(self):
@@ -58,7 +67,7 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
                    minutes: float | None = None, max_frames: int | None = None, checkpoint=None,
                    save_every_s: float = 60.0, seed: int = 0, progress: bool = True,
                    starts=None, restart_every: int | None = None, minimizer_options: dict | None = None,
-                   all_pairs: bool | None = None) -> Exploration:
+                   all_pairs: bool | None = None, prescreen_fmax: float | None = None) -> Exploration:
     """Explore the minima of one molecule and return an `Exploration` (database, sequences, history, stats).
 
     potential: anything following the potential protocol (cutoff, dtype, energy(graph)); system: the molecule and
@@ -86,6 +95,11 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
     uniformly from the unique minima found so far (from `starts` while there are none), with fresh thermal
     velocities: a cheap way to spread the sampling over the growing graph. Every restart leaves a gap in the
     replica's frame numbering, so no graph edge is ever drawn across it.
+
+    prescreen_fmax: a two-stage quench (eV/A, above fmax, e.g. 0.05): every frame is first relaxed only to
+    this loose threshold and compared with the database (its energy and RMSD tolerances); a match counts as a
+    visit of that known minimum at once, and only frames that match nothing are relaxed on to fmax and added. It
+    saves the tight tail of the quenches that end in known minima (most of them, late in an exploration).
     """
     ensure_tuned()
     if minutes is None and max_frames is None:
@@ -107,6 +121,8 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
         if not np.array_equal(bond_graph(numbers, geometry), reference_bonds):
             raise ValueError(f"starts[{k}] has a different covalent bond graph from positions (another molecule or "
                              "a broken bond); every start must be the same molecule")
+    if prescreen_fmax is not None and not prescreen_fmax > fmax:
+        raise ValueError(f"prescreen_fmax must be above fmax ({fmax:g} eV/A) or None, got {prescreen_fmax}")
     if restart_every is not None and restart_every < 1:
         raise ValueError(f"restart_every must be >= 1 frame (or None), got {restart_every}")
     stride = int(round(sample_every_fs / timestep_fs))
@@ -115,7 +131,8 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
     db = MinimaDatabase(numbers, start, energy_tol=energy_tol, rmsd_tol=rmsd_tol)
     sequences = {label: [] for label in labels}
     stats = {"frames": 0, "converged": 0, "not_converged": 0, "rearranged": 0, "md_resets": 0, "relax_steps": 0,
-             "restarts": 0, "elapsed_s": 0.0, "minimum_restarts": 0}
+             "restarts": 0, "elapsed_s": 0.0, "minimum_restarts": 0, "md_evaluations": 0, "relax_evaluations": 0,
+             "evaluations": 0, "prescreen_matches": 0}
     history: list = []
     pending: list = []
     replica_positions = np.stack([pool[r % len(pool)] for r in range(n_replicas)])
@@ -132,7 +149,8 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
         next_frame = np.asarray(extra["next_frame"], np.int64) + 1  # a gap: no transition across the restart
         pending = [((int(r), int(f)), np.asarray(p)) for r, f, p in extra.get("pending", [])]
         since_start = np.asarray(extra.get("since_start", [0] * n_replicas), np.int64)
-        stats.setdefault("minimum_restarts", 0)
+        for key in ("minimum_restarts", "md_evaluations", "relax_evaluations", "evaluations", "prescreen_matches"):
+            stats.setdefault(key, 0)  # checkpoints written before these counters existed
         if minutes is not None and stats["elapsed_s"] >= 60.0 * minutes:
             return Exploration(db, sequences, history, stats)  # the budget is spent: nothing to compile or run
         stats["restarts"] += 1
@@ -176,7 +194,10 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
 
     def save():
         stats["elapsed_s"] = time.perf_counter() - t0
-        unfinished = [[r, f, p.tolist()] for (r, f), p in relaxer.in_flight() + list(queue)]
+        # frames in the relaxer (tags ((r, f), stage)) and queued ones ((r, f)) are saved alike: a resumed
+        # exploration quenches them again from their current positions, from the first stage
+        in_flight = [(tag, p) for (tag, _), p in relaxer.in_flight()]
+        unfinished = [[r, f, p.tolist()] for (r, f), p in in_flight + list(queue)]
         extra = {"stats": stats, "history": history, "replica_positions": replica_positions.tolist(),
                  "pending": unfinished,
                  "next_frame": next_frame.tolist(), "since_start": since_start.tolist(), "settings": {
@@ -184,12 +205,12 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
                      "n_replicas": n_replicas, "fmax": fmax, "friction_per_fs": friction_per_fs,
                      "minimizer": minimizer if isinstance(minimizer, str) else getattr(minimizer, "__name__", "?"),
                      "n_starts": len(pool), "restart_every": restart_every,
-                     "minimizer_options": minimizer_options or {}}}
+                     "minimizer_options": minimizer_options or {}, "prescreen_fmax": prescreen_fmax}}
         save_minima(checkpoint, db, sequences, extra)
 
     from tqdm.auto import tqdm
 
-    steps_before = stats["relax_steps"]
+    steps_before, relax_evaluations_before = stats["relax_steps"], stats["relax_evaluations"]
 
     def out_of_time():
         return minutes is not None and time.perf_counter() - t0 > 60.0 * minutes
@@ -212,6 +233,7 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
                     prepare(r, restart_geometry(kind))
                 reset.clear()
                 sim.run(stride, progress=False)  # the driver copies its arrays before each compiled call
+                stats["md_evaluations"] += stride * n_replicas  # every replica is evaluated at every step
                 replica_positions = np.asarray(sim.state.positions, np.float64)
                 finite = sim.active.copy()  # a replica whose MD went non-finite was stopped by its watchdog
                 failed_rounds = 0 if finite.any() else failed_rounds + 1
@@ -233,12 +255,28 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
                         reset.setdefault(r, "minimum")
             if interrupt.requested:
                 break  # the sampled frames wait in the queue, which is saved
-            relaxer.load([queue.popleft() for _ in range(min(relaxer.n_free, len(queue)))])
-            for (r, frame), pos, energy, ok, _ in relaxer.run_chunk():
-                bar.update(1)
+            first_stage = FINAL if prescreen_fmax is None else PRESCREEN
+            relaxer.load([((tag, first_stage), pos) for tag, pos in
+                          (queue.popleft() for _ in range(min(relaxer.n_free, len(queue))))],
+                         fmax=prescreen_fmax)
+            refine = []
+            for ((r, frame), stage), pos, energy, ok, _ in relaxer.run_chunk():
                 if not ok:
+                    bar.update(1)
                     stats["not_converged"] += 1
                     continue
+                if stage == PRESCREEN:
+                    known = db.find(pos, energy)
+                    if known is None:
+                        refine.append((((r, frame), FINAL), pos))  # new: relax on to fmax
+                        continue
+                    bar.update(1)
+                    stats["converged"] += 1
+                    stats["prescreen_matches"] += 1
+                    db.revisit(known, trajectory=labels[r])
+                    sequences[labels[r]].append((frame, known))
+                    continue
+                bar.update(1)
                 if not np.array_equal(bond_graph(numbers, pos), reference_bonds):
                     stats["rearranged"] += 1
                     reset[r] = "start"
@@ -246,7 +284,10 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
                 stats["converged"] += 1
                 k, _ = db.add(pos, energy, trajectory=labels[r])
                 sequences[labels[r]].append((frame, k))
+            relaxer.load(refine)  # slots were freed by these very frames, so every one finds a slot
             stats["relax_steps"] = steps_before + relaxer.steps_done
+            stats["relax_evaluations"] = relax_evaluations_before + relaxer.evaluations
+            stats["evaluations"] = stats["md_evaluations"] + stats["relax_evaluations"]
             history.append((time.perf_counter() - t0, len(db), stats["converged"] + stats["not_converged"]
                             + stats["rearranged"]))
             bar.set_postfix(unique=len(db), not_conv=stats["not_converged"], refresh=False)

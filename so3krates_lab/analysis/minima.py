@@ -87,6 +87,14 @@ class MinimaDatabase:
                 best, best_rmsd = k, rmsd
         return best
 
+    def revisit(self, index: int, trajectory=None) -> None:
+        """Count one more visit of the stored minimum `index` (found by `find`), recorded under `trajectory`."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"minimum {index} is outside the database of {len(self)} minima")
+        self.counts[index] += 1
+        if trajectory is not None:
+            self.found_by[index].add(trajectory)
+
     def add(self, positions, energy, trajectory=None) -> tuple[int, bool]:
         """Count one found minimum (positions (N, 3) Angstrom, energy eV). Returns (index, is_new).
         trajectory: any hashable label recorded in `found_by`."""

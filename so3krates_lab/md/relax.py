@@ -28,7 +28,8 @@ class BatchRelaxer:
 
     force_fn: a `ForceFunction` (`md.force_function(potential, system)`, or `ForceFunction.from_callable`); every
     slot starts with a copy of its aux (the neighbour list). template: (N, 3) positions (Angstrom) of one structure (it fixes the shape of a slot). fmax:
-    convergence threshold on the largest atomic force (eV/A). max_steps: minimiser steps after which a slot is
+    convergence threshold on the largest atomic force (eV/A), the default of `load` (which may give each item its
+    own). max_steps: minimiser steps after which a slot is
     given up (reported as not converged). chunk_steps: steps per compiled call. minimizer: "fire", "lbfgs" or any
     function force_fn -> (init, step) whose states are dataclasses (e.g. flax structs) with positions, energy,
     step, aux and a `fmax` property; options: its keyword arguments. Freshly loaded slots are initialised inside
@@ -51,13 +52,14 @@ class BatchRelaxer:
         vinit, vstep = jax.vmap(init), jax.vmap(step)
         fmax_of = jax.vmap(lambda s: s.fmax)
 
-        def advance(states, positions, fresh, active):
-            """(Re)initialise the fresh slots at `positions` (skipped when there are none), then one chunk."""
+        def advance(states, positions, fresh, active, thresholds):
+            """(Re)initialise the fresh slots at `positions` (skipped when there are none), then one chunk; a slot
+            stops moving once its largest force is below its threshold."""
             states = jax.lax.cond(jnp.any(fresh), lambda s: where_rows(fresh, vinit(positions, s.aux), s),
                                   lambda s: s, states)
 
             def body(s, _):
-                frozen = (fmax_of(s) < fmax) | ~active
+                frozen = (fmax_of(s) < thresholds) | ~active
                 return where_rows(frozen, s, vstep(s)), None
 
             states = jax.lax.scan(body, states, None, length=chunk_steps)[0]
@@ -77,18 +79,27 @@ class BatchRelaxer:
         self._fresh = np.zeros(self.n_slots, bool)
         self.active = np.zeros(self.n_slots, bool)
         self.tags: list = [None] * self.n_slots
+        # per-slot thresholds, float32 on both sides of the device/host boundary: the compiled chunk freezes a slot
+        # exactly when run_chunk reports it converged (a slot frozen but not reported would never finish)
+        self._thresholds = np.full(self.n_slots, self.fmax, np.float32)
+        self.chunk_steps = int(chunk_steps)
         self.steps_done = 0  # minimiser steps summed over busy slots (the work done)
+        self.evaluations = 0  # energy + forces evaluations computed, idle slots included (every slot runs each step)
 
     @property
     def n_free(self) -> int:
         return int((~self.active).sum())
 
-    def load(self, items):
+    def load(self, items, fmax: float | None = None):
         """Put (tag, positions (N, 3) Angstrom) items into free slots; returns how many were taken. The slots are
-        initialised (one force call each) at the start of the next `run_chunk`."""
+        initialised (one force call each) at the start of the next `run_chunk`. fmax: their convergence
+        threshold (eV/A; default the relaxer's)."""
+        if fmax is not None and not fmax > 0:
+            raise ValueError(f"fmax must be positive (eV/A), got {fmax}")
         free = np.nonzero(~self.active)[0][: len(items)]
         for slot, (tag, pos) in zip(free, items):
             self._positions[slot] = pos
+            self._thresholds[slot] = self.fmax if fmax is None else float(fmax)
             self._fresh[slot] = True
             self.tags[slot] = tag
             self.active[slot] = True
@@ -99,8 +110,9 @@ class BatchRelaxer:
         before = np.where(self._fresh, 0, np.asarray(self.states.step))
         # Copies: on the CPU, JAX may use a NumPy argument's memory without copying it while the call runs
         # asynchronously, and these arrays are written right after (`_fresh` below, the others on the next load).
+        self.evaluations += self.n_slots * (self.chunk_steps + int(self._fresh.any()))
         self.states, fmax = self._advance(self.states, np.array(self._positions), np.array(self._fresh),
-                                          np.array(self.active))
+                                          np.array(self.active), self._thresholds.copy())
         self._fresh[:] = False
         if _overflowed(self.states.aux):
             raise RuntimeError("the neighbour list overflowed during relaxation; build the force function with a "
@@ -108,7 +120,7 @@ class BatchRelaxer:
         fmax = np.asarray(fmax)
         steps = np.asarray(self.states.step)
         self.steps_done += int((steps - before)[self.active].sum())
-        converged = self.active & (fmax < self.fmax)
+        converged = self.active & (fmax < self._thresholds)
         given_up = self.active & ~converged & (steps >= self.max_steps)
         finished = []
         if (converged | given_up).any():
