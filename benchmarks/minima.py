@@ -66,6 +66,9 @@ def parse(argv=None):
                    help="persistent JAX compilation cache folder ('' to switch off)")
     p.add_argument("--compare-minimizers", type=int, default=0, metavar="K",
                    help="only relax K training frames with FIRE and with L-BFGS and compare steps, time and minima")
+    p.add_argument("--compare-prescreen", type=int, default=0, metavar="K",
+                   help="only relax K training frames loosely (to --prescreen-fmax, default 0.05) and then on to "
+                        "--fmax; print how far each loose structure lies from its minimum and the steps of each stage")
     p.add_argument("--neighbour-list", action="store_true",
                    help="use the skin neighbour list instead of the fixed all-pairs graph (every pair slot where "
                         "this script relaxes; the exploration's list gets md.force_function's default capacity)")
@@ -129,6 +132,35 @@ def compare_minimizers(args, force_fn, positions, frames, groups):
     de = 1e3 * (result["fire"][1] - result["lbfgs"][1])
     print("per frame, FIRE vs L-BFGS minimum: RMSD (A) " + " ".join(f"{r:.3f}" for r in rmsd)
           + "; energy difference (meV) " + " ".join(f"{d:.1f}" for d in de))
+
+
+def compare_prescreen(args, force_fn, positions, frames, groups):
+    """Relax frames to the loose threshold, then on to the tight one: per frame, the symmetric RMSD (A) and the
+    energy difference (meV) between the loose structure and its minimum, and the minimiser steps of each stage.
+    Whether a loose structure can be matched against a database of minima, and what that would save, follows."""
+    from so3krates_lab.analysis import symmetric_rmsd
+    from so3krates_lab.md import BatchRelaxer
+
+    loose_fmax = args.prescreen_fmax or 0.05
+    stages = {}
+    start = frames
+    for name, fmax in (("loose", loose_fmax), ("tight", args.fmax)):
+        relaxer = BatchRelaxer(force_fn, positions, len(frames), fmax, args.max_relax_steps, args.chunk,
+                               minimizer=args.minimizer)
+        pos, energies, ok = relaxer.relax_all(start, progress=True, desc=name)
+        stages[name] = (pos, energies, ok, relaxer.steps_done)
+        start = pos
+    (lp, le, lok, ls), (tp, te, tok, ts) = stages["loose"], stages["tight"]
+    rmsd = np.array([symmetric_rmsd(b, a, groups)[0] for a, b in zip(lp, tp)])
+    de = 1e3 * (le - te)
+    print(f"\n{len(frames)} training frames, {args.minimizer}: to {loose_fmax:g} eV/A in {ls / len(frames):.0f} steps "
+          f"per frame, then on to {args.fmax:g} eV/A in {ts / len(frames):.0f} more ({int(lok.sum())} and "
+          f"{int(tok.sum())} converged); the tight tail is {ts / max(ls + ts, 1):.0%} of the steps")
+    print("loose structure to its minimum: RMSD (A) median {:.3f}, 90th percentile {:.3f}, max {:.3f}; energy above "
+          "it (meV) median {:.1f}, max {:.1f}".format(np.median(rmsd), np.percentile(rmsd, 90), rmsd.max(),
+                                                       np.median(de), de.max()))
+    for tol in (0.1, 0.2, 0.3, 0.5):
+        print(f"  within RMSD {tol:.1f} A and 10 meV: {int(np.sum((rmsd < tol) & (np.abs(de) < 10))):3d} of {len(frames)}")
 
 
 def minima_vs_time(history, marks_min=(1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 60)) -> list[tuple]:
@@ -250,6 +282,16 @@ def main(argv=None) -> int:
             saved.metadata["data_file"]).name))
         frames = np.stack([train[i].positions for i in range(args.compare_minimizers)])
         compare_minimizers(args, force_fn, positions, frames, equivalent_groups(numbers, positions))
+        return 0
+
+    if args.compare_prescreen:
+        from so3krates_lab.analysis import equivalent_groups
+
+        train, _, _ = Split.from_dict(saved.metadata["split"]).apply(load(args.data_dir / Path(
+            saved.metadata["data_file"]).name))
+        pick = np.random.default_rng(args.seed).choice(len(train), args.compare_prescreen, replace=False)
+        frames = np.stack([train[int(i)].positions for i in pick])
+        compare_prescreen(args, force_fn, positions, frames, equivalent_groups(numbers, positions))
         return 0
 
     # 1. exploration
