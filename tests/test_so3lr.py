@@ -396,13 +396,11 @@ def test_the_built_dha_is_the_molecule_and_relaxes_with_so3lr():
     assert converged
     assert {tuple(int(a) for a in pair) for pair in covalent_bonds(z, relaxed.positions)[0]} == bonds
 
-    def dihedral(p, a, b, c, e):
-        b1, b2, b3 = p[b] - p[a], p[c] - p[b], p[e] - p[c]
-        n1, n2 = np.cross(b1, b2), np.cross(b2, b3)
-        return np.degrees(np.arccos(np.clip(np.dot(n1, n2) / np.linalg.norm(n1) / np.linalg.norm(n2), -1, 1)))
+    from so3krates_lab.analysis import dihedrals
 
-    for k in DHA_DOUBLE_BONDS:  # C(k-1)-C(k)=C(k+1)-C(k+2), atoms k-2 .. k+1
-        assert dihedral(relaxed.positions, k - 2, k - 1, k, k + 1) < 30.0
+    # C(k-1)-C(k)=C(k+1)-C(k+2) are atoms k-2 .. k+1
+    cis = dihedrals(relaxed.positions, [(k - 2, k - 1, k, k + 1) for k in DHA_DOUBLE_BONDS])
+    assert np.all(np.abs(cis) < 30.0), cis
 
 
 def test_finetuning_refuses_data_outside_the_elements():
