@@ -134,47 +134,24 @@ def compare_minimizers(args, force_fn, positions, frames, groups):
           + "; energy difference (meV) " + " ".join(f"{d:.1f}" for d in de))
 
 
-def compare_prescreen(args, force_fn, positions, frames, groups):
-    """Relax frames to the loose threshold, then on to the tight one: per frame, the symmetric RMSD (A) and the
-    energy difference (meV) between the loose structure and its minimum, and the minimiser steps of each stage.
-    Whether a loose structure can be matched against a database of minima, and what that would save, follows."""
-    from so3krates_lab.analysis import symmetric_rmsd
-    from so3krates_lab.md import BatchRelaxer
+def compare_prescreen(args, force_fn, frames, groups):
+    """Print `analysis.prescreen_distances` of the frames: how far the loose structures lie from their minima,
+    and the steps of each stage."""
+    from so3krates_lab.analysis import prescreen_distances
 
     loose_fmax = args.prescreen_fmax or 0.05
-    stages = {}
-    start = frames
-    for name, fmax in (("loose", loose_fmax), ("tight", args.fmax)):
-        relaxer = BatchRelaxer(force_fn, positions, len(frames), fmax, args.max_relax_steps, args.chunk,
-                               minimizer=args.minimizer)
-        pos, energies, ok = relaxer.relax_all(start, progress=True, desc=name)
-        stages[name] = (pos, energies, ok, relaxer.steps_done)
-        start = pos
-    (lp, le, lok, ls), (tp, te, tok, ts) = stages["loose"], stages["tight"]
-    rmsd = np.array([symmetric_rmsd(b, a, groups)[0] for a, b in zip(lp, tp)])
-    de = 1e3 * (le - te)
-    print(f"\n{len(frames)} training frames, {args.minimizer}: to {loose_fmax:g} eV/A in {ls / len(frames):.0f} steps "
-          f"per frame, then on to {args.fmax:g} eV/A in {ts / len(frames):.0f} more ({int(lok.sum())} and "
-          f"{int(tok.sum())} converged); the tight tail is {ts / max(ls + ts, 1):.0%} of the steps")
+    r = prescreen_distances(force_fn, frames, loose_fmax, args.fmax, groups, minimizer=args.minimizer,
+                            max_steps=args.max_relax_steps, chunk_steps=args.chunk, progress=True)
+    rmsd, de, k = r["rmsd"], 1e3 * r["energy_above"], len(frames)
+    ls, ts = r["loose_steps"], r["tail_steps"]
+    print(f"\n{k} training frames, {args.minimizer}: to {loose_fmax:g} eV/A in {ls / k:.0f} steps per frame, then "
+          f"on to {args.fmax:g} eV/A in {ts / k:.0f} more ({int(r['converged'].sum())} converged); the tight tail "
+          f"is {ts / max(ls + ts, 1):.0%} of the steps")
     print("loose structure to its minimum: RMSD (A) median {:.3f}, 90th percentile {:.3f}, max {:.3f}; energy above "
           "it (meV) median {:.1f}, max {:.1f}".format(np.median(rmsd), np.percentile(rmsd, 90), rmsd.max(),
                                                        np.median(de), de.max()))
     for tol in (0.1, 0.2, 0.3, 0.5):
-        print(f"  within RMSD {tol:.1f} A and 10 meV: {int(np.sum((rmsd < tol) & (np.abs(de) < 10))):3d} of {len(frames)}")
-
-
-def minima_vs_time(history, marks_min=(1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 60)) -> list[tuple]:
-    """Rows (minutes, unique minima, quenched frames) at the given marks (and at the end)."""
-    rows = []
-    hist = np.asarray(history, dtype=float).reshape(-1, 3)
-    if not len(hist):
-        return rows
-    for m in marks_min:
-        before = hist[hist[:, 0] <= 60 * m]
-        if len(before) and 60 * m <= hist[-1, 0]:
-            rows.append((m, int(before[-1, 1]), int(before[-1, 2])))
-    rows.append((hist[-1, 0] / 60, int(hist[-1, 1]), int(hist[-1, 2])))
-    return rows
+        print(f"  within RMSD {tol:.1f} A and 10 meV: {int(np.sum((rmsd < tol) & (np.abs(de) < 10))):3d} of {k}")
 
 
 def write_plot(history, path: Path):
@@ -253,7 +230,7 @@ def main(argv=None) -> int:
 
     from so3krates_lab import Potential
     from so3krates_lab.fileio import atomic_write
-    from so3krates_lab.analysis import explore_minima, reached_by, reference_relax
+    from so3krates_lab.analysis import explore_minima, minima_vs_time, reached_by, reference_relax
     from so3krates_lab.data import Split, load
     from so3krates_lab.md import BatchRelaxer, force_function
     from so3krates_lab.model import load_checkpoint
@@ -291,7 +268,7 @@ def main(argv=None) -> int:
             saved.metadata["data_file"]).name))
         pick = np.random.default_rng(args.seed).choice(len(train), args.compare_prescreen, replace=False)
         frames = np.stack([train[int(i)].positions for i in pick])
-        compare_prescreen(args, force_fn, positions, frames, equivalent_groups(numbers, positions))
+        compare_prescreen(args, force_fn, frames, equivalent_groups(numbers, positions))
         return 0
 
     # 1. exploration

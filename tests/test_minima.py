@@ -314,6 +314,32 @@ def test_a_two_stage_quench_finds_the_same_minima_with_fewer_evaluations():
         explore_minima(TORSION, _butane_system(180.0), prescreen_fmax=1e-5, **kw)
 
 
+def test_prescreen_distances_shrink_with_the_loose_threshold():
+    """`prescreen_distances` on the torsion potential: a loose structure is never below its minimum, lies closer
+    to it the tighter the loose threshold, and the two stages' steps add up to the relaxers' counts."""
+    from so3krates_lab.analysis import prescreen_distances
+    from so3krates_lab.md import force_function
+
+    frames = np.stack([_butane_system(phi).positions for phi in (100.0, 150.0, -100.0, 20.0)])
+    force_fn = force_function(TORSION, _butane_system(180.0))
+    far = prescreen_distances(force_fn, frames, 5e-2, 1e-4)
+    near = prescreen_distances(force_fn, frames, 2e-3, 1e-4)
+    for r in (far, near):
+        assert r["converged"].all() and r["rmsd"].shape == (4,) and np.all(r["energy_above"] > -1e-7)
+        assert r["loose_steps"] > 0 and r["tail_steps"] > 0
+    assert np.median(near["rmsd"]) < np.median(far["rmsd"]) and near["tail_steps"] < far["tail_steps"]
+    with pytest.raises(ValueError, match="must be above fmax"):
+        prescreen_distances(force_fn, frames, 1e-4, 1e-3)
+
+
+def test_minima_vs_time_reads_the_history_at_wall_time_marks():
+    from so3krates_lab.analysis import minima_vs_time
+
+    history = [(30.0, 1, 2), (90.0, 3, 6), (150.0, 4, 9), (330.0, 7, 20)]  # (seconds, unique, quenched)
+    assert minima_vs_time(history, marks_min=(1, 2, 5, 10)) == [(1, 1, 2), (2, 3, 6), (5, 4, 9), (5.5, 7, 20)]
+    assert minima_vs_time([]) == []
+
+
 # ---------------------------------------------------------------------- reference validation and coverage
 
 

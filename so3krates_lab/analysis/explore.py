@@ -101,7 +101,7 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
     visit of that known minimum at once, and only frames that match nothing are relaxed on to fmax and added. It
     saves the tight tail of the quenches that end in known minima (most of them, late in an exploration). Too
     loose a threshold settles nothing: on a flat landscape (a peptide at 0.05 eV/A) a structure is still far
-    from its minimum (`benchmarks/minima.py --compare-prescreen K` measures it).
+    from its minimum (`prescreen_distances` measures how far; `benchmarks/minima.py --compare-prescreen K`).
     """
     ensure_tuned()
     if minutes is None and max_frames is None:
@@ -302,3 +302,42 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
     if checkpoint is not None:
         save()
     return Exploration(db, sequences, history, stats)
+
+
+def minima_vs_time(history, marks_min=(1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 60)) -> list[tuple]:
+    """Rows (minutes, unique minima, quenched frames) of an exploration's `history` at the given wall-time marks
+    (minutes; those the run reached) and at its end."""
+    hist = np.asarray(history, dtype=float).reshape(-1, 3)
+    if not len(hist):
+        return []
+    rows = []
+    for m in marks_min:
+        before = hist[hist[:, 0] <= 60 * m]
+        if len(before) and 60 * m <= hist[-1, 0]:
+            rows.append((m, int(before[-1, 1]), int(before[-1, 2])))
+    rows.append((hist[-1, 0] / 60, int(hist[-1, 1]), int(hist[-1, 2])))
+    return rows
+
+
+def prescreen_distances(force_fn, frames, loose_fmax: float, fmax: float, groups=(), *, minimizer="fire",
+                        max_steps: int = 3000, chunk_steps: int = 50, progress: bool = False) -> dict:
+    """How far a loosely relaxed structure lies from its minimum: the question behind `explore_minima`'s
+    prescreen_fmax. Relaxes `frames` (K, N, 3) Angstrom to loose_fmax, then on to fmax (eV/A), with `BatchRelaxer`
+    (force_fn: a `md.force_function`). Returns per frame "rmsd" (K,) Angstrom (symmetric, over `groups`) and
+    "energy_above" (K,) eV between the loose structure and its minimum, "converged" (K,) bool (both stages), and
+    the busy minimiser steps of each stage, "loose_steps" and "tail_steps" (ints, summed over the frames)."""
+    from .alignment import symmetric_rmsd
+
+    frames = np.asarray(frames, dtype=np.float64)
+    if not fmax < loose_fmax:
+        raise ValueError(f"loose_fmax ({loose_fmax}) must be above fmax ({fmax})")
+    stages, start = [], frames
+    for threshold, desc in ((loose_fmax, "loose"), (fmax, "tight")):
+        relaxer = BatchRelaxer(force_fn, frames[0], len(frames), threshold, max_steps, chunk_steps, minimizer)
+        positions, energies, ok = relaxer.relax_all(start, progress=progress, desc=desc)
+        stages.append((positions, energies, ok, relaxer.steps_done))
+        start = positions
+    (loose, e_loose, ok_loose, loose_steps), (tight, e_tight, ok_tight, tail_steps) = stages
+    rmsd = np.array([symmetric_rmsd(t, p, groups)[0] for p, t in zip(loose, tight)])
+    return {"rmsd": rmsd, "energy_above": e_loose - e_tight, "converged": ok_loose & ok_tight,
+            "loose_steps": int(loose_steps), "tail_steps": int(tail_steps)}
