@@ -126,10 +126,6 @@ class StatusLine:
         self._lock = threading.RLock()
         self.ended = False
 
-    @property
-    def value(self) -> str:
-        return self.html.value
-
     def set(self, text: str, unless: threading.Event | None = None) -> None:
         """Write `text`, unless the run has ended or (checked under the lock) the event `unless` is set."""
         with self._lock:
