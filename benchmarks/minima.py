@@ -49,7 +49,20 @@ def parse(argv=None):
     p.add_argument("--temperature", type=float, default=500.0, help="K")
     p.add_argument("--sample-fs", type=float, default=50.0, help="fs between frames of one replica")
     p.add_argument("--timestep", type=float, default=0.5, help="fs")
-    p.add_argument("--fmax", type=float, default=1e-3, help="eV/A, minimiser convergence")
+    p.add_argument("--method", choices=["md", "hop"], default="md",
+                   help="md: hot Langevin replicas, frames quenched (analysis.explore_minima); hop: torsion-move "
+                        "minima hopping / basin hopping walkers (analysis.hop_minima)")
+    p.add_argument("--walkers", type=int, default=8, help="hop: walkers (one minimiser slot each)")
+    p.add_argument("--acceptance", choices=["window", "metropolis"], default="window",
+                   help="hop: minima hopping's self-adjusting energy window or basin hopping's Metropolis rule")
+    p.add_argument("--hop-temperature", type=float, default=1000.0, help="hop, metropolis: K")
+    p.add_argument("--refine-fmax", type=float, default=0.0, metavar="F",
+                   help="hop: relax minima that are new at --fmax on to F eV/A before storing them (0: off)")
+    p.add_argument("--max-minima", type=int, default=0, help="hop: stop at this many unique minima (0: no limit)")
+    p.add_argument("--precon", choices=["exp", "none"], default="exp",
+                   help="hop with lbfgs: the Exp preconditioner (default) or plain L-BFGS")
+    p.add_argument("--fmax", type=float, default=None,
+                   help="eV/A, minimiser convergence (default 0.001 for --method md, 0.01 for hop)")
     p.add_argument("--minimizer", choices=["fire", "lbfgs"], default="lbfgs")
     p.add_argument("--max-relax-steps", type=int, default=3000)
     p.add_argument("--prescreen-fmax", type=float, default=0.0, metavar="F",
@@ -159,7 +172,7 @@ def write_plot(history, path: Path):
 
     from so3krates_lab.fileio import atomic_write
 
-    hist = np.asarray(history, dtype=float).reshape(-1, 3)
+    hist = np.asarray([row[:3] for row in history], dtype=float).reshape(-1, 3)
     fig = go.Figure(go.Scatter(x=hist[:, 0] / 60, y=hist[:, 1], mode="lines", name="unique minima"))
     fig.add_trace(go.Scatter(x=hist[:, 0] / 60, y=hist[:, 2], mode="lines", name="quenched frames",
                              line={"dash": "dot"}))
@@ -230,7 +243,9 @@ def main(argv=None) -> int:
 
     from so3krates_lab import Potential
     from so3krates_lab.fileio import atomic_write
-    from so3krates_lab.analysis import explore_minima, minima_vs_time, reached_by, reference_relax
+    from so3krates_lab.analysis import (
+        explore_minima, hop_minima, minima_vs_evaluations, minima_vs_time, reached_by, reference_relax,
+    )
     from so3krates_lab.data import Split, load
     from so3krates_lab.md import BatchRelaxer, force_function
     from so3krates_lab.model import load_checkpoint
@@ -277,38 +292,67 @@ def main(argv=None) -> int:
         starts, regions = diverse_starts(args, saved, numbers, positions, args.starts)
         print(f"replicas start from {len(starts)} training frames covering backbone states "
               f"{dict(zip(*np.unique(regions, return_counts=True)))}", flush=True)
-    run = explore_minima(potential, start, n_replicas=args.replicas,
-                         temperature_K=args.temperature, timestep_fs=args.timestep, sample_every_fs=args.sample_fs,
-                         n_slots=args.slots, fmax=args.fmax, max_relax_steps=args.max_relax_steps,
-                         chunk_steps=args.chunk, minimizer=args.minimizer, energy_tol=args.energy_tol, rmsd_tol=args.rmsd_tol,
-                         minutes=args.minutes, max_frames=args.max_frames or None,
-                         checkpoint=args.out / "explore", seed=args.seed,
-                         starts=starts, restart_every=args.restart_every or None,
-                         minimizer_options={"memory": args.lbfgs_memory} if args.minimizer == "lbfgs" else None,
-                         all_pairs=not args.neighbour_list, prescreen_fmax=args.prescreen_fmax or None)
+    if args.fmax is None:
+        args.fmax = 0.01 if args.method == "hop" else 1e-3
+    if args.method == "hop":
+        options = {}
+        if args.minimizer == "lbfgs":
+            options = {"memory": args.lbfgs_memory, **({"precon": "exp"} if args.precon == "exp" else {})}
+        run = hop_minima(potential, start, n_walkers=args.walkers, acceptance=args.acceptance,
+                         temperature_K=args.hop_temperature, fmax=args.fmax, refine_fmax=args.refine_fmax or None,
+                         max_relax_steps=args.max_relax_steps, chunk_steps=args.chunk, minimizer=args.minimizer,
+                         minimizer_options=options, energy_tol=args.energy_tol, rmsd_tol=args.rmsd_tol,
+                         starts=starts, minutes=args.minutes, max_minima=args.max_minima or None,
+                         max_hops=args.max_frames or None, checkpoint=args.out / "explore", seed=args.seed,
+                         all_pairs=not args.neighbour_list)
+    else:
+        run = explore_minima(potential, start, n_replicas=args.replicas,
+                             temperature_K=args.temperature, timestep_fs=args.timestep, sample_every_fs=args.sample_fs,
+                             n_slots=args.slots, fmax=args.fmax, max_relax_steps=args.max_relax_steps,
+                             chunk_steps=args.chunk, minimizer=args.minimizer, energy_tol=args.energy_tol, rmsd_tol=args.rmsd_tol,
+                             minutes=args.minutes, max_frames=args.max_frames or None,
+                             checkpoint=args.out / "explore", seed=args.seed,
+                             starts=starts, restart_every=args.restart_every or None,
+                             minimizer_options={"memory": args.lbfgs_memory} if args.minimizer == "lbfgs" else None,
+                             all_pairs=not args.neighbour_list, prescreen_fmax=args.prescreen_fmax or None)
     db, stats = run.database, run.stats
     ds = db.to_xarray()
     atomic_write(args.out / "minima.nc", lambda tmp: ds.to_netcdf(tmp))
     write_plot(run.history, args.out / "minima_vs_time.html")
     graph = run.graph
     quenched = stats["converged"] + stats["not_converged"] + stats["rearranged"]
-    print(f"\nexploration: {args.replicas} Langevin replicas at {args.temperature:g} K, a frame every "
-          f"{args.sample_fs:g} fs, {args.minimizer} to fmax {args.fmax:g} eV/A in {args.slots} slots")
-    print(f"{'minutes':>8} {'unique minima':>14} {'quenched frames':>16}")
+    if args.method == "hop":
+        print(f"\nexploration: {args.walkers} torsion-move walkers ({args.acceptance} acceptance), {args.minimizer}"
+              f"{' (Exp preconditioner)' if args.minimizer == 'lbfgs' and args.precon == 'exp' else ''} to fmax "
+              f"{args.fmax:g} eV/A" + (f", new minima refined to {args.refine_fmax:g}" if args.refine_fmax else ""))
+    else:
+        print(f"\nexploration: {args.replicas} Langevin replicas at {args.temperature:g} K, a frame every "
+              f"{args.sample_fs:g} fs, {args.minimizer} to fmax {args.fmax:g} eV/A in {args.slots} slots")
+    print(f"{'minutes':>8} {'unique minima':>14} {'quenches':>9}")
     for minutes, unique, frames in minima_vs_time(run.history):
-        print(f"{minutes:8.1f} {unique:14d} {frames:16d}")
+        print(f"{minutes:8.1f} {unique:14d} {frames:9d}")
+    print(f"{'evaluations':>12} {'unique minima':>14} {'per minimum':>12}")
+    for evaluations, unique, per in minima_vs_evaluations(run.history):
+        print(f"{evaluations:12d} {unique:14d} {per:12.0f}")
+    if args.method == "hop":
+        st = run.stats
+        print(f"hops {st['hops']}: {st['new']} to a new minimum, {st['known']} to a known one, {st['returned']} back "
+              f"to their own, {st['accepted']} accepted; {st['not_converged']} not converged, {st['rearranged']} "
+              f"rearranged, {st['refined']} refined; {st['relax_steps']} minimiser steps "
+              f"({st['relax_steps'] / max(st['elapsed_s'], 1e-9):.1f} structure-steps/s)")
     print(f"quenched {quenched} frames: {stats['converged']} converged, {stats['not_converged']} not converged "
           f"within {args.max_relax_steps} steps, {stats['rearranged']} rearranged (bond graph changed); "
           f"{stats['relax_steps']} minimiser steps ({stats['relax_steps'] / max(stats['elapsed_s'], 1e-9):.1f} "
           f"structure-steps/s, {stats['relax_steps'] / max(quenched, 1):.0f} per quenched frame); graph: {graph.number_of_nodes()} minima, {graph.number_of_edges()} edges, "
           f"energy range {np.ptp(db.energies) if len(db) else 0:.3f} eV")
-    md_steps = stats["frames"] * int(round(args.sample_fs / args.timestep))
-    print(f"MD: {stats['frames']} frames sampled ({md_steps} Langevin structure-steps); "
-          f"{stats.get('minimum_restarts', 0)} replica restarts from known minima, {stats['md_resets']} MD resets")
+    md_steps = stats.get("frames", 0) * int(round(args.sample_fs / args.timestep))
+    if args.method == "md":
+        print(f"MD: {stats['frames']} frames sampled ({md_steps} Langevin structure-steps); "
+              f"{stats.get('minimum_restarts', 0)} replica restarts from known minima, {stats['md_resets']} MD resets")
     if "evaluations" in stats:  # explorations checkpointed before the counters existed lack them
         print(f"energy + forces evaluations: {stats['evaluations']} ({stats['md_evaluations']} MD, "
               f"{stats['relax_evaluations']} minimiser, idle slots included), {run.evaluations_per_minimum:.0f} per "
-              f"unique minimum; {stats['prescreen_matches']} quenches settled by the loose first stage")
+              f"unique minimum; {stats.get('prescreen_matches', 0)} quenches settled by the loose first stage")
 
     summary = {"exploration": {"stats": stats, "unique_minima": len(db), "edges": graph.number_of_edges(),
                                "table": minima_vs_time(run.history), "args": {k: str(v) for k, v in

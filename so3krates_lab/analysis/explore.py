@@ -34,8 +34,8 @@ PRESCREEN, FINAL = 1, 2  # the stages of a two-stage quench (explore_minima's pr
 
 @dataclasses.dataclass
 class Exploration:
-    """The result of `explore_minima`. sequences: {replica label: [(frame index, minimum index)]}; history: rows
-    (wall seconds, unique minima, quenched frames) after each chunk; stats: counts of frames sampled, quenches
+    """The result of `explore_minima` or `hop_minima`. sequences: {replica label: [(frame index, minimum index)]};
+    history: rows (wall seconds, unique minima, quenched frames or hops, evaluations) after each chunk; stats: counts of frames sampled, quenches
     converged / not converged, minima rejected because the bond graph changed (a rearranged molecule), and the
     energy + forces evaluations computed: "md_evaluations" (every replica, every MD step), "relax_evaluations"
     (every minimiser slot, busy or idle, every step), "evaluations" their sum; "relax_steps" counts the busy
@@ -291,7 +291,7 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
             stats["relax_evaluations"] = relax_evaluations_before + relaxer.evaluations
             stats["evaluations"] = stats["md_evaluations"] + stats["relax_evaluations"]
             history.append((time.perf_counter() - t0, len(db), stats["converged"] + stats["not_converged"]
-                            + stats["rearranged"]))
+                            + stats["rearranged"], stats["evaluations"]))
             bar.set_postfix(unique=len(db), not_conv=stats["not_converged"], refresh=False)
             if checkpoint is not None and time.perf_counter() - last_save > save_every_s:
                 save()
@@ -307,7 +307,7 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
 def minima_vs_time(history, marks_min=(1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 60)) -> list[tuple]:
     """Rows (minutes, unique minima, quenched frames) of an exploration's `history` at the given wall-time marks
     (minutes; those the run reached) and at its end."""
-    hist = np.asarray(history, dtype=float).reshape(-1, 3)
+    hist = np.asarray([row[:3] for row in history], dtype=float).reshape(-1, 3)
     if not len(hist):
         return []
     rows = []
@@ -316,6 +316,22 @@ def minima_vs_time(history, marks_min=(1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 60))
         if len(before) and 60 * m <= hist[-1, 0]:
             rows.append((m, int(before[-1, 1]), int(before[-1, 2])))
     rows.append((hist[-1, 0] / 60, int(hist[-1, 1]), int(hist[-1, 2])))
+    return rows
+
+
+def minima_vs_evaluations(history, marks=(1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000,
+                                          500_000, 1_000_000)) -> list[tuple]:
+    """Rows (energy + forces evaluations, unique minima, evaluations per unique minimum) of an exploration's
+    `history` at the given evaluation counts (those the run reached) and at its end. History rows written before
+    explorations counted evaluations (three columns) are skipped."""
+    hist = np.asarray([row[:4] for row in history if len(row) >= 4], dtype=float).reshape(-1, 4)
+    rows = []
+    for m in marks:
+        before = hist[hist[:, 3] <= m]
+        if len(before) and m <= hist[-1, 3]:
+            rows.append((int(before[-1, 3]), int(before[-1, 1]), before[-1, 3] / max(before[-1, 1], 1)))
+    if len(hist):
+        rows.append((int(hist[-1, 3]), int(hist[-1, 1]), hist[-1, 3] / max(hist[-1, 1], 1)))
     return rows
 
 

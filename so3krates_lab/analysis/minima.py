@@ -61,6 +61,10 @@ class MinimaDatabase:
         """(M, N, 3) Angstrom: the first geometry stored for each unique minimum."""
         return np.asarray(self._positions).reshape(len(self), len(self.numbers), 3)
 
+    def geometry(self, index: int) -> np.ndarray:
+        """(N, 3) Angstrom: the stored geometry of minimum `index` (without stacking them all, as `positions` does)."""
+        return self._positions[index]
+
     def _check(self, positions, energy) -> tuple[np.ndarray, float]:
         pos = np.asarray(positions, dtype=np.float64)
         if pos.shape != (len(self.numbers), 3):

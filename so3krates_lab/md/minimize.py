@@ -112,7 +112,8 @@ class LbfgsState:
         return jnp.sqrt(jnp.max(jnp.sum(self.forces**2, axis=-1)))
 
 
-def lbfgs(force_fn, memory: int = 10, max_step: float = 0.2, curvature: float = 70.0):
+def lbfgs(force_fn, memory: int = 10, max_step: float = 0.2, curvature: float = 70.0, precon: str | None = None,
+          r_nn: float = 1.1, precon_A: float = 3.0, precon_cutoff: float = 2.0, c_stab: float = 0.1):
     """(init(positions, aux=None), step(state)) for limited-memory BFGS without line search (as ASE's LBFGS).
 
     The inverse Hessian is built from the last `memory` (step, gradient change) pairs by the two-loop recursion,
@@ -120,7 +121,29 @@ def lbfgs(force_fn, memory: int = 10, max_step: float = 0.2, curvature: float = 
     scaling s.y / y.y. Each step is scaled so that no atom moves more than max_step Angstrom. A pair with
     s.y <= 0 (negative curvature) is not stored, and a non-descent direction clears the memory and falls back to
     steepest descent. No energy comparisons: near convergence float32 energies are rounding noise.
+
+    precon="exp": the Exp preconditioner (Packwood et al., J. Chem. Phys. 144, 164109 (2016)) as the initial
+    inverse Hessian: P = L + c_stab I, with L the graph Laplacian of the weights exp(-A (r_ij / r_nn - 1)) of atom
+    pairs closer than precon_cutoff x r_nn (A = precon_A, r_nn Angstrom, a typical bond length), rebuilt from the
+    current positions at every step (an (N, N) Cholesky factorisation, negligible beside a model evaluation) and
+    scaled by s.y / (y.P^-1 y). It moves bonded neighbours together, so soft collective motions (the torsions of
+    a chain) relax in fewer steps: measured on Ac-Ala3-NHMe after a torsion kick, see benchmarks/README.md.
     """
+    if precon not in (None, "exp"):
+        raise ValueError(f"precon must be None or 'exp', got {precon!r}")
+
+    def precon_matrix(positions):
+        d = jnp.sqrt(jnp.sum((positions[:, None] - positions[None]) ** 2, -1) + jnp.eye(len(positions)))
+        w = jnp.where((d < precon_cutoff * r_nn) & ~jnp.eye(len(positions), dtype=bool),
+                      jnp.exp(-precon_A * (d / r_nn - 1.0)), 0.0)
+        return jnp.diag(w.sum(1) + c_stab) - w
+
+    def precon_scale(positions):
+        return jnp.mean(jnp.diag(precon_matrix(positions)))
+
+    def precon_solver(positions):
+        factor = jax.scipy.linalg.cho_factor(precon_matrix(positions))
+        return lambda v: jax.scipy.linalg.cho_solve(factor, v)
 
     def init(positions, aux=None):
         positions = jnp.asarray(positions)
@@ -137,9 +160,17 @@ def lbfgs(force_fn, memory: int = 10, max_step: float = 0.2, curvature: float = 
             a = s.rho[i] * jnp.sum(s.s_hist[i] * q)
             q = q - a * s.y_hist[i]
             alphas.append(a)
-        sy, yy = jnp.sum(s.s_hist[-1] * s.y_hist[-1]), jnp.sum(s.y_hist[-1] ** 2)
-        gamma = jnp.where(s.rho[-1] > 0, sy / jnp.maximum(yy, 1e-30), 1.0 / curvature)
-        r = gamma * q
+        if precon is None:
+            sy, yy = jnp.sum(s.s_hist[-1] * s.y_hist[-1]), jnp.sum(s.y_hist[-1] ** 2)
+            gamma = jnp.where(s.rho[-1] > 0, sy / jnp.maximum(yy, 1e-30), 1.0 / curvature)
+            r = gamma * q
+        else:
+            solve = precon_solver(s.positions)
+            sy = jnp.sum(s.s_hist[-1] * s.y_hist[-1])
+            yPy = jnp.sum(s.y_hist[-1] * solve(s.y_hist[-1]))
+            p_diag = precon_scale(s.positions)
+            gamma = jnp.where(s.rho[-1] > 0, sy / jnp.maximum(yPy, 1e-30), p_diag / curvature)
+            r = gamma * solve(q)
         for i, a in zip(range(memory), reversed(alphas)):  # oldest to newest
             b = s.rho[i] * jnp.sum(s.y_hist[i] * r)
             r = r + (a - b) * s.s_hist[i]
