@@ -53,11 +53,14 @@ def parse(argv=None):
                    help="md: hot Langevin replicas, frames quenched (analysis.explore_minima); hop: torsion-move "
                         "minima hopping / basin hopping walkers (analysis.hop_minima)")
     p.add_argument("--walkers", type=int, default=8, help="hop: walkers (one minimiser slot each)")
-    p.add_argument("--acceptance", choices=["window", "metropolis"], default="window",
+    p.add_argument("--acceptance", choices=["window", "metropolis", "frontier"], default="window",
                    help="hop: minima hopping's self-adjusting energy window or basin hopping's Metropolis rule")
     p.add_argument("--hop-temperature", type=float, default=1000.0, help="hop, metropolis: K")
     p.add_argument("--refine-fmax", type=float, default=0.0, metavar="F",
                    help="hop: relax minima that are new at --fmax on to F eV/A before storing them (0: off)")
+    p.add_argument("--taboo-deg", type=float, default=30.0, help="hop: torsion taboo around known minima (0: off)")
+    p.add_argument("--library-share", type=float, default=0.7,
+                   help="hop: share of turns set to a known minimum's torsion value (0: random turns only)")
     p.add_argument("--max-minima", type=int, default=0, help="hop: stop at this many unique minima (0: no limit)")
     p.add_argument("--precon", choices=["exp", "none"], default="exp",
                    help="hop with lbfgs: the Exp preconditioner (default) or plain L-BFGS")
@@ -299,7 +302,8 @@ def main(argv=None) -> int:
         if args.minimizer == "lbfgs":
             options = {"memory": args.lbfgs_memory, **({"precon": "exp"} if args.precon == "exp" else {})}
         run = hop_minima(potential, start, n_walkers=args.walkers, acceptance=args.acceptance,
-                         temperature_K=args.hop_temperature, fmax=args.fmax, refine_fmax=args.refine_fmax or None,
+                         temperature_K=args.hop_temperature, taboo_deg=args.taboo_deg or None,
+                         library_share=args.library_share, fmax=args.fmax, refine_fmax=args.refine_fmax or None,
                          max_relax_steps=args.max_relax_steps, chunk_steps=args.chunk, minimizer=args.minimizer,
                          minimizer_options=options, energy_tol=args.energy_tol, rmsd_tol=args.rmsd_tol,
                          starts=starts, minutes=args.minutes, max_minima=args.max_minima or None,

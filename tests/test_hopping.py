@@ -80,7 +80,7 @@ def test_torsion_kicks_keep_atoms_apart_and_give_up_when_they_cannot():
         torsion_kick(positions, [], rng, 1, numbers=numbers)
 
 
-@pytest.mark.parametrize("acceptance", ["window", "metropolis"])
+@pytest.mark.parametrize("acceptance", ["window", "metropolis", "frontier"])
 def test_hopping_finds_the_three_torsion_minima_records_its_hops_and_resumes(tmp_path, acceptance):
     kw = dict(n_walkers=3, fmax=1e-4, progress=False, seed=1, acceptance=acceptance, checkpoint=tmp_path / "hop")
     run = hop_minima(TORSION, _butane_system(180.0), max_hops=30, **kw)

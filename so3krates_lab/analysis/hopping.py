@@ -39,7 +39,7 @@ from .explore import Exploration
 from .minima import MinimaDatabase, load_minima, save_minima
 from .torsions import far_pairs, rotatable_bonds, torsion_angles, torsion_kick
 
-ACCEPTANCE = ("window", "metropolis")
+ACCEPTANCE = ("window", "metropolis", "frontier")
 DEFAULT_MINIMIZER_OPTIONS = {"lbfgs": {"precon": "exp"}, "fire": {}}
 SCREEN, FINAL = 1, 2  # the stages of a quench with a refine_fmax
 
@@ -53,8 +53,9 @@ def _walker(current=None, energy=None, n_turns=1.0, ediff=0.05, hops=0):
 @guarded  # a Ctrl-C during set-up and compilation is kept for the loop, which stops at once
 def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str = "window",
                temperature_K: float = 1000.0, ediff_eV: float = 0.05, window_factor: float = 1.05,
+               frontier_energy_eV: float = 0.1,
                kick_factor: float = 1.1, max_turns: int | None = None, torsions=None, clash: float = 1.5,
-               taboo_deg: float | None = 30.0, taboo_tries: int = 20,
+               taboo_deg: float | None = 30.0, taboo_tries: int = 20, library_share: float = 0.7,
                fmax: float = 0.01, refine_fmax: float | None = None, max_relax_steps: int = 2000,
                chunk_steps: int = 25, minimizer="lbfgs", minimizer_options: dict | None = None,
                energy_tol: float = 0.01, rmsd_tol: float = 0.1, starts=None, minutes: float | None = None,
@@ -66,14 +67,18 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
     potential: anything following the potential protocol; system: the molecule and its start geometry, which also
     defines the covalent bond graph (a quench that changes it is counted in stats["rearranged"] and dropped).
     n_walkers: walkers hopping side by side, one minimiser slot each. acceptance: "window" (minima hopping,
-    initial window ediff_eV eV, scaled by window_factor) or "metropolis" (basin hopping at temperature_K kelvin);
-    see the module docstring. kick_factor: the feedback on the mean number of torsions turned per hop (1 at the
+    initial window ediff_eV eV, scaled by window_factor), "metropolis" (basin hopping at temperature_K kelvin) or
+    "frontier" (no walk: every hop starts from the known minimum with the lowest score, the hops already
+    launched from it plus its energy above the lowest minimum in units of frontier_energy_eV; the graph grows
+    outward from its least explored low-energy minima); see the module docstring. kick_factor: the feedback on the mean number of torsions turned per hop (1 at the
     start, at most max_turns, default all of them). torsions: the `torsions.Torsion`s to turn (default
     `rotatable_bonds` of the start geometry); clash: the closest approach allowed in a kick, in units of the sum
     of covalent radii. taboo_deg: the history that keeps walkers off known ground: a kick whose torsion angles
     (`torsions.torsion_angles`) all lie within taboo_deg degrees of those of a known minimum would most likely
     quench back into it, so it is drawn again (up to taboo_tries times, free of evaluations; stats
-    "taboo_redraws"); None switches this off.
+    "taboo_redraws"); None switches this off. library_share: the share of turns that set a torsion to its value in
+    a random known minimum (`torsion_kick`'s library: the walkers learn each torsion's stable values as they go;
+    0: random turns only).
 
     fmax (eV/A): the quench threshold: a structure counts as a minimum when its largest force is below it. The
     default 0.01 eV/A leaves a peptide a median 0.05 A and about 1 meV from the minimum it would reach at 0.001
@@ -141,6 +146,7 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
     walkers = [_walker(ediff=ediff_eV) for _ in range(n_walkers)]
     pending: list = []  # [(walker, stage, positions)] to load before kicking
     checkpoint = None if checkpoint is None else Path(checkpoint)
+    extra: dict = {}
     if checkpoint is not None and checkpoint.with_suffix(".json").exists():
         db, loaded, _, extra = load_minima(checkpoint)
         if len(extra.get("walkers", [])) != n_walkers or not np.array_equal(db.numbers, numbers):
@@ -167,18 +173,29 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
     def save():
         stats["elapsed_s"] = time.perf_counter() - t0
         in_flight = [[w, stage, p.tolist()] for (w, stage), p in relaxer.in_flight()]
-        extra = {"stats": stats, "history": history, "walkers": walkers,
+        extra = {"stats": stats, "history": history, "walkers": walkers, "launches": launches,
                  "pending": in_flight + [[w, stage, p.tolist()] for w, stage, p in queue],
                  "settings": {"method": "hop_minima", "acceptance": acceptance, "n_walkers": n_walkers,
                               "temperature_K": temperature_K, "ediff_eV": ediff_eV, "window_factor": window_factor,
+                              "frontier_energy_eV": frontier_energy_eV,
                               "kick_factor": kick_factor, "max_turns": max_turns, "fmax": fmax,
                               "refine_fmax": refine_fmax, "clash": clash, "taboo_deg": taboo_deg,
+                              "library_share": library_share,
                               "minimizer": minimizer if isinstance(minimizer, str) else getattr(
                                   minimizer, "__name__", "?"), "minimizer_options": options,
                               "torsions": [[t.b, t.c] for t in torsions]}}
         save_minima(checkpoint, db, sequences, extra)
 
     known_angles = [torsion_angles(db.geometry(k), torsions) for k in range(len(db))]  # the taboo's memory
+    launches = list(extra.get("launches", []))  # hops launched from each minimum
+
+    def frontier_home(w):
+        """The known minimum with the lowest score (hops launched from it + its energy above the lowest one in
+        units of frontier_energy_eV; random tie-breaks) becomes walker w's home."""
+        energies = np.asarray(db.energies)
+        score = np.asarray(launches) + (energies - energies.min()) / frontier_energy_eV + 1e-3 * rng.random(len(db))
+        k = int(np.argmin(score))
+        walkers[w].update(current=k, energy=float(energies[k]))
 
     def near_known(pos) -> bool:
         if taboo_deg is None or not known_angles:
@@ -189,12 +206,18 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
     def kick(w):
         """Queue walker w's next candidate: its minimum with a few torsions turned, away from known minima."""
         walker = walkers[w]
+        launches.extend([0] * (len(db) - len(launches)))
+        if acceptance == "frontier":
+            frontier_home(w)
+        launches[walker["current"]] += 1
         home = db.geometry(walker["current"])
         mean = min(max(walker["n_turns"], 1.0), max_turns)
         pos = None
         for attempt in range(taboo_tries if taboo_deg is not None else 1):
             n_turns = min(1 + rng.poisson(mean - 1.0), max_turns)
-            candidate = torsion_kick(home, torsions, rng, n_turns, numbers=numbers, pairs=pairs, clash=clash)
+            candidate = torsion_kick(home, torsions, rng, n_turns, numbers=numbers, pairs=pairs, clash=clash,
+                                     library=np.asarray(known_angles) if library_share > 0 else None,
+                                     library_share=library_share)
             if candidate is None and n_turns > 1:  # every try clashed: turn a single torsion
                 candidate = torsion_kick(home, torsions, rng, 1, numbers=numbers, pairs=pairs, clash=clash)
             if candidate is None:
@@ -222,6 +245,8 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
             stats["returned"] += 1
             walker["n_turns"] = min(walker["n_turns"] * kick_factor, max_turns)
             return
+        if acceptance == "frontier":
+            return  # the next kick picks its own home
         de = energy - walker["energy"]
         if acceptance == "window":
             move = de < walker["ediff"]

@@ -141,11 +141,18 @@ def far_pairs(numbers, positions, min_bonds: int = 3, factor: float = 1.2) -> tu
 
 
 def torsion_kick(positions, torsions, rng, n_turns: int = 1, *, numbers=None, pairs=None, clash: float = 1.5,
-                 min_angle: float = np.pi / 3, tries: int = 50) -> np.ndarray | None:
+                 min_angle: float = np.pi / 3, tries: int = 50, library=None, library_share: float = 0.7,
+                 library_spread_deg: float = 10.0) -> np.ndarray | None:
     """Turn `n_turns` distinct random torsions of `torsions` by random angles of magnitude min_angle..pi (radians,
     either sign) and return the new positions (N, 3) Angstrom, or None when every one of `tries` attempts put two
     atoms of `pairs` (default `far_pairs(numbers, positions)`) closer than `clash` x the sum of their covalent
-    radii. rng: a numpy Generator."""
+    radii. rng: a numpy Generator.
+
+    library: optional (M, T) degrees, the `torsion_angles` of M known minima (T = len(torsions)). Then each turn,
+    with probability library_share, sets its torsion to the value of a random known minimum (plus Gaussian noise of
+    library_spread_deg degrees) instead of turning it by a random angle: a torsion that has stable values lands
+    near one of them, so the quench that follows is shorter. A library draw that would turn it by less than
+    min_angle falls back to a random turn."""
     from ase.data import covalent_radii
 
     if not torsions:
@@ -157,11 +164,21 @@ def torsion_kick(positions, torsions, rng, n_turns: int = 1, *, numbers=None, pa
     i, j = far_pairs(numbers, pos0) if pairs is None else pairs
     limit = clash * (np.asarray(covalent_radii)[numbers][i] + np.asarray(covalent_radii)[numbers][j])
     n_turns = int(min(max(n_turns, 1), len(torsions)))
+    library = None if library is None or len(library) == 0 else np.asarray(library, dtype=np.float64)
+    if library is not None and library.shape[1] != len(torsions):
+        raise ValueError(f"library: expected (M, {len(torsions)}) torsion angles, got {library.shape}")
     for _ in range(tries):
         pos = pos0
         for k in rng.choice(len(torsions), n_turns, replace=False):
+            k = int(k)
             angle = rng.uniform(min_angle, np.pi) * rng.choice((-1.0, 1.0))
-            pos = rotate(pos, torsions[int(k)], angle)
+            if library is not None and rng.random() < library_share:
+                current = torsion_angles(pos, [torsions[k]])[0]
+                target = library[rng.integers(len(library)), k] + rng.normal(0.0, library_spread_deg)
+                turn = np.radians((target - current + 180.0) % 360.0 - 180.0)
+                if abs(turn) >= min_angle:
+                    angle = turn
+            pos = rotate(pos, torsions[k], angle)
         if np.all(np.linalg.norm(pos[i] - pos[j], axis=-1) > limit):
             return pos
     return None
