@@ -53,8 +53,9 @@ def parse(argv=None):
                    help="md: hot Langevin replicas, frames quenched (analysis.explore_minima); hop: torsion-move "
                         "minima hopping / basin hopping walkers (analysis.hop_minima)")
     p.add_argument("--walkers", type=int, default=8, help="hop: walkers (one minimiser slot each)")
-    p.add_argument("--acceptance", choices=["window", "metropolis", "frontier"], default="window",
-                   help="hop: minima hopping's self-adjusting energy window or basin hopping's Metropolis rule")
+    p.add_argument("--acceptance", choices=["window", "metropolis", "frontier"], default="frontier",
+                   help="hop: launches from the least explored minima (frontier), minima hopping's self-adjusting "
+                        "energy window or basin hopping's Metropolis rule")
     p.add_argument("--hop-temperature", type=float, default=1000.0, help="hop, metropolis: K")
     p.add_argument("--refine-fmax", type=float, default=0.0, metavar="F",
                    help="hop: relax minima that are new at --fmax on to F eV/A before storing them (0: off)")
@@ -85,6 +86,9 @@ def parse(argv=None):
     p.add_argument("--compare-prescreen", type=int, default=0, metavar="K",
                    help="only relax K training frames loosely (to --prescreen-fmax, default 0.05) and then on to "
                         "--fmax; print how far each loose structure lies from its minimum and the steps of each stage")
+    p.add_argument("--compare-precon", type=int, default=0, metavar="K",
+                   help="only relax K torsion kicks (one turn each, seeded) of the shipped graph's minima to --fmax "
+                        "(default 0.01) with plain and with Exp-preconditioned L-BFGS; print the steps per quench")
     p.add_argument("--neighbour-list", action="store_true",
                    help="use the skin neighbour list instead of the fixed all-pairs graph (every pair slot where "
                         "this script relaxes; the exploration's list gets md.force_function's default capacity)")
@@ -168,6 +172,38 @@ def compare_prescreen(args, force_fn, frames, groups):
                                                        np.median(de), de.max()))
     for tol in (0.1, 0.2, 0.3, 0.5):
         print(f"  within RMSD {tol:.1f} A and 10 meV: {int(np.sum((rmsd < tol) & (np.abs(de) < 10))):3d} of {k}")
+
+
+def compare_precon(args, force_fn, numbers, k: int):
+    """Relax the same k torsion kicks of the shipped minima with plain and Exp-preconditioned L-BFGS."""
+    from so3krates_lab.analysis import load_minima, rotatable_bonds, torsion_kick
+    from so3krates_lab.data import shipped_path
+    from so3krates_lab.md import BatchRelaxer
+
+    db = load_minima(shipped_path("minima/ac_ala3_nhme_explore.npz").with_suffix(""))[0]
+    torsions, rng = rotatable_bonds(numbers, db.geometry(0)), np.random.default_rng(args.seed)
+    kicks = []
+    while len(kicks) < k:
+        kicked = torsion_kick(db.geometry(int(rng.integers(len(db)))), torsions, rng, 1, numbers=numbers)
+        if kicked is not None:
+            kicks.append(kicked)
+    fmax = args.fmax or 0.01
+    print(f"\n{k} one-turn torsion kicks of the {len(db)} shipped minima relaxed to {fmax:g} eV/A, 8 slots, "
+          f"chunks of {args.chunk}")
+    print(f"{'L-BFGS':>18} {'steps/quench':>13} {'median':>7} {'converged':>10} {'wall s':>7}")
+    for label, options in (("plain", {}), ("Exp preconditioner", {"precon": "exp"})):
+        relaxer = BatchRelaxer(force_fn, kicks[0], 8, fmax, args.max_relax_steps, args.chunk, "lbfgs",
+                               memory=args.lbfgs_memory, **options)
+        t0 = time.perf_counter()
+        queue, steps, converged = list(enumerate(kicks)), [], 0
+        while queue or relaxer.active.any():
+            take, queue = queue[:relaxer.n_free], queue[relaxer.n_free:]
+            relaxer.load(take)
+            for *_, ok, n in relaxer.run_chunk():
+                steps.append(n)
+                converged += ok
+        wall = time.perf_counter() - t0
+        print(f"{label:>18} {relaxer.steps_done / k:13.0f} {np.median(steps):7.0f} {converged:>10d} {wall:7.0f}")
 
 
 def write_plot(history, path: Path):
@@ -277,6 +313,10 @@ def main(argv=None) -> int:
             saved.metadata["data_file"]).name))
         frames = np.stack([train[i].positions for i in range(args.compare_minimizers)])
         compare_minimizers(args, force_fn, positions, frames, equivalent_groups(numbers, positions))
+        return 0
+
+    if args.compare_precon:
+        compare_precon(args, force_fn, numbers, args.compare_precon)
         return 0
 
     if args.compare_prescreen:

@@ -3,10 +3,6 @@ Exp-preconditioned L-BFGS they quench with."""
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -19,6 +15,7 @@ from so3krates_lab.analysis import (
 )
 from so3krates_lab.data import load, shipped_path
 from so3krates_lab.md import BatchRelaxer, force_function
+from test_interrupts import sigint_after
 from test_minima import TORSION, _butane_like, _butane_system, _dihedral
 
 
@@ -135,12 +132,7 @@ def test_hopping_rejects_what_it_cannot_explore():
 
 def test_ctrl_c_during_hopping_saves_and_the_same_call_resumes(tmp_path):
     kw = dict(n_walkers=2, fmax=1e-4, checkpoint=tmp_path / "hop", progress=False, seed=3)
-    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        first = hop_minima(TORSION, _butane_system(180.0), max_hops=10**6, minutes=2.0, **kw)
-    finally:
-        timer.cancel()
+    first = sigint_after(3.0, lambda: hop_minima(TORSION, _butane_system(180.0), max_hops=10**6, minutes=2.0, **kw))
     assert first.stats["interrupted"] == "SIGINT"
     db, _, _, extra = load_minima(tmp_path / "hop")  # saved at the interrupt, with the walkers' quenches
     assert len(db) == len(first.database) and extra["stats"]["hops"] == first.stats["hops"]

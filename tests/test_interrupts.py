@@ -107,18 +107,24 @@ def test_ctrl_c_during_reference_labelling_keeps_every_finished_chunk_and_resume
         np.testing.assert_array_equal(resumed[key], full[key])
 
 
+def sigint_after(seconds: float, call):
+    """call() with a SIGINT sent to this process after `seconds`; returns what call returned."""
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        return call()
+    finally:
+        timer.cancel()
+
+
 def test_ctrl_c_during_minima_exploration_saves_and_the_same_call_resumes(tmp_path):
     from test_minima import TORSION, _butane_system
     from so3krates_lab.analysis import explore_minima, load_minima
 
     kw = dict(n_replicas=2, temperature_K=1200.0, timestep_fs=1.0, sample_every_fs=100.0, fmax=1e-4,
               minimizer="lbfgs", checkpoint=tmp_path / "explore", progress=False, seed=3)
-    timer = threading.Timer(4.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        first = explore_minima(TORSION, _butane_system(180.0), max_frames=10**6, minutes=2.0, **kw)
-    finally:
-        timer.cancel()
+    first = sigint_after(4.0, lambda: explore_minima(TORSION, _butane_system(180.0), max_frames=10**6, minutes=2.0,
+                                                     **kw))
     assert first.stats["interrupted"] == "SIGINT"
     db, _, _, extra = load_minima(tmp_path / "explore")  # saved at the interrupt
     assert len(db) == len(first.database) and extra["stats"]["frames"] == first.stats["frames"]

@@ -115,14 +115,7 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
     if n_replicas < 1 or sample_every_fs < timestep_fs:
         raise ValueError(f"need n_replicas >= 1 and sample_every_fs >= timestep_fs, got {n_replicas}, "
                          f"{sample_every_fs}, {timestep_fs}")
-    reference_bonds = bond_graph(numbers, start)
-    pool = start[None] if starts is None else np.asarray(starts, dtype=np.float64)
-    if pool.ndim != 3 or pool.shape[1:] != start.shape or len(pool) == 0:
-        raise ValueError(f"starts: expected shape (K, {len(numbers)}, 3) with K >= 1, got {pool.shape}")
-    for k, geometry in enumerate(pool):
-        if not np.array_equal(bond_graph(numbers, geometry), reference_bonds):
-            raise ValueError(f"starts[{k}] has a different covalent bond graph from positions (another molecule or "
-                             "a broken bond); every start must be the same molecule")
+    reference_bonds, pool = start_pool(numbers, start, starts)
     if prescreen_fmax is not None and not prescreen_fmax > fmax:
         raise ValueError(f"prescreen_fmax must be above fmax ({fmax:g} eV/A) or None, got {prescreen_fmax}")
     if restart_every is not None and restart_every < 1:
@@ -287,21 +280,47 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
                 k, _ = db.add(pos, energy, trajectory=labels[r])
                 sequences[labels[r]].append((frame, k))
             relaxer.load(refine)  # slots were freed by these very frames, so every one finds a slot
-            stats["relax_steps"] = steps_before + relaxer.steps_done
-            stats["relax_evaluations"] = relax_evaluations_before + relaxer.evaluations
-            stats["evaluations"] = stats["md_evaluations"] + stats["relax_evaluations"]
+            tally(stats, relaxer, steps_before, relax_evaluations_before)
             history.append((time.perf_counter() - t0, len(db), stats["converged"] + stats["not_converged"]
                             + stats["rearranged"], stats["evaluations"]))
             bar.set_postfix(unique=len(db), not_conv=stats["not_converged"], refresh=False)
             if checkpoint is not None and time.perf_counter() - last_save > save_every_s:
                 save()
                 last_save = time.perf_counter()
-    stats["elapsed_s"] = time.perf_counter() - t0
+    return finish(Exploration(db, sequences, history, stats), t0, interrupt, save if checkpoint is not None else None)
+
+
+def start_pool(numbers, start: np.ndarray, starts) -> tuple[np.ndarray, np.ndarray]:
+    """(bond graph of `start`, start geometries (K, N, 3) Angstrom): `starts` checked to be the same molecule as
+    `start` (the same covalent bond graph), or `start` alone when starts is None."""
+    reference_bonds = bond_graph(numbers, start)
+    pool = start[None] if starts is None else np.asarray(starts, dtype=np.float64)
+    if pool.ndim != 3 or pool.shape[1:] != start.shape or len(pool) == 0:
+        raise ValueError(f"starts: expected shape (K, {len(numbers)}, 3) with K >= 1, got {pool.shape}")
+    for k, geometry in enumerate(pool):
+        if not np.array_equal(bond_graph(numbers, geometry), reference_bonds):
+            raise ValueError(f"starts[{k}] has a different covalent bond graph from positions (another molecule or "
+                             "a broken bond); every start must be the same molecule")
+    return reference_bonds, pool
+
+
+def tally(stats: dict, relaxer: BatchRelaxer, steps_before: int, evaluations_before: int) -> None:
+    """Update an exploration's minimiser counters from `relaxer`'s totals in this call (the counts of earlier,
+    checkpointed calls are steps_before and evaluations_before) and the evaluations overall."""
+    stats["relax_steps"] = steps_before + relaxer.steps_done
+    stats["relax_evaluations"] = evaluations_before + relaxer.evaluations
+    stats["evaluations"] = stats["md_evaluations"] + stats["relax_evaluations"]
+
+
+def finish(run: Exploration, t0: float, interrupt, save) -> Exploration:
+    """The end of an exploration call: its wall time (since t0, perf_counter seconds), the signal that stopped it
+    (stats["interrupted"]) and a last save (save: a function, or None without a checkpoint)."""
+    run.stats["elapsed_s"] = time.perf_counter() - t0
     if interrupt.requested:
-        stats["interrupted"] = interrupt.requested
-    if checkpoint is not None:
+        run.stats["interrupted"] = interrupt.requested
+    if save is not None:
         save()
-    return Exploration(db, sequences, history, stats)
+    return run
 
 
 def minima_vs_time(history, marks_min=(1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 60)) -> list[tuple]:

@@ -14,6 +14,13 @@ preconditioner in `md.BatchRelaxer`, every walker in its own slot) and deduplica
   walker's own or another one; the database is the history) and shrinks when it finds a new one.
 - acceptance="metropolis" (basin hopping, Wales and Doye, J. Phys. Chem. A 101, 5111 (1997)): move with
   probability min(1, exp(-dE / kT)) at `temperature_K`; the kick size feeds back as above.
+- acceptance="frontier" (the default): no walk; every hop starts from the known minimum from which the fewest
+  hops have been launched, with its energy above the lowest minimum as a penalty, so the graph grows outward
+  from its least explored low-energy minima. On the peptide benchmark it finds new minima in 63% of its hops,
+  against about 46% for the walks, whose walkers stay home most of the time and exhaust their neighbours.
+
+Two cheap aids, on by default: a taboo (a kick whose torsion angles all lie near a known minimum's is drawn
+again) and a torsion library (most turns set a torsion to a value it has in some known minimum).
 
 Every hop is recorded as an edge of the minima graph between the walker's minimum and the one it reached (its
 `sequences` entry holds (3 h, current) and (3 h + 1, reached) for hop h, so hops never chain into each other).
@@ -35,7 +42,7 @@ from ..memory import ensure_tuned
 from ..structures import System
 from ..md.integrators import KB_EV_PER_K as KB_EV
 from .alignment import bond_graph
-from .explore import Exploration
+from .explore import Exploration, finish, start_pool, tally
 from .minima import MinimaDatabase, load_minima, save_minima
 from .torsions import far_pairs, rotatable_bonds, torsion_angles, torsion_kick
 
@@ -51,7 +58,7 @@ def _walker(current=None, energy=None, n_turns=1.0, ediff=0.05, hops=0):
 # one exploration per checkpoint: another process on the same path gets StoreBusyError (lock <checkpoint>.lock)
 @holds_writer_lock("checkpoint", lambda path: path.with_suffix(""))
 @guarded  # a Ctrl-C during set-up and compilation is kept for the loop, which stops at once
-def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str = "window",
+def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str = "frontier",
                temperature_K: float = 1000.0, ediff_eV: float = 0.05, window_factor: float = 1.05,
                frontier_energy_eV: float = 0.1,
                kick_factor: float = 1.1, max_turns: int | None = None, torsions=None, clash: float = 1.5,
@@ -120,14 +127,7 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
         raise ValueError(f"refine_fmax must lie between 0 and fmax ({fmax:g} eV/A) or be None, got {refine_fmax}")
     numbers = np.asarray(system.numbers)
     start = np.asarray(system.positions, dtype=np.float64)
-    reference_bonds = bond_graph(numbers, start)
-    pool = start[None] if starts is None else np.asarray(starts, dtype=np.float64)
-    if pool.ndim != 3 or pool.shape[1:] != start.shape or len(pool) == 0:
-        raise ValueError(f"starts: expected shape (K, {len(numbers)}, 3) with K >= 1, got {pool.shape}")
-    for k, geometry in enumerate(pool):
-        if not np.array_equal(bond_graph(numbers, geometry), reference_bonds):
-            raise ValueError(f"starts[{k}] has a different covalent bond graph from positions (another molecule or "
-                             "a broken bond); every start must be the same molecule")
+    reference_bonds, pool = start_pool(numbers, start, starts)
     torsions = rotatable_bonds(numbers, start) if torsions is None else list(torsions)
     if not torsions:
         raise ValueError("the molecule has no rotatable bonds (outside rings, not planar, not a symmetric rotor): "
@@ -314,18 +314,11 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
                 if is_new:
                     bar.update(1)
                 kick(w)
-            stats["relax_steps"] = steps_before + relaxer.steps_done
-            stats["relax_evaluations"] = evaluations_before + relaxer.evaluations
-            stats["evaluations"] = stats["md_evaluations"] + stats["relax_evaluations"]
+            tally(stats, relaxer, steps_before, evaluations_before)
             history.append((time.perf_counter() - t0, len(db), stats["hops"], stats["evaluations"]))
             bar.set_postfix(hops=stats["hops"], per_min=round(stats["evaluations"] / max(len(db), 1)),
                             refresh=False)
             if checkpoint is not None and time.perf_counter() - last_save > save_every_s:
                 save()
                 last_save = time.perf_counter()
-    stats["elapsed_s"] = time.perf_counter() - t0
-    if interrupt.requested:
-        stats["interrupted"] = interrupt.requested
-    if checkpoint is not None:
-        save()
-    return Exploration(db, sequences, history, stats)
+    return finish(Exploration(db, sequences, history, stats), t0, interrupt, save if checkpoint is not None else None)
