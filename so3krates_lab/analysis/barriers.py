@@ -1,0 +1,314 @@
+"""Transition states between two minima of one molecule: the nudged elastic band (NEB) with a climbing image.
+
+    band = neb(potential, system, a, b)            # a, b: (N, 3) Angstrom, two minima of the molecule `system`
+    band.barrier, band.saddle                      # eV above a; (N, 3) Angstrom, the highest image
+    graph, bands = graph_barriers(potential, system, db, graph)   # barriers on the edges of a minima graph
+
+The band. M = n_images + 2 images R_0 ... R_{M-1} (Angstrom). R_0 = a and R_{M-1} = b stay fixed; b is first
+aligned onto a (`interpolate`: symmetry-equivalent atoms permuted to match, then a Kabsch rotation, so the band
+carries no overall rotation or translation) and the inner images start on the straight line between them.
+
+The force. Inner image i (energy V_i, potential force F = -dV/dR in eV/A) moves under the NEB force
+
+    F_NEB = F - (F . tau) tau + k (|R_{i+1} - R_i| - |R_i - R_{i-1}|) tau
+
+with k = k_spring (eV/A^2) and tau the improved unit tangent of Henkelman and Jonsson (J. Chem. Phys. 113, 9978
+(2000)): R_{i+1} - R_i when the energy rises through the image, R_i - R_{i-1} when it falls, and at an energy
+extremum along the band a mix of both weighted by the energy differences to the neighbours. The perpendicular
+part of F pulls the band onto the minimum-energy path; the springs only act along it and keep the images evenly
+spaced. With the climbing image (Henkelman, Uberuaga and Jonsson, J. Chem. Phys. 113, 9901 (2000)) the highest
+inner image instead feels F - 2 (F . tau) tau and no spring: it climbs up along the path while relaxing
+perpendicular to it, so it ends on the saddle point rather than next to it. It is switched on once the band is
+roughly relaxed (largest NEB force below `climb_after_fmax`, or after a third of `max_steps`); from then on it
+is whichever inner image is currently the highest.
+
+The optimiser. All inner images' coordinates form ONE vector (n_images, N, 3), moved by FIRE (`md.minimize.fire`:
+unit masses, dimensionless time step, the whole step capped at `max_step` Angstrom, as ASE's NEB with FIRE). Every
+step evaluates the potential on all inner images at once (`jax.vmap` of `md.force_function`), and `chunk_steps`
+steps run as one compiled `jax.lax.scan`. Positions and forces are in the potential's dtype (float32 for the
+shipped models); the returned `Band` is in float64.
+
+Converged means: the largest atomic NEB force over all inner images, the climbing image's included, is below
+`fmax` (eV/A), with the climbing image on when `climb=True`. The climbing image is then a first-order saddle
+point to that tolerance: the highest point of the minimum-energy path nearest the starting interpolation. Another
+path, with a lower barrier, may exist between the same minima; NEB does not search for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..autodiff import compiler_options
+from ..md.driver import _overflowed, blank_like, stack_states
+from ..md.forces import force_function
+from ..md.minimize import fire
+from .alignment import equivalent_groups, kabsch, symmetric_rmsd
+
+
+@dataclasses.dataclass
+class Band:
+    """A nudged elastic band between two minima.
+
+    positions: (M, N, 3) Angstrom, the images with both fixed end points (M = n_images + 2; the last end point is
+    b aligned onto a). energies: (M,) eV. climbing: index of the climbing image, -1 without one. converged: see
+    the module docstring. steps: FIRE steps taken. evaluations: energy + forces evaluations computed (inner
+    images times steps, plus the two end points and one restart of all inner images when the climbing image is
+    switched on).
+    """
+
+    positions: np.ndarray
+    energies: np.ndarray
+    climbing: int
+    converged: bool
+    steps: int
+    evaluations: int
+
+    @property
+    def barrier(self) -> float:
+        """The highest energy of the band minus the energy of the first end point a (eV)."""
+        return float(self.energies.max() - self.energies[0])
+
+    @property
+    def reverse_barrier(self) -> float:
+        """The highest energy of the band minus the energy of the last end point b (eV)."""
+        return float(self.energies.max() - self.energies[-1])
+
+    @property
+    def saddle(self) -> np.ndarray:
+        """(N, 3) Angstrom: the highest image (the climbing image when the band has one)."""
+        return self.positions[int(np.argmax(self.energies))]
+
+    @property
+    def path_length(self) -> np.ndarray:
+        """(M,) Angstrom: the distance along the band from the first end point (image-to-image distances in all
+        3N coordinates, summed)."""
+        gaps = np.linalg.norm((self.positions[1:] - self.positions[:-1]).reshape(len(self.positions) - 1, -1), axis=1)
+        return np.concatenate([[0.0], np.cumsum(gaps)])
+
+
+def _as_positions(x, name: str) -> np.ndarray:
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"{name}: expected positions of shape (N, 3) in Angstrom, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: positions must be finite (found NaN or infinite values)")
+    return arr
+
+
+def _check_n_images(n_images) -> int:
+    if int(n_images) != n_images or n_images < 1:
+        raise ValueError(f"n_images (inner images of the band) must be an integer >= 1, got {n_images!r}")
+    return int(n_images)
+
+
+def interpolate(a, b, n_images: int, groups=()) -> np.ndarray:
+    """The straight band from a to b: (n_images + 2, N, 3) Angstrom, float64, both end points included.
+
+    a, b: (N, 3) Angstrom, the same atoms in the same order. b is aligned onto a first: its atoms are permuted
+    within each group of `groups` (symmetry-equivalent atoms, e.g. `alignment.equivalent_groups`) to match a
+    best (`symmetric_rmsd`), then rotated and translated onto a (Kabsch). So the band's first image is a, its last
+    the aligned b, and a rigidly moved or relabelled copy of b gives the same band.
+    """
+    a, b = _as_positions(a, "a"), _as_positions(b, "b")
+    if len(a) != len(b):
+        raise ValueError(f"a and b must be the same molecule: a has {len(a)} atoms, b has {len(b)} atoms")
+    n_images = _check_n_images(n_images)
+    _, permutation = symmetric_rmsd(a, b, groups)
+    _, _, b = kabsch(a, b[permutation])
+    t = np.linspace(0.0, 1.0, n_images + 2)[:, None, None]
+    return a + t * (b - a)
+
+
+def _improved_tangent(energies, forward, backward):
+    """Unit tangents (K, N, 3) at the K inner images (Henkelman and Jonsson 2000).
+
+    energies: (K + 2,) eV of the whole band; forward = R_{i+1} - R_i, backward = R_i - R_{i-1}: (K, N, 3)."""
+    up = energies[2:] - energies[1:-1]  # V_{i+1} - V_i
+    down = energies[1:-1] - energies[:-2]  # V_i - V_{i-1}
+    rising, falling = (up > 0) & (down > 0), (up < 0) & (down < 0)
+    big = jnp.maximum(jnp.abs(up), jnp.abs(down))
+    small = jnp.minimum(jnp.abs(up), jnp.abs(down))
+    next_higher = up + down > 0  # at an extremum: is V_{i+1} > V_{i-1}?
+    w_forward = jnp.where(rising, 1.0, jnp.where(falling, 0.0, jnp.where(next_higher, big, small)))
+    w_backward = jnp.where(rising, 0.0, jnp.where(falling, 1.0, jnp.where(next_higher, small, big)))
+    tangent = w_forward[:, None, None] * forward + w_backward[:, None, None] * backward
+    norm = jnp.sqrt(jnp.sum(tangent**2, axis=(1, 2), keepdims=True))
+    return tangent / jnp.maximum(norm, 1e-30)
+
+
+def _neb_forces(ends, end_energies, inner, energies, forces, k_spring, climbing):
+    """NEB forces (K, N, 3) eV/A on the K inner images (positions (K, N, 3) Angstrom, energies (K,) eV, potential
+    forces (K, N, 3) eV/A), given the fixed end points ends (2, N, 3) with energies (2,). climbing: a bool, whether
+    the highest inner image climbs."""
+    band = jnp.concatenate([ends[:1], inner, ends[1:]])
+    band_energies = jnp.concatenate([end_energies[:1], energies, end_energies[1:]])
+    forward, backward = band[2:] - band[1:-1], band[1:-1] - band[:-2]
+    tangent = _improved_tangent(band_energies, forward, backward)
+    along = jnp.sum(forces * tangent, axis=(1, 2), keepdims=True)  # F . tau, (K, 1, 1)
+    length = lambda d: jnp.sqrt(jnp.sum(d**2, axis=(1, 2), keepdims=True))  # noqa: E731
+    spring = k_spring * (length(forward) - length(backward)) * tangent
+    nudged = forces - along * tangent + spring
+    climber = climbing & (jnp.arange(len(energies)) == jnp.argmax(energies))
+    return jnp.where(climber[:, None, None], forces - 2 * along * tangent, nudged)
+
+
+class _BandRunner:
+    """The NEB of one molecule for bands of `n_images` inner images: built once (its jitted chunk compiles on the
+    first band) and then run on any number of end-point pairs. The keywords are `neb`'s."""
+
+    def __init__(self, potential, system, *, n_images, k_spring, fmax, climb, climb_after_fmax, max_steps,
+                 chunk_steps, all_pairs, max_step):
+        self.n_images = _check_n_images(n_images)
+        for name, value in (("k_spring", k_spring), ("fmax", fmax), ("climb_after_fmax", climb_after_fmax),
+                            ("max_step", max_step)):
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+        if max_steps < 1 or chunk_steps < 1:
+            raise ValueError(f"max_steps and chunk_steps must be >= 1, got {max_steps} and {chunk_steps}")
+        self.fmax, self.climb, self.climb_after_fmax = float(fmax), bool(climb), float(climb_after_fmax)
+        self.max_steps = int(max_steps)
+        self.n_atoms = system.n_atoms
+        self.numbers = np.asarray(system.numbers)
+        ff = force_function(potential, system, all_pairs=all_pairs)
+        self.dtype = ff.dtype
+        evaluate = jax.vmap(ff.fn)  # all images at once: positions (K, N, 3), aux stacked per image
+
+        def optimiser(ends, end_energies, climbing):
+            """FIRE's (init, step) on the NEB force of the inner images."""
+            def neb_force_fn(inner, aux):
+                energies, forces, aux = evaluate(inner, aux)
+                return energies, _neb_forces(ends, end_energies, inner, energies, forces, k_spring, climbing), aux
+
+            return fire(neb_force_fn, max_step=max_step)
+
+        def advance(state, ends, end_energies, restart, climbing, threshold, step_limit):
+            """(Re)start FIRE from rest when `restart` (a new band, or the climbing image just switched on), then
+            up to chunk_steps steps; the band stops moving once its largest NEB force is below `threshold` (eV/A)
+            or after `step_limit` steps in all."""
+            init, step = optimiser(ends, end_energies, climbing)
+            state = jax.lax.cond(restart, lambda s: init(s.positions, s.aux).replace(step=s.step), lambda s: s, state)
+
+            def body(s, _):
+                finished = (s.fmax < threshold) | (s.step >= step_limit)
+                return jax.lax.cond(finished, lambda s: s, step, s), None
+
+            state = jax.lax.scan(body, state, None, length=chunk_steps)[0]
+            return state, state.fmax < threshold
+
+        self._advance = jax.jit(advance, compiler_options=compiler_options())
+        self._energies = jax.jit(lambda positions, aux: evaluate(positions, aux)[0],
+                                 compiler_options=compiler_options())
+        self._inner_aux = stack_states([ff.aux] * self.n_images)
+        self._end_aux = stack_states([ff.aux] * 2)
+        # the FIRE state's layout, from tracing (not running) the model once; every band starts from it
+        inner = jnp.zeros((self.n_images, self.n_atoms, 3), self.dtype)
+        init = optimiser(inner[:2], jnp.zeros(2, self.dtype), False)[0]
+        self._blank = blank_like(jax.eval_shape(init, inner, self._inner_aux))
+
+    def run(self, a, b, groups=None) -> Band:
+        """The band from a to b ((N, 3) Angstrom each); groups: equivalent atoms for the alignment (default: from a)."""
+        a, b = _as_positions(a, "a"), _as_positions(b, "b")
+        for name, x in (("a", a), ("b", b)):
+            if len(x) != self.n_atoms:
+                raise ValueError(f"{name} has {len(x)} atoms but the system has {self.n_atoms} atoms")
+        if groups is None:
+            groups = equivalent_groups(self.numbers, a)
+        positions = interpolate(a, b, self.n_images, groups)
+        ends = jnp.asarray(positions[[0, -1]], self.dtype)
+        end_energies = self._energies(ends, self._end_aux)
+        state = self._blank.replace(positions=jnp.asarray(positions[1:-1], self.dtype), aux=self._inner_aux)
+        # with a climbing image, two phases: the plain band until its largest force is below climb_after_fmax (or
+        # for a third of max_steps), then with the climbing image; each phase starts FIRE from rest
+        phases = [(max(self.fmax, self.climb_after_fmax), self.max_steps // 3, False),
+                  (self.fmax, self.max_steps, True)]
+        evaluations, steps = 2, 0
+        for threshold, step_limit, climbing in (phases if self.climb else [(self.fmax, self.max_steps, False)]):
+            restart = True
+            while True:
+                state, done = self._advance(state, ends, end_energies, np.bool_(restart), np.bool_(climbing),
+                                            np.asarray(threshold, self.dtype), np.int32(step_limit))
+                if _overflowed(state.aux):
+                    raise RuntimeError("the neighbour list overflowed in the NEB; build the force function with a "
+                                       "larger capacity (for a small molecule: all_pairs=True)")
+                evaluations += self.n_images * (int(state.step) - steps + restart)
+                steps, restart, done = int(state.step), False, bool(done)
+                if done or steps >= step_limit:
+                    break
+        inner_energies = np.asarray(state.energy, np.float64)
+        positions[1:-1] = np.asarray(state.positions, np.float64)
+        energies = np.concatenate([np.asarray(end_energies, np.float64)[:1], inner_energies,
+                                   np.asarray(end_energies, np.float64)[1:]])
+        return Band(positions=positions, energies=energies,
+                    climbing=1 + int(np.argmax(inner_energies)) if climbing else -1,
+                    converged=done, steps=steps, evaluations=evaluations)
+
+
+def neb(potential, system, a, b, *, n_images: int = 8, k_spring: float = 1.0, fmax: float = 0.05, climb: bool = True,
+        climb_after_fmax: float = 0.5, max_steps: int = 1000, chunk_steps: int = 50, groups=None, all_pairs=None,
+        max_step: float = 0.2) -> Band:
+    """The climbing-image NEB from minimum a to minimum b ((N, 3) Angstrom each) of the molecule `system`.
+
+    potential: anything `md.force_function` takes (the shipped models, analytic potentials). n_images: inner
+    images (the band has n_images + 2). k_spring: spring constant (eV/A^2). fmax: convergence threshold on the
+    largest atomic NEB force (eV/A). climb: use a climbing image, switched on when the largest NEB force falls
+    below climb_after_fmax (eV/A) or after max_steps // 3 steps (FIRE then starts again from rest). max_steps:
+    FIRE steps at most, both phases together. chunk_steps: steps per compiled call. groups: equivalent atoms for
+    aligning b onto a (default: `alignment.equivalent_groups` of a; [] for none). all_pairs: passed to
+    `md.force_function` (the fixed graph of every pair, its default for small free molecules; otherwise a
+    neighbour list, one copy per image). max_step: the largest FIRE step of the whole band (Angstrom), all inner
+    images together. Returns a `Band` (float64).
+    """
+    runner = _BandRunner(potential, system, n_images=n_images, k_spring=k_spring, fmax=fmax, climb=climb,
+                         climb_after_fmax=climb_after_fmax, max_steps=max_steps, chunk_steps=chunk_steps,
+                         all_pairs=all_pairs, max_step=max_step)
+    return runner.run(a, b, groups)
+
+
+def neb_many(potential, system, pairs_of_positions, *, progress: bool = False, **kw) -> list[Band]:
+    """One band per (a, b) pair ((N, 3) Angstrom each) of the molecule `system`: a list of `Band`s in order.
+
+    kw: `neb`'s keywords (the same settings for every band). The bands run one after another through ONE
+    compiled NEB: the force function and the jitted chunk are built once and reused for every pair, so the
+    model is compiled once for all of them. progress: a tqdm bar over the pairs.
+    """
+    from tqdm.auto import tqdm
+
+    options = inspect.signature(neb).bind(potential, system, None, None, **kw)  # TypeError for unknown keywords
+    options.apply_defaults()
+    settings = {name: value for name, value in options.arguments.items()
+                if name not in ("potential", "system", "a", "b")}
+    groups = settings.pop("groups")
+    pairs = list(pairs_of_positions)
+    runner = _BandRunner(potential, system, **settings)
+    return [runner.run(a, b, groups) for a, b in tqdm(pairs, desc="neb", unit="band", disable=not progress)]
+
+
+def graph_barriers(potential, system, db, graph, *, max_edges: int | None = None, **kw):
+    """Barriers on the edges of a minima graph (`minima.minima_graph`), one band per edge.
+
+    db: the `MinimaDatabase` behind the graph (geometries and `db.groups` for the alignment); system: the molecule
+    (its atomic numbers; the positions only size the force function). Each edge {u, v} is oriented u < v, the
+    band runs from db.geometry(u) to db.geometry(v), and the edge gets the attributes saddle_energy (eV, the
+    band's highest energy), barrier_forward_eV (saddle_energy - E_u), barrier_backward_eV (saddle_energy - E_v),
+    neb_converged (bool) and neb_from (u), with E_u, E_v the potential's energies of the two end points.
+    max_edges: only that many edges, those with the most observed transitions (`count`) first. kw: `neb_many`'s
+    keywords (`neb`'s, and progress). Returns (graph, modified in place; the Bands, in the order computed).
+    """
+    if max_edges is not None and (int(max_edges) != max_edges or max_edges < 0):
+        raise ValueError(f"max_edges must be None or an integer >= 0, got {max_edges!r}")
+    edges = sorted((tuple(sorted(edge)) for edge in graph.edges), key=lambda e: -graph.edges[e].get("count", 0))
+    edges = edges[:max_edges]
+    bands = neb_many(potential, system, [(db.geometry(u), db.geometry(v)) for u, v in edges], groups=db.groups, **kw)
+    for (u, v), band in zip(edges, bands):
+        graph.edges[u, v].update(saddle_energy=float(band.energies.max()), barrier_forward_eV=band.barrier,
+                                 barrier_backward_eV=band.reverse_barrier, neb_converged=bool(band.converged),
+                                 neb_from=u)
+    return graph, bands
+
+
+__all__ = ["Band", "graph_barriers", "interpolate", "neb", "neb_many"]

@@ -1,0 +1,134 @@
+"""Nudged elastic band with a climbing image (analysis.barriers) on the analytic butane-like torsion potential."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from so3krates_lab.analysis import MinimaDatabase, equivalent_groups, kabsch, minima_graph
+from so3krates_lab.analysis import graph_barriers, neb, neb_many
+from so3krates_lab.analysis.barriers import interpolate
+from so3krates_lab.md import force_function
+from test_minima import ETHANE_NUMBERS, TORSION, _butane_like, _butane_system, _dihedral, _torsion_energy, ethane
+
+SYSTEM = _butane_system(180.0)
+FMAX = 0.01  # eV/A: tight enough to put the climbing image within a degree of the saddle
+
+
+def _degrees(p) -> float:
+    return float(np.degrees(_dihedral(jnp.asarray(p))))
+
+
+@pytest.fixture(scope="module")
+def analytic():
+    """The gauche minimum and the gauche-anti saddle of V(phi) on a 0.01 degree grid. With ideal bonds and angles
+    the gradient of the bond and angle terms vanishes, so these rigid geometries are exact stationary points of
+    the whole potential (up to the grid step)."""
+    grid = np.arange(0.0, 180.0 + 1e-9, 0.01)
+    energies = np.asarray(jax.jit(jax.vmap(_torsion_energy))(jnp.asarray(np.stack([_butane_like(p) for p in grid]))))
+    gauche = int(np.argmin(np.where(grid < 120.0, energies, np.inf)))
+    saddle = int(np.argmax(np.where(grid > grid[gauche], energies, -np.inf)))
+    return {"gauche_deg": grid[gauche], "saddle_deg": grid[saddle], "barrier": energies[saddle] - energies[gauche],
+            "anti_minus_gauche": energies[-1] - energies[gauche]}
+
+
+@pytest.fixture(scope="module")
+def climbing_band(analytic):
+    return neb(TORSION, SYSTEM, _butane_like(analytic["gauche_deg"]), _butane_like(180.0), n_images=8, fmax=FMAX)
+
+
+def test_interpolate_keeps_the_end_points_and_ignores_rigid_motion_and_relabelling():
+    a, b = _butane_like(60.0), _butane_like(180.0)
+    band = interpolate(a, b, 5)
+    assert band.shape == (7, 4, 3)
+    np.testing.assert_allclose(band[0], a, atol=1e-12)
+    np.testing.assert_allclose(band[-1], kabsch(a, b)[2], atol=1e-12)
+    gaps = np.linalg.norm(np.diff(band, axis=0).reshape(6, -1), axis=1)
+    np.testing.assert_allclose(gaps, gaps[0], rtol=1e-10)  # evenly spaced
+    rotation = Rotation.from_rotvec([0.4, -1.1, 2.3]).as_matrix()
+    np.testing.assert_allclose(interpolate(a, b @ rotation.T + [2.0, -3.0, 5.0], 5), band, atol=1e-10)
+    # ethane with two hydrogens swapped in each methyl group, then moved: the same band once permuted back
+    e0, e1 = ethane(), ethane(twist_deg=20.0)
+    groups = equivalent_groups(ETHANE_NUMBERS, e0)
+    relabelled = e1[[0, 1, 3, 2, 4, 6, 5, 7]] @ rotation.T + [1.0, 0.0, -2.0]
+    np.testing.assert_allclose(interpolate(e0, relabelled, 3, groups), interpolate(e0, e1, 3, groups), atol=1e-8)
+
+
+def test_climbing_image_finds_the_analytic_gauche_anti_saddle(climbing_band, analytic):
+    band = climbing_band
+    assert band.converged and 0 < band.steps < 1000
+    assert band.positions.shape == (10, 4, 3) and band.energies.shape == (10,)
+    assert band.climbing == int(np.argmax(band.energies)) and 0 < band.climbing < 9
+    assert band.evaluations >= 8 * band.steps + 2
+    assert _degrees(band.saddle) == pytest.approx(analytic["saddle_deg"], abs=2.0)
+    assert band.barrier == pytest.approx(analytic["barrier"], abs=5e-3)
+    assert band.barrier - band.reverse_barrier == pytest.approx(analytic["anti_minus_gauche"], abs=1e-6)
+    _, forces, _ = jax.jit(force_function(TORSION, SYSTEM).fn)(jnp.asarray(band.saddle), None)
+    assert np.sqrt(np.max(np.sum(np.asarray(forces) ** 2, axis=1))) < 3 * FMAX
+    # the dihedral goes from gauche to anti monotonically, and the path length accumulates image distances
+    dihedrals = [_degrees(p) for p in band.positions]
+    assert np.all(np.diff(dihedrals) > 0)
+    assert band.path_length[0] == 0.0 and np.all(np.diff(band.path_length) > 0)
+
+
+def test_without_climbing_the_highest_image_underestimates_the_barrier(climbing_band, analytic):
+    plain = neb(TORSION, SYSTEM, _butane_like(analytic["gauche_deg"]), _butane_like(180.0), n_images=8, fmax=FMAX,
+                climb=False)
+    assert plain.converged and plain.climbing == -1
+    assert plain.barrier <= climbing_band.barrier + 1e-9
+
+
+def test_a_neighbour_list_per_image_gives_the_same_band_as_the_fixed_graph(analytic):
+    pairs = [(_butane_like(analytic["gauche_deg"]), _butane_like(180.0))]
+    kw = dict(n_images=3, max_steps=30, chunk_steps=10, climb=False)
+    fixed = neb_many(TORSION, SYSTEM, pairs, **kw)[0]
+    listed = neb_many(TORSION, SYSTEM, pairs, all_pairs=False, **kw)[0]
+    assert fixed.steps == listed.steps == 30 and not fixed.converged
+    assert fixed.evaluations == 2 + 3 * (30 + 1)
+    np.testing.assert_allclose(listed.energies, fixed.energies, atol=1e-10)
+    np.testing.assert_allclose(listed.positions, fixed.positions, atol=1e-10)
+
+
+def test_graph_barriers_label_the_edges_of_a_minima_graph(climbing_band, analytic):
+    energy_of = jax.jit(force_function(TORSION, SYSTEM).fn)
+    db = MinimaDatabase(SYSTEM.numbers, groups=[])
+    for phi in (180.0, analytic["gauche_deg"], -analytic["gauche_deg"]):  # anti, gauche+, gauche-
+        geometry = _butane_like(phi)
+        db.add(geometry, float(energy_of(jnp.asarray(geometry), None)[0]))
+    graph = minima_graph(db, {"t": [(0, 1), (1, 0), (2, 2)]})  # transitions anti-gauche+ and anti-gauche-
+    assert sorted(map(sorted, graph.edges)) == [[0, 1], [0, 2]]
+    graph, bands = graph_barriers(TORSION, SYSTEM, db, graph, n_images=8, fmax=FMAX)
+    assert len(bands) == 2
+    for u, v in graph.edges:
+        data = graph.edges[u, v]
+        start, end = data["neb_from"], v if data["neb_from"] == u else u
+        assert data["neb_converged"] is True
+        assert data["barrier_forward_eV"] - data["barrier_backward_eV"] == pytest.approx(
+            db.energies[end] - db.energies[start], abs=1e-9)
+        # from anti: the barrier of the gauche-anti transition seen from the anti side (the same by symmetry)
+        assert data["barrier_forward_eV"] == pytest.approx(climbing_band.reverse_barrier, abs=1e-3)
+        assert data["saddle_energy"] == pytest.approx(climbing_band.energies.max(), abs=1e-3)
+    assert graph_barriers(TORSION, SYSTEM, db, graph, max_edges=0)[1] == []
+
+
+def test_bad_input_gives_clear_errors():
+    a, b = _butane_like(60.0), _butane_like(180.0)
+    with pytest.raises(ValueError, match="a has 4 atoms, b has 3 atoms"):
+        interpolate(a, b[:3], 4)
+    with pytest.raises(ValueError, match="n_images"):
+        interpolate(a, b, 0)
+    with pytest.raises(ValueError, match=r"shape \(N, 3\)"):
+        interpolate(a.ravel(), b, 4)
+    with pytest.raises(ValueError, match="finite"):
+        interpolate(a, np.full_like(b, np.nan), 4)
+    with pytest.raises(ValueError, match="a has 8 atoms but the system has 4 atoms"):
+        neb(TORSION, SYSTEM, ethane(), ethane(30.0))
+    with pytest.raises(ValueError, match="n_images"):
+        neb(TORSION, SYSTEM, a, b, n_images=0)
+    with pytest.raises(ValueError, match="k_spring must be positive"):
+        neb(TORSION, SYSTEM, a, b, k_spring=0.0)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        neb_many(TORSION, SYSTEM, [(a, b)], n_image=4)
