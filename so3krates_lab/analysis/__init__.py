@@ -3,7 +3,7 @@ nothing here imports the model or training.
 
 spectra: velocity autocorrelation, power spectra (cm^-1) and harmonic normal modes.
 stability: energy conservation and stable times of MD runs.
-alignment, minima, explore, hopping, torsions, barriers, validation, peptide: minima exploration, deduplication and the minima graph.
+alignment, minima, explore, hopping, torsions, barriers, disconnectivity, validation, peptide: minima exploration, deduplication and the minima graph.
 """
 
 from .alignment import (
@@ -11,6 +11,7 @@ from .alignment import (
 )
 from .explore import Exploration, explore_minima, minima_vs_evaluations, minima_vs_time, prescreen_distances
 from .barriers import Band, graph_barriers, neb, neb_many
+from .disconnectivity import DisconnectivityTree, disconnectivity_tree, tree_from_graph
 from .hopping import hop_minima
 from .torsions import Torsion, far_pairs, rotatable_bonds, rotate, torsion_kick
 from .minima import MinimaDatabase, load_minima, minima_graph, save_minima
@@ -24,7 +25,7 @@ from .stability import energy_conservation, stable_times_ps
 from .validation import reached_by, reference_relax
 
 __all__ = ["EIGENVALUE_TO_CM1", "as_trajectory", "energy_conservation", "normal_modes_of", "potential_hessian", "stable_times_ps", "Exploration", "MinimaDatabase", "PER_FS_TO_CM1",
-           "backbone_torsions", "bond_graph", "dihedrals", "distance_fingerprint", "equivalent_groups", "explore_minima", "hop_minima", "Band", "graph_barriers", "neb", "neb_many", "minima_vs_evaluations", "minima_vs_time", "Torsion", "far_pairs", "rotatable_bonds", "rotate", "torsion_kick", "prescreen_distances", "fingerprint_distance", "hessian_of",
+           "backbone_torsions", "bond_graph", "dihedrals", "distance_fingerprint", "equivalent_groups", "explore_minima", "hop_minima", "Band", "graph_barriers", "neb", "neb_many", "DisconnectivityTree", "disconnectivity_tree", "tree_from_graph", "minima_vs_evaluations", "minima_vs_time", "Torsion", "far_pairs", "rotatable_bonds", "rotate", "torsion_kick", "prescreen_distances", "fingerprint_distance", "hessian_of",
            "kabsch", "kabsch_rmsd", "load_minima", "minima_graph", "mode_animation", "normal_modes",
            "normal_modes_from_energy", "power_spectrum", "reached_by", "reference_relax", "save_minima",
            "spectrum_peaks", "symmetric_rmsd", "vacf", "vacf_by_element", "vacf_from_trajectory"]
