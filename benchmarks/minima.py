@@ -77,6 +77,11 @@ def parse(argv=None):
     p.add_argument("--rmsd-tol", type=float, default=0.1, help="Angstrom")
     p.add_argument("--train-frames", type=int, default=100, help="training frames to relax (0: skip)")
     p.add_argument("--validate", type=int, default=20, help="minima re-relaxed with GFN2-xTB (0: skip)")
+    p.add_argument("--barriers", type=int, default=0, metavar="K",
+                   help="climbing-image NEB barriers on K graph edges (most transitions first; 0: skip), and the "
+                        "disconnectivity graph of the minima they join")
+    p.add_argument("--neb-images", type=int, default=8, help="inner images per band")
+    p.add_argument("--neb-fmax", type=float, default=0.05, help="eV/A, NEB convergence")
     p.add_argument("--ref-fmax", type=float, default=0.01, help="eV/A, reference BFGS convergence")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jax-cache", default=str(ROOT / "results" / "jax_cache"),
@@ -204,6 +209,45 @@ def compare_precon(args, force_fn, numbers, k: int):
                 converged += ok
         wall = time.perf_counter() - t0
         print(f"{label:>18} {relaxer.steps_done / k:13.0f} {np.median(steps):7.0f} {converged:>10d} {wall:7.0f}")
+
+
+def barriers(args, potential, start, db, graph):
+    """NEB barriers on the args.barriers most visited edges; the table, barriers.json and the disconnectivity
+    graph of the minima those edges join (disconnectivity.html)."""
+    from so3krates_lab.analysis import graph_barriers, tree_from_graph
+    from so3krates_lab.fileio import atomic_write
+
+    t0 = time.perf_counter()
+    graph, bands = graph_barriers(potential, start, db, graph, max_edges=args.barriers, n_images=args.neb_images,
+                                  fmax=args.neb_fmax, progress=True)
+    wall = time.perf_counter() - t0
+    done = [(u, v, d) for u, v, d in graph.edges(data=True) if "saddle_energy" in d]
+    e_min = min(db.energies)
+    print(f"\nbarriers: climbing-image NEB, {args.neb_images} inner images, fmax {args.neb_fmax:g} eV/A, "
+          f"{len(bands)} edges in {wall:.0f} s ({sum(b.evaluations for b in bands)} evaluations)")
+    print(f"{'edge':>10} {'E_u meV':>8} {'E_v meV':>8} {'forward meV':>12} {'backward meV':>13} {'steps':>6} "
+          f"{'converged':>9}")
+    rows = []
+    for u, v, d in done:
+        u, v = (u, v) if d["neb_from"] == u else (v, u)
+        print(f"{f'{u}-{v}':>10} {1e3 * (db.energies[u] - e_min):8.0f} {1e3 * (db.energies[v] - e_min):8.0f} "
+              f"{1e3 * d['barrier_forward_eV']:12.0f} {1e3 * d['barrier_backward_eV']:13.0f} {d['neb_steps']:6d} "
+              f"{str(d['neb_converged']):>9}")
+        rows.append({"u": u, "v": v, **{k: d[k] for k in ("saddle_energy", "barrier_forward_eV",
+                                                           "barrier_backward_eV", "neb_converged", "neb_steps",
+                                                           "neb_evaluations")}})
+    atomic_write(args.out / "barriers.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
+    joined = sorted({m for r in rows for m in (r["u"], r["v"])})
+    sub = graph.subgraph(joined)
+    relabel = {m: k for k, m in enumerate(joined)}
+    import networkx as nx
+
+    tree = tree_from_graph(nx.relabel_nodes(sub, relabel), n_levels=30)
+    fig = tree.figure(title=f"Ac-Ala3-NHMe, shipped model: disconnectivity graph of {len(joined)} minima "
+                            f"joined by {len(rows)} NEB barriers")
+    atomic_write(args.out / "disconnectivity.html", lambda tmp: fig.write_html(tmp, include_plotlyjs="cdn"))
+    print(f"converged {sum(r['neb_converged'] for r in rows)} of {len(rows)}; wrote barriers.json, "
+          f"disconnectivity.html")
 
 
 def write_plot(history, path: Path):
@@ -401,6 +445,9 @@ def main(argv=None) -> int:
     summary = {"exploration": {"stats": stats, "unique_minima": len(db), "edges": graph.number_of_edges(),
                                "table": minima_vs_time(run.history), "args": {k: str(v) for k, v in
                                                                                vars(args).items()}}}
+
+    if args.barriers > 0 and graph.number_of_edges():
+        barriers(args, potential, start, db, graph)
 
     # 2. training-data coverage
     if args.train_frames > 0 and len(db):

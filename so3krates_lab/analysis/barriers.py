@@ -295,7 +295,7 @@ def graph_barriers(potential, system, db, graph, *, max_edges: int | None = None
     (its atomic numbers; the positions only size the force function). Each edge {u, v} is oriented u < v, the
     band runs from db.geometry(u) to db.geometry(v), and the edge gets the attributes saddle_energy (eV, the
     band's highest energy), barrier_forward_eV (saddle_energy - E_u), barrier_backward_eV (saddle_energy - E_v),
-    neb_converged (bool) and neb_from (u), with E_u, E_v the potential's energies of the two end points.
+    neb_converged (bool), neb_from (u), neb_steps and neb_evaluations, with E_u, E_v the potential's energies of the two end points.
     max_edges: only that many edges, those with the most observed transitions (`count`) first. kw: `neb_many`'s
     keywords (`neb`'s, and progress). Returns (graph, modified in place; the Bands, in the order computed).
     """
@@ -307,7 +307,7 @@ def graph_barriers(potential, system, db, graph, *, max_edges: int | None = None
     for (u, v), band in zip(edges, bands):
         graph.edges[u, v].update(saddle_energy=float(band.energies.max()), barrier_forward_eV=band.barrier,
                                  barrier_backward_eV=band.reverse_barrier, neb_converged=bool(band.converged),
-                                 neb_from=u)
+                                 neb_from=u, neb_steps=band.steps, neb_evaluations=band.evaluations)
     return graph, bands
 
 
