@@ -243,7 +243,9 @@ def barriers(args, potential, start, db, graph):
     import networkx as nx
 
     tree = tree_from_graph(nx.relabel_nodes(sub, relabel), n_levels=30)
-    fig = tree.figure(title=f"Ac-Ala3-NHMe, shipped model: disconnectivity graph of {len(joined)} minima "
+    from so3krates_lab.widgets import disconnectivity_figure
+
+    fig = disconnectivity_figure(tree, title=f"Ac-Ala3-NHMe, shipped model: disconnectivity graph of {len(joined)} minima "
                             f"joined by {len(rows)} NEB barriers")
     atomic_write(args.out / "disconnectivity.html", lambda tmp: fig.write_html(tmp, include_plotlyjs="cdn"))
     print(f"converged {sum(r['neb_converged'] for r in rows)} of {len(rows)}; wrote barriers.json, "

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from so3krates_lab.analysis import disconnectivity_tree, tree_from_graph
+from so3krates_lab.widgets import disconnectivity_figure
 
 
 def _members(tree, k):
@@ -55,7 +56,7 @@ def test_tree_from_graph_uses_the_edges_that_carry_barriers_and_draws_a_figure()
     graph.add_edge(1, 2)  # no barrier computed: left out
     tree = tree_from_graph(graph, n_levels=10)
     assert sorted(sorted(_members(tree, r)) for r in tree.roots) == [[0, 1], [2]]
-    fig = tree.figure()
+    fig = disconnectivity_figure(tree)
     assert len(fig.data) == 2 and sorted(fig.data[1].customdata) == [0, 1, 2]
     assert min(fig.data[1].y) == pytest.approx(0.0)  # relative to the lowest minimum
 

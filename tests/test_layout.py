@@ -126,13 +126,13 @@ def test_rule_checker_sees_violations(tmp_path):
     """The checker itself: a model module importing training, a plotting library, a private name of another part
     and a module-level adapter import are all reported; a lazy adapter import is not."""
     bad = tmp_path / "probe.py"
-    bad.write_text("from ..train import fit\nimport plotly.graph_objects\nfrom ..md.driver import _overflowed\n")
+    bad.write_text("from ..train import fit\nimport plotly.graph_objects\nfrom ..md.driver import _private_helper\n")
     found = _violations(bad, "model", rel=("so3krates_lab", "model", "probe"))
     assert any("imports so3krates_lab.train" in v for v in found)
     assert any("plotly" in v for v in found)
     assert any("so3krates_lab.md" in v for v in found)  # md is not allowed for model at all
     private = tmp_path / "private.py"
-    private.write_text("from ..md.driver import _overflowed\nfrom ..data._common import FormatError\n")
+    private.write_text("from ..md.driver import _private_helper\nfrom ..data._common import FormatError\n")
     found = _violations(private, "analysis", rel=("so3krates_lab", "analysis", "private"))
     assert len([v for v in found if "imports private" in v]) == 2, found
     eager = tmp_path / "eager.py"

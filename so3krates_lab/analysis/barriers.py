@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..autodiff import compiler_options
-from ..md.driver import _overflowed, blank_like, stack_states
+from ..md.driver import overflowed, blank_like, stack_states
 from ..md.forces import force_function
 from ..md.minimize import fire
 from .alignment import equivalent_groups, kabsch, symmetric_rmsd
@@ -232,7 +232,7 @@ class _BandRunner:
             while True:
                 state, done = self._advance(state, ends, end_energies, np.bool_(restart), np.bool_(climbing),
                                             np.asarray(threshold, self.dtype), np.int32(step_limit))
-                if _overflowed(state.aux):
+                if overflowed(state.aux):
                     raise RuntimeError("the neighbour list overflowed in the NEB; build the force function with a "
                                        "larger capacity (for a small molecule: all_pairs=True)")
                 evaluations += self.n_images * (int(state.step) - steps + restart)

@@ -6,7 +6,7 @@ its energy until it merges with others, and each superbasin as a line rising fro
 
     tree = disconnectivity_tree(energies, [(u, v, saddle_energy), ...], n_levels=20)
     tree = tree_from_graph(graph)                  # a minima graph whose edges carry "saddle_energy" (graph_barriers)
-    fig = tree.figure()                            # plotly
+    fig = widgets.disconnectivity_figure(tree)     # plotly (drawing lives in widgets)
 
 Energies in eV (absolute or relative; the figure shows them relative to the lowest minimum).
 """
@@ -53,25 +53,6 @@ class DisconnectivityTree:
                 xs += [min(cx), max(cx), None]
                 ys += [node["energy"], node["energy"], None]
         return xs, ys
-
-    def figure(self, title: str = "disconnectivity graph", reference: float | None = None):
-        """A plotly Figure: the tree (lines) and the minima (markers at the leaves' bottoms, hover: index and
-        energy). Energies relative to `reference` (default: the lowest minimum), in eV."""
-        import plotly.graph_objects as go
-
-        leaves = [node for node in self.nodes if node["minimum"] is not None]
-        e0 = min(node["energy"] for node in leaves) if reference is None else reference
-        xs, ys = self.segments()
-        fig = go.Figure()
-        fig.add_trace(go.Scattergl(x=xs, y=[None if y is None else y - e0 for y in ys], mode="lines",
-                                   line={"color": "#444", "width": 1}, hoverinfo="skip", name="tree"))
-        fig.add_trace(go.Scattergl(x=[node["x"] for node in leaves], y=[node["energy"] - e0 for node in leaves],
-                                   mode="markers", marker={"size": 4, "color": "#1f77b4"}, name="minima",
-                                   customdata=[node["minimum"] for node in leaves],
-                                   hovertemplate="minimum %{customdata}<br>%{y:.3f} eV<extra></extra>"))
-        fig.update_layout(title=title, yaxis_title="energy above the lowest minimum (eV)", showlegend=False,
-                          xaxis={"showticklabels": False, "zeroline": False, "showgrid": False})
-        return fig
 
 
 class _UnionFind:

@@ -70,7 +70,7 @@ def blank_like(shapes):
     return jax.tree.map(leaf, shapes)
 
 
-def _overflowed(aux) -> bool:
+def overflowed(aux) -> bool:
     return aux is not None and hasattr(aux, "overflow") and bool(np.any(np.asarray(aux.overflow)))
 
 
@@ -217,7 +217,7 @@ class Simulation:
         """(start state as run, end state, recorded outputs), repairing neighbour-list overflows."""
         while True:
             begun, end, out = self._call_chunk(start)
-            if not _overflowed(end.aux):
+            if not overflowed(end.aux):
                 self._fresh[:] = False
                 return begun, end, out
             neighbours = getattr(self.integrator.force_fn, "neighbours", None)

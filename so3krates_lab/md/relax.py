@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..autodiff import compiler_options
-from .driver import _overflowed, blank_like, stack_states, where_rows
+from .driver import overflowed, blank_like, stack_states, where_rows
 from .minimize import fire, lbfgs
 
 
@@ -114,7 +114,7 @@ class BatchRelaxer:
         self.states, fmax = self._advance(self.states, np.array(self._positions), np.array(self._fresh),
                                           np.array(self.active), self._thresholds.copy())
         self._fresh[:] = False
-        if _overflowed(self.states.aux):
+        if overflowed(self.states.aux):
             raise RuntimeError("the neighbour list overflowed during relaxation; build the force function with a "
                                "larger capacity (for a small molecule: md.force_function(..., all_pairs=True))")
         fmax = np.asarray(fmax)

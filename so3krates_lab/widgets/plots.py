@@ -1,4 +1,5 @@
-"""Static plotly figures: parity plots of an error report, energies and temperature of an MD run.
+"""Static plotly figures: parity plots of an error report, energies and temperature of an MD run, disconnectivity
+graphs.
 
 Display only: the numbers come from the library (`train.error_report`, `md.Simulation`).
 """
@@ -54,4 +55,25 @@ def md_energy_plot(times_fs, potential, kinetic, temperature, title: str = "MD")
     fig.add_trace(go.Scatter(x=times_fs, y=temperature, name="T", mode="lines"), row=2, col=1)
     fig.update_xaxes(title_text="time (fs)", row=2, col=1)
     fig.update_layout(title=title, height=600, width=900)
+    return fig
+
+
+def disconnectivity_figure(tree, title: str = "disconnectivity graph", reference: float | None = None):
+    """Plotly figure of an `analysis.DisconnectivityTree`: the tree (lines, `tree.segments()`) and the minima
+    (markers at the leaves' bottoms; hover: index and energy). Energies relative to `reference` (default: the
+    lowest minimum), in eV."""
+    import plotly.graph_objects as go
+
+    leaves = [node for node in tree.nodes if node["minimum"] is not None]
+    e0 = min(node["energy"] for node in leaves) if reference is None else reference
+    xs, ys = tree.segments()
+    fig = go.Figure()
+    fig.add_trace(go.Scattergl(x=xs, y=[None if y is None else y - e0 for y in ys], mode="lines",
+                               line={"color": "#444", "width": 1}, hoverinfo="skip", name="tree"))
+    fig.add_trace(go.Scattergl(x=[node["x"] for node in leaves], y=[node["energy"] - e0 for node in leaves],
+                               mode="markers", marker={"size": 4, "color": "#1f77b4"}, name="minima",
+                               customdata=[node["minimum"] for node in leaves],
+                               hovertemplate="minimum %{customdata}<br>%{y:.3f} eV<extra></extra>"))
+    fig.update_layout(title=title, yaxis_title="energy above the lowest minimum (eV)", showlegend=False,
+                      xaxis={"showticklabels": False, "zeroline": False, "showgrid": False})
     return fig
