@@ -138,12 +138,11 @@ def lbfgs(force_fn, memory: int = 10, max_step: float = 0.2, curvature: float = 
                       jnp.exp(-precon_A * (d / r_nn - 1.0)), 0.0)
         return jnp.diag(w.sum(1) + c_stab) - w
 
-    def precon_scale(positions):
-        return jnp.mean(jnp.diag(precon_matrix(positions)))
-
     def precon_solver(positions):
-        factor = jax.scipy.linalg.cho_factor(precon_matrix(positions))
-        return lambda v: jax.scipy.linalg.cho_solve(factor, v)
+        """(P^-1 applied to (N, 3) arrays, the mean diagonal of P) from one build and factorisation of P."""
+        p = precon_matrix(positions)
+        factor = jax.scipy.linalg.cho_factor(p)
+        return (lambda v: jax.scipy.linalg.cho_solve(factor, v)), jnp.mean(jnp.diag(p))
 
     def init(positions, aux=None):
         positions = jnp.asarray(positions)
@@ -165,10 +164,9 @@ def lbfgs(force_fn, memory: int = 10, max_step: float = 0.2, curvature: float = 
             gamma = jnp.where(s.rho[-1] > 0, sy / jnp.maximum(yy, 1e-30), 1.0 / curvature)
             r = gamma * q
         else:
-            solve = precon_solver(s.positions)
+            solve, p_diag = precon_solver(s.positions)
             sy = jnp.sum(s.s_hist[-1] * s.y_hist[-1])
             yPy = jnp.sum(s.y_hist[-1] * solve(s.y_hist[-1]))
-            p_diag = precon_scale(s.positions)
             gamma = jnp.where(s.rho[-1] > 0, sy / jnp.maximum(yPy, 1e-30), p_diag / curvature)
             r = gamma * solve(q)
         for i, a in zip(range(memory), reversed(alphas)):  # oldest to newest
