@@ -35,6 +35,9 @@ def parse(argv=None):
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=shipped_path("models/ac_ala3_nhme_xtb.npz"))
+    p.add_argument("--so3lr", action="store_true",
+                   help="explore with the pretrained SO3LR (neutral, pretrained.so3lr) instead of --model "
+                        "(no training-frame stage: use --train-frames 0)")
     p.add_argument("--start", type=Path, default=shipped_path("ac_ala3_nhme_gfn2xtb.npz"),
                    help="data file whose frame 0 starts every replica")
     p.add_argument("--data-dir", type=Path, default=shipped_dir(),
@@ -80,6 +83,8 @@ def parse(argv=None):
     p.add_argument("--barriers", type=int, default=0, metavar="K",
                    help="climbing-image NEB barriers on K graph edges (most transitions first; 0: skip), and the "
                         "disconnectivity graph of the minima they join")
+    p.add_argument("--check-barriers", type=int, default=0, metavar="K",
+                   help="re-converge K of the converged bands with GFN2-xTB (climbing-image NEB) and compare")
     p.add_argument("--neb-images", type=int, default=8, help="inner images per band")
     p.add_argument("--neb-fmax", type=float, default=0.05, help="eV/A, NEB convergence")
     p.add_argument("--ref-fmax", type=float, default=0.01, help="eV/A, reference BFGS convergence")
@@ -212,24 +217,24 @@ def compare_precon(args, force_fn, numbers, k: int):
 
 
 def barriers(args, potential, start, db, graph):
-    """NEB barriers on the args.barriers most visited edges; the table, barriers.json and the disconnectivity
-    graph of the minima those edges join (disconnectivity.html)."""
+    """NEB barriers on the args.barriers most visited edges (resumable: bands.npz under --out); the table,
+    barriers.json and the disconnectivity graph of the minima those edges join (disconnectivity.html); with
+    --check-barriers K, K of the bands re-converged with GFN2-xTB (barrier_check.json). Returns the bands."""
     from so3krates_lab.analysis import graph_barriers, tree_from_graph
     from so3krates_lab.fileio import atomic_write
 
     t0 = time.perf_counter()
     graph, bands = graph_barriers(potential, start, db, graph, max_edges=args.barriers, n_images=args.neb_images,
-                                  fmax=args.neb_fmax, progress=True)
+                                  fmax=args.neb_fmax, progress=True, checkpoint=args.out / "bands.npz")
     wall = time.perf_counter() - t0
-    done = [(u, v, d) for u, v, d in graph.edges(data=True) if "saddle_energy" in d]
     e_min = min(db.energies)
     print(f"\nbarriers: climbing-image NEB, {args.neb_images} inner images, fmax {args.neb_fmax:g} eV/A, "
-          f"{len(bands)} edges in {wall:.0f} s ({sum(b.evaluations for b in bands)} evaluations)")
+          f"{len(bands)} edges ({sum(b.evaluations for b in bands.values())} evaluations; this call {wall:.0f} s)")
     print(f"{'edge':>10} {'E_u meV':>8} {'E_v meV':>8} {'forward meV':>12} {'backward meV':>13} {'steps':>6} "
           f"{'converged':>9}")
     rows = []
-    for u, v, d in done:
-        u, v = (u, v) if d["neb_from"] == u else (v, u)
+    for (u, v), band in bands.items():
+        d = graph.edges[u, v]
         print(f"{f'{u}-{v}':>10} {1e3 * (db.energies[u] - e_min):8.0f} {1e3 * (db.energies[v] - e_min):8.0f} "
               f"{1e3 * d['barrier_forward_eV']:12.0f} {1e3 * d['barrier_backward_eV']:13.0f} {d['neb_steps']:6d} "
               f"{str(d['neb_converged']):>9}")
@@ -238,18 +243,55 @@ def barriers(args, potential, start, db, graph):
                                                            "neb_evaluations")}})
     atomic_write(args.out / "barriers.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
     joined = sorted({m for r in rows for m in (r["u"], r["v"])})
-    sub = graph.subgraph(joined)
-    relabel = {m: k for k, m in enumerate(joined)}
-    import networkx as nx
-
-    tree = tree_from_graph(nx.relabel_nodes(sub, relabel), n_levels=30)
+    tree = tree_from_graph(graph, n_levels=30, joined_only=True)
     from so3krates_lab.widgets import disconnectivity_figure
 
-    fig = disconnectivity_figure(tree, title=f"Ac-Ala3-NHMe, shipped model: disconnectivity graph of {len(joined)} minima "
-                            f"joined by {len(rows)} NEB barriers")
+    fig = disconnectivity_figure(tree, title=f"{args.start.stem}, {args.model.stem}: disconnectivity graph of "
+                                             f"{len(joined)} minima joined by {len(rows)} NEB barriers")
     atomic_write(args.out / "disconnectivity.html", lambda tmp: fig.write_html(tmp, include_plotlyjs="cdn"))
     print(f"converged {sum(r['neb_converged'] for r in rows)} of {len(rows)}; wrote barriers.json, "
           f"disconnectivity.html")
+    if args.check_barriers > 0:
+        check_barriers(args, start, bands)
+    return bands
+
+
+def check_barriers(args, start, bands):
+    """The first --check-barriers converged bands re-converged as climbing-image NEBs with GFN2-xTB from the
+    model's band (end points re-relaxed with xTB); the table and barrier_check.json (resumable, per band)."""
+    from so3krates_lab.analysis import reference_neb
+    from so3krates_lab.fileio import atomic_write
+    from so3krates_lab.reference import gfn2_xtb
+
+    cache = args.out / "barrier_check.json"
+    rows = json.loads(cache.read_text()) if cache.exists() else []
+    done = {(r["u"], r["v"]) for r in rows}
+    picked = [edge for edge, band in bands.items() if band.converged][:args.check_barriers]
+    for (u, v) in picked:
+        if (u, v) in done:
+            continue
+        t0 = time.perf_counter()
+        ref = reference_neb(gfn2_xtb, np.asarray(start.numbers), bands[u, v], fmax=args.neb_fmax)
+        band = bands[u, v]
+        rows.append({"u": u, "v": v, "model_forward_eV": band.barrier, "model_backward_eV": band.reverse_barrier,
+                     "xtb_forward_eV": ref.barrier, "xtb_backward_eV": ref.reverse_barrier,
+                     "xtb_converged": ref.converged, "xtb_steps": ref.steps, "xtb_evaluations": ref.evaluations,
+                     "seconds": time.perf_counter() - t0})
+        atomic_write(cache, lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
+        print(f"  xTB NEB of edge {u}-{v}: {ref.steps} FIRE steps, {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"\nbarriers checked with GFN2-xTB (climbing-image NEB from the model's band, end points re-relaxed with "
+          f"xTB, fmax {args.neb_fmax:g} eV/A)")
+    print(f"{'edge':>10} {'model fwd':>10} {'xTB fwd':>8} {'model bwd':>10} {'xTB bwd':>8} {'xTB steps':>9} "
+          f"{'converged':>9}   (meV)")
+    for r in rows:
+        edge = f"{r['u']}-{r['v']}"
+        print(f"{edge:>10} {1e3 * r['model_forward_eV']:10.0f} {1e3 * r['xtb_forward_eV']:8.0f} "
+              f"{1e3 * r['model_backward_eV']:10.0f} {1e3 * r['xtb_backward_eV']:8.0f} {r['xtb_steps']:9d} "
+              f"{str(r['xtb_converged']):>9}")
+    if rows:
+        errors = [1e3 * (r[f"model_{s}_eV"] - r[f"xtb_{s}_eV"]) for r in rows for s in ("forward", "backward")]
+        print(f"barrier MAE {np.mean(np.abs(errors)):.0f} meV over {len(errors)} barriers ({len(rows)} edges, both "
+              f"directions); largest error {max(errors, key=abs):.0f} meV")
 
 
 def write_plot(history, path: Path):
@@ -292,8 +334,9 @@ def diverse_starts(args, saved, numbers, positions, k: int):
     return frames[picked], regions[picked]
 
 
-def ship(args, run, summary):
-    """Write the explored database and graph to args.ship (.json/.npz) with a provenance file beside them."""
+def ship(args, run, summary, bands):
+    """Write the explored database and graph (with the NEB bands of its edges, if any) to args.ship (.json/.npz,
+    .bands.npz) with a provenance file beside them."""
     import datetime
     import sys
 
@@ -301,16 +344,17 @@ def ship(args, run, summary):
     from so3krates_lab.analysis import save_minima
 
     stem = Path(args.ship)
-    js = save_minima(stem, run.database, run.sequences, {"stats": run.stats, "history": run.history})
+    js = save_minima(stem, run.database, run.sequences, {"stats": run.stats, "history": run.history}, bands=bands)
+    files = [js, stem.with_suffix(".npz")] + ([stem.with_suffix(".bands.npz")] if bands else [])
     provenance = {
-        "files": [js.name, stem.with_suffix(".npz").name],
-        "what": "minima database and minima graph of Ac-Ala3-NHMe explored with the shipped SO3krates model "
-                "(analysis.load_minima reads it; MinimaBrowser.from_file draws it)",
+        "files": [p.name for p in files],
+        "what": f"minima database and minima graph of {args.start.stem} explored with the model {args.model.name}"
+                + (f", with climbing-image NEB bands on {len(bands)} edges" if bands else "")
+                + " (analysis.load_minima and load_minima_bands read it; MinimaBrowser.from_file draws it)",
         "command": "python benchmarks/minima.py " + " ".join(sys.argv[1:]),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": args.model.name, "summary": summary, "sha256": {
-            p.name: __import__("hashlib").sha256(p.read_bytes()).hexdigest()
-            for p in (js, stem.with_suffix(".npz"))},
+            p.name: __import__("hashlib").sha256(p.read_bytes()).hexdigest() for p in files},
     }
     atomic_write(stem.with_suffix(".provenance.json"),
                  lambda tmp: Path(tmp).write_text(json.dumps(provenance, indent=1)))
@@ -335,8 +379,16 @@ def main(argv=None) -> int:
     from so3krates_lab.md import BatchRelaxer, force_function
     from so3krates_lab.model import load_checkpoint
 
+    if args.so3lr:
+        from so3krates_lab.data import shipped_path
+        from so3krates_lab.pretrained import so3lr
+
+        args.model = shipped_path("models/so3lr.npz")
+        if args.train_frames:
+            raise SystemExit("--so3lr: SO3LR has no training split here; use --train-frames 0")
     saved = load_checkpoint(args.model)  # the checkpoint for its step and metadata, once
-    potential = Potential.from_checkpoint(saved, dtype="float32")  # also tunes the allocator before JAX runs
+    # Potential.from_checkpoint also tunes the allocator before JAX runs
+    potential = so3lr(dtype="float32") if args.so3lr else Potential.from_checkpoint(saved, dtype="float32")
     start = load(args.start)[0]
     numbers, positions = np.asarray(start.numbers), np.asarray(start.positions)
     n = len(numbers)
@@ -448,8 +500,9 @@ def main(argv=None) -> int:
                                "table": minima_vs_time(run.history), "args": {k: str(v) for k, v in
                                                                                vars(args).items()}}}
 
+    bands = {}
     if args.barriers > 0 and graph.number_of_edges():
-        barriers(args, potential, start, db, graph)
+        bands = barriers(args, potential, start, db, graph)
 
     # 2. training-data coverage
     if args.train_frames > 0 and len(db):
@@ -517,7 +570,7 @@ def main(argv=None) -> int:
 
     atomic_write(args.out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
     if args.ship is not None:
-        ship(args, run, summary)
+        ship(args, run, summary, bands)
     print(f"\nwrote {args.out}/: explore.json/.npz, minima.nc, minima_vs_time.html, summary.json")
     return 0
 

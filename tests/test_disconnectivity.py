@@ -70,5 +70,22 @@ def test_bad_input_is_named():
         disconnectivity_tree([0.0, 1.0], [(0, 1, np.nan)])
     graph = nx.Graph()
     graph.add_node(3, energy=0.0)
-    with pytest.raises(ValueError, match="0..M-1"):
-        tree_from_graph(graph)
+    with pytest.raises(ValueError, match="no edge of the graph carries 'saddle_energy'"):
+        tree_from_graph(graph, joined_only=True)
+
+
+def test_tree_from_graph_keeps_the_graphs_own_labels_and_can_leave_out_minima_without_barriers():
+    """Nodes 10, 20, 30, 40: 10-20 and 20-30 carry barriers, 40 has none. The tree's leaves and members name the
+    nodes; with joined_only, minimum 40 is not drawn; both trees agree on the superbasins of 10, 20, 30."""
+    graph = nx.Graph()
+    for m, e in [(10, -5.0), (20, -4.9), (30, -4.95), (40, -5.2)]:
+        graph.add_node(m, energy=e)
+    graph.add_edge(10, 20, saddle_energy=-4.6)
+    graph.add_edge(20, 30, saddle_energy=-4.7)
+    graph.add_edge(30, 40)
+    full, joined = tree_from_graph(graph, n_levels=12), tree_from_graph(graph, n_levels=12, joined_only=True)
+    assert sorted(n["minimum"] for n in full.nodes if n["minimum"] is not None) == [10, 20, 30, 40]
+    assert sorted(n["minimum"] for n in joined.nodes if n["minimum"] is not None) == [10, 20, 30]
+    assert sorted(sorted(_members(full, r)) for r in full.roots) == [[10, 20, 30], [40]]
+    assert [sorted(_members(joined, r)) for r in joined.roots] == [[10, 20, 30]]
+    assert full.nodes[full.leaf_of(30)]["energy"] == pytest.approx(-4.95)

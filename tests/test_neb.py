@@ -92,13 +92,18 @@ def test_a_neighbour_list_per_image_gives_the_same_band_as_the_fixed_graph(analy
     np.testing.assert_allclose(listed.positions, fixed.positions, atol=1e-10)
 
 
-def test_graph_barriers_label_the_edges_of_a_minima_graph(climbing_band, analytic):
+def _three_minima(analytic):
+    """anti, gauche+ and gauche- in a database, and their graph with the edges anti-gauche+ and anti-gauche-."""
     energy_of = jax.jit(force_function(TORSION, SYSTEM).fn)
     db = MinimaDatabase(SYSTEM.numbers, groups=[])
-    for phi in (180.0, analytic["gauche_deg"], -analytic["gauche_deg"]):  # anti, gauche+, gauche-
+    for phi in (180.0, analytic["gauche_deg"], -analytic["gauche_deg"]):
         geometry = _butane_like(phi)
         db.add(geometry, float(energy_of(jnp.asarray(geometry), None)[0]))
-    graph = minima_graph(db, {"t": [(0, 1), (1, 0), (2, 2)]})  # transitions anti-gauche+ and anti-gauche-
+    return db, minima_graph(db, {"t": [(0, 1), (1, 0), (2, 2)]})
+
+
+def test_graph_barriers_label_the_edges_of_a_minima_graph(climbing_band, analytic):
+    db, graph = _three_minima(analytic)
     assert sorted(map(sorted, graph.edges)) == [[0, 1], [0, 2]]
     graph, bands = graph_barriers(TORSION, SYSTEM, db, graph, n_images=8, fmax=FMAX)
     assert len(bands) == 2
@@ -111,7 +116,47 @@ def test_graph_barriers_label_the_edges_of_a_minima_graph(climbing_band, analyti
         # from anti: the barrier of the gauche-anti transition seen from the anti side (the same by symmetry)
         assert data["barrier_forward_eV"] == pytest.approx(climbing_band.reverse_barrier, abs=1e-3)
         assert data["saddle_energy"] == pytest.approx(climbing_band.energies.max(), abs=1e-3)
-    assert graph_barriers(TORSION, SYSTEM, db, graph, max_edges=0)[1] == []
+    assert graph_barriers(TORSION, SYSTEM, db, graph, max_edges=0)[1] == {}
+
+
+def test_graph_barriers_resume_from_their_checkpoint_and_bands_round_trip(tmp_path, analytic):
+    """A checkpointed call that computed one edge's band leaves it in the file; a second call loads it, runs only
+    the other edge, and labels both; the file holds the same bands as returned; the minima file (save_minima with
+    bands) carries the barrier attributes on its edges and the bands beside it."""
+    from so3krates_lab.analysis import load_bands, load_minima, load_minima_bands, save_bands, save_minima
+
+    db, graph = _three_minima(analytic)
+    path = tmp_path / "bands.npz"
+    kw = dict(n_images=4, fmax=0.05)
+    _, first = graph_barriers(TORSION, SYSTEM, db, graph, max_edges=1, checkpoint=path, **kw)
+    assert len(first) == 1 and list(load_bands(path)) == list(first)
+    (edge, band), = first.items()
+    assert graph.edges[edge]["barrier_forward_eV"] == pytest.approx(band.barrier)
+
+    _, both = graph_barriers(TORSION, SYSTEM, db, minima_graph(db, {"t": [(0, 1), (1, 0), (2, 2)]}),
+                             checkpoint=path, **kw)
+    assert sorted(both) == [(0, 1), (0, 2)] and both[edge].steps == band.steps  # loaded, not rerun
+    np.testing.assert_array_equal(both[edge].positions, band.positions)
+    stored = load_bands(path)
+    for key in both:
+        for name in ("positions", "energies", "climbing", "converged", "steps", "evaluations"):
+            np.testing.assert_array_equal(getattr(stored[key], name), getattr(both[key], name))
+
+    js = save_minima(tmp_path / "minima", db, {"t": [(0, 1), (1, 0), (2, 2)]}, bands=both)
+    _, _, loaded, _ = load_minima(js)
+    for (u, v), b in both.items():
+        assert loaded.edges[u, v]["saddle_energy"] == pytest.approx(b.energies.max())
+        assert loaded.edges[u, v]["neb_from"] == u
+    assert sorted(load_minima_bands(js)) == sorted(both)
+
+    with pytest.raises(ValueError, match="not an edge of the graph"):
+        graph_barriers(TORSION, SYSTEM, db, minima_graph(db, {"t": [(0, 1)]}), checkpoint=path, **kw)
+    with pytest.raises(ValueError, match="different shapes"):
+        save_bands(tmp_path / "x.npz", {(0, 1): both[0, 1], (0, 2): neb(TORSION, SYSTEM, db.geometry(0),
+                                                                          db.geometry(2), n_images=2, fmax=0.5)})
+    np.savez(tmp_path / "other.npz", format=np.asarray("so3krates_lab.bands/9"), edges=np.zeros((0, 2)))
+    with pytest.raises(ValueError, match="not a band file"):
+        load_bands(tmp_path / "other.npz")
 
 
 def test_bad_input_gives_clear_errors():
@@ -132,3 +177,26 @@ def test_bad_input_gives_clear_errors():
         neb(TORSION, SYSTEM, a, b, k_spring=0.0)
     with pytest.raises(TypeError, match="unexpected keyword"):
         neb_many(TORSION, SYSTEM, [(a, b)], n_image=4)
+
+
+def test_reference_neb_on_the_same_potential_reproduces_the_barrier(climbing_band, analytic):
+    """ASE's climbing-image NEB on the same analytic potential, started from the straight band, finds our band's
+    barrier: two independent NEB implementations agree on the saddle (and both on the analytic barrier); started
+    from our converged band it takes no step."""
+    from so3krates_lab.analysis import Band, reference_neb
+    from so3krates_lab.interop import PotentialCalculator
+
+    ends = climbing_band.positions[[0, -1]]
+    straight = Band(positions=interpolate(ends[0], ends[1], 8), energies=np.zeros(10), climbing=-1, converged=False,
+                    steps=0, evaluations=0)
+    checked = reference_neb(lambda: PotentialCalculator(TORSION), SYSTEM.numbers, straight, fmax=FMAX, max_steps=1000)
+    assert checked.converged and checked.steps > 10 and checked.positions.shape == climbing_band.positions.shape
+    assert checked.barrier == pytest.approx(climbing_band.barrier, abs=1e-3)
+    assert checked.barrier == pytest.approx(analytic["barrier"], abs=1e-3)
+    assert abs(_degrees(checked.saddle) - analytic["saddle_deg"]) < 1.0
+    assert checked.evaluations >= 8 * checked.steps
+    again = reference_neb(PotentialCalculator(TORSION), SYSTEM.numbers, climbing_band, fmax=FMAX, relax_ends=False)
+    assert again.converged and again.steps == 0 and again.evaluations == 2 + 2 * 8  # a shared calculator
+    assert again.barrier == pytest.approx(climbing_band.barrier, abs=1e-6)
+    with pytest.raises(ValueError, match="band.positions"):
+        reference_neb(PotentialCalculator(TORSION), SYSTEM.numbers[:3], climbing_band)

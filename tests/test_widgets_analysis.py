@@ -130,12 +130,83 @@ def test_displaying_a_browser_sends_its_current_figure():
     bundle = browser._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     sent = browser.figure._widget_data
-    assert len(sent) == 3 and sorted(sent[1]["customdata"]) == [0, 1]
+    assert len(sent) == 4 and sorted(sent[1]["customdata"]) == [0, 1]
     assert browser.figure._widget_layout["title"]["text"] == "minima graph"
     v, dt = oscillating_velocities()
     explorer = SpectrumExplorer(v, dt, WATER, harmonic={"model": water_modes()}, mass_weighted=False)
     explorer._repr_mimebundle_()
     assert np.allclose(explorer.figure._widget_data[0]["y"], explorer.figure.data[0].y)
+
+
+def _banded_minima():
+    """tiny_minima with NEB-like bands on the edges 0-1 and 1-2: five images on the straight line, the middle one
+    raised (saddles at 80 and 200 meV absolute)."""
+    from so3krates_lab.analysis import Band, minima_graph
+
+    db, sequences = tiny_minima()
+    bands = {}
+    for (u, v), saddle in (((0, 1), 0.08), ((1, 2), 0.20)):
+        t = np.linspace(0.0, 1.0, 5)[:, None, None]
+        positions = db.geometry(u) + t * (db.geometry(v) - db.geometry(u))
+        energies = np.array([db.energies[u], 0.5 * (db.energies[u] + saddle), saddle,
+                             0.5 * (db.energies[v] + saddle), db.energies[v]])
+        bands[u, v] = Band(positions=positions, energies=energies, climbing=2, converged=True, steps=10,
+                           evaluations=33)
+    return db, sequences, bands
+
+
+def test_minima_browser_shows_a_clicked_barrier_path_and_the_disconnectivity_graph(tmp_path):
+    """From a saved graph with two bands: a diamond per barrier edge; clicking one shows that edge's band (energy
+    profile in meV above the lowest minimum), its climbing image in the second view, and the barriers; the image
+    slider moves the view along the band; the tree's leaves are the three joined minima and a click on one
+    selects it; an energy window hides the diamonds of edges to hidden minima."""
+    from so3krates_lab.analysis import save_minima
+
+    db, sequences, bands = _banded_minima()
+    browser = MinimaBrowser.from_file(save_minima(tmp_path / "m", db, sequences, bands=bands))
+    diamonds = browser.figure.data[3]
+    assert sorted(map(tuple, diamonds.customdata)) == [(0, 1), (1, 2)]
+    assert "edge 1-2: saddle 200 meV" in diamonds.text[[tuple(c) for c in diamonds.customdata].index((1, 2))]
+    click(diamonds, [tuple(c) for c in diamonds.customdata].index((1, 2)))
+    assert browser.selected == 1 and browser.selected_edge == (1, 2)
+    assert "edge 1-2" in browser.edge_details.value and "barrier 150 meV from minimum 1" in browser.edge_details.value
+    assert "80 meV from minimum 2" in browser.edge_details.value
+    path = browser.path_figure.data[0]
+    np.testing.assert_allclose(path.y, [50.0, 125.0, 200.0, 160.0, 120.0])
+    np.testing.assert_allclose(path.x, bands[1, 2].path_length)
+    assert browser.image_slider.value == 2 and browser.image_slider.max == 4
+    assert list(browser.path_figure.data[1].y) == [200.0]
+    browser.image_slider.value = 4
+    assert list(browser.path_figure.data[1].y) == [120.0]
+    assert "barrier 150 meV" in browser.details.value  # the neighbour row of minimum 1 names the barrier to 2
+
+    leaves = browser.tree_figure.data[1]
+    assert sorted(leaves.customdata) == [0, 1, 2]  # minimum 3 has no barrier: not in the tree
+    click(leaves, list(leaves.customdata).index(2))
+    assert browser.selected == 2 and browser.selected_edge is None
+    assert list(browser.tree_figure.data[2].x) == [leaves.x[list(leaves.customdata).index(2)]]
+
+    browser.energy_window.value = (0.0, 100.0)
+    assert [tuple(c) for c in browser.figure.data[3].customdata] == [(0, 1)]
+    with pytest.raises(ValueError, match="not an edge with an NEB barrier"):
+        browser.show_edge(1, 3)
+    with pytest.raises(ValueError, match="not an edge of the graph"):
+        MinimaBrowser.from_database(db, sequences, bands={(0, 3): bands[0, 1]})
+
+
+def test_connectivity_x_keeps_a_chain_in_order_with_either_layout():
+    """Both layouts put the nodes of a path graph 0-1-...-9 in order (either direction) along x; the spectral one
+    spreads them evenly."""
+    import networkx as nx
+
+    from so3krates_lab.widgets.minima import connectivity_x
+
+    chain = nx.path_graph(10)
+    for spring_up_to in (300, 5):
+        x = connectivity_x(chain, spring_up_to=spring_up_to)
+        order = np.argsort([x[k] for k in range(10)])
+        assert list(order) in (list(range(10)), list(range(9, -1, -1))), (spring_up_to, x)
+    np.testing.assert_allclose(sorted(x.values()), np.linspace(-1, 1, 10))
 
 
 def test_minima_browser_rejects_an_empty_graph():

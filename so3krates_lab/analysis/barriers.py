@@ -3,6 +3,7 @@
     band = neb(potential, system, a, b)            # a, b: (N, 3) Angstrom, two minima of the molecule `system`
     band.barrier, band.saddle                      # eV above a; (N, 3) Angstrom, the highest image
     graph, bands = graph_barriers(potential, system, db, graph)   # barriers on the edges of a minima graph
+    save_bands("bands.npz", bands); bands = load_bands("bands.npz")   # {(u, v): Band}
 
 The band. M = n_images + 2 images R_0 ... R_{M-1} (Angstrom). R_0 = a and R_{M-1} = b stay fixed; b is first
 aligned onto a (`interpolate`: symmetry-equivalent atoms permuted to match, then a Kabsch rotation, so the band
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -278,37 +280,114 @@ def neb_many(potential, system, pairs_of_positions, *, progress: bool = False, *
     """
     from tqdm.auto import tqdm
 
-    options = inspect.signature(neb).bind(potential, system, None, None, **kw)  # TypeError for unknown keywords
+    runner, groups = _runner(potential, system, kw)
+    return [runner.run(a, b, groups) for a, b in tqdm(list(pairs_of_positions), desc="neb", unit="band",
+                                                      disable=not progress)]
+
+
+def _runner(potential, system, kw: dict):
+    """(the `_BandRunner` for `neb`'s keywords kw, kw's groups); a TypeError names an unknown keyword."""
+    options = inspect.signature(neb).bind(potential, system, None, None, **kw)
     options.apply_defaults()
     settings = {name: value for name, value in options.arguments.items()
                 if name not in ("potential", "system", "a", "b")}
     groups = settings.pop("groups")
-    pairs = list(pairs_of_positions)
-    runner = _BandRunner(potential, system, **settings)
-    return [runner.run(a, b, groups) for a, b in tqdm(pairs, desc="neb", unit="band", disable=not progress)]
+    return _BandRunner(potential, system, **settings), groups
 
 
-def graph_barriers(potential, system, db, graph, *, max_edges: int | None = None, **kw):
+def edge_attributes(band: Band, start: int) -> dict:
+    """The attributes `graph_barriers` puts on an edge whose band ran from minimum `start`: saddle_energy (eV, the
+    band's highest energy), barrier_forward_eV (saddle_energy minus the start's energy), barrier_backward_eV
+    (saddle_energy minus the other end's energy), neb_converged, neb_from (start), neb_steps, neb_evaluations."""
+    return {"saddle_energy": float(band.energies.max()), "barrier_forward_eV": band.barrier,
+            "barrier_backward_eV": band.reverse_barrier, "neb_converged": bool(band.converged),
+            "neb_from": int(start), "neb_steps": int(band.steps), "neb_evaluations": int(band.evaluations)}
+
+
+BANDS_FORMAT = "so3krates_lab.bands/1"
+
+
+def save_bands(path, bands: dict) -> Path:
+    """Write bands {(u, v): Band} (the band runs from minimum u to minimum v) to the npz file `path`, atomically:
+    edges (E, 2), positions (E, M, N, 3) Angstrom, energies (E, M) eV, climbing, converged, steps, evaluations
+    (E,). All bands must have the same number of images and atoms. Returns the path."""
+    from ..fileio import atomic_write
+
+    path = Path(path)
+    keys = list(bands)
+    shapes = {bands[k].positions.shape for k in keys}
+    if len(shapes) > 1:
+        raise ValueError(f"bands of different shapes (images, atoms, 3) cannot share one file: {sorted(shapes)}")
+    m, n = next(iter(shapes))[:2] if shapes else (0, 0)
+    arrays = {
+        "format": np.asarray(BANDS_FORMAT), "edges": np.asarray(keys, np.int64).reshape(-1, 2),
+        "positions": np.asarray([bands[k].positions for k in keys], np.float64).reshape(-1, m, n, 3),
+        "energies": np.asarray([bands[k].energies for k in keys], np.float64).reshape(-1, m),
+        **{name: np.asarray([getattr(bands[k], name) for k in keys], dtype).reshape(-1)
+           for name, dtype in (("climbing", np.int64), ("converged", bool), ("steps", np.int64),
+                               ("evaluations", np.int64))},
+    }
+
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    atomic_write(path, write)
+    return path
+
+
+def load_bands(path) -> dict:
+    """Read what `save_bands` wrote: {(u, v): Band}, in the stored order."""
+    path = Path(path)
+    with np.load(path) as z:
+        if "format" not in z or str(z["format"]) != BANDS_FORMAT:
+            raise ValueError(f"{path} is not a band file written by save_bands (format {BANDS_FORMAT!r})")
+        return {(int(u), int(v)): Band(positions=z["positions"][k], energies=z["energies"][k],
+                                       climbing=int(z["climbing"][k]), converged=bool(z["converged"][k]),
+                                       steps=int(z["steps"][k]), evaluations=int(z["evaluations"][k]))
+                for k, (u, v) in enumerate(z["edges"])}
+
+
+def graph_barriers(potential, system, db, graph, *, max_edges: int | None = None, bands: dict | None = None,
+                   checkpoint=None, **kw):
     """Barriers on the edges of a minima graph (`minima.minima_graph`), one band per edge.
 
     db: the `MinimaDatabase` behind the graph (geometries and `db.groups` for the alignment); system: the molecule
     (its atomic numbers; the positions only size the force function). Each edge {u, v} is oriented u < v, the
-    band runs from db.geometry(u) to db.geometry(v), and the edge gets the attributes saddle_energy (eV, the
-    band's highest energy), barrier_forward_eV (saddle_energy - E_u), barrier_backward_eV (saddle_energy - E_v),
-    neb_converged (bool), neb_from (u), neb_steps and neb_evaluations, with E_u, E_v the potential's energies of the two end points.
-    max_edges: only that many edges, those with the most observed transitions (`count`) first. kw: `neb_many`'s
-    keywords (`neb`'s, and progress). Returns (graph, modified in place; the Bands, in the order computed).
+    band runs from db.geometry(u) to db.geometry(v), and the edge gets `edge_attributes(band, u)`: saddle_energy,
+    barrier_forward_eV, barrier_backward_eV, neb_converged, neb_from, neb_steps and neb_evaluations, from the
+    potential's energies of the band. max_edges: run only the max_edges edges with the most observed transitions
+    (`count`), skipping those among them that already have a band. bands: bands already computed {(u, v): Band}; their edges
+    are labelled and not run again. checkpoint: an npz path (`save_bands`): the bands stored there are loaded as
+    `bands`, and it is rewritten after every new band, so an interrupted call resumes where it stopped. kw:
+    `neb_many`'s keywords (`neb`'s, and progress). Returns (graph, modified in place; {(u, v): Band} for every
+    labelled edge, the bands given or loaded first, then the new ones in the order computed).
     """
+    from tqdm.auto import tqdm
+
     if max_edges is not None and (int(max_edges) != max_edges or max_edges < 0):
         raise ValueError(f"max_edges must be None or an integer >= 0, got {max_edges!r}")
+    done = dict(bands or {})
+    if checkpoint is not None and Path(checkpoint).exists():
+        done.update(load_bands(checkpoint))
+    for u, v in done:
+        if not graph.has_edge(u, v):
+            raise ValueError(f"a band joins minima {u} and {v}, which are not an edge of the graph")
     edges = sorted((tuple(sorted(edge)) for edge in graph.edges), key=lambda e: -graph.edges[e].get("count", 0))
     edges = edges[:max_edges]
-    bands = neb_many(potential, system, [(db.geometry(u), db.geometry(v)) for u, v in edges], groups=db.groups, **kw)
-    for (u, v), band in zip(edges, bands):
-        graph.edges[u, v].update(saddle_energy=float(band.energies.max()), barrier_forward_eV=band.barrier,
-                                 barrier_backward_eV=band.reverse_barrier, neb_converged=bool(band.converged),
-                                 neb_from=u, neb_steps=band.steps, neb_evaluations=band.evaluations)
-    return graph, bands
+    known = {tuple(sorted(edge)) for edge in done}
+    todo = [edge for edge in edges if edge not in known]
+    progress = kw.pop("progress", False)
+    if todo:
+        runner, _ = _runner(potential, system, kw)
+        for u, v in tqdm(todo, desc="neb", unit="band", disable=not progress):
+            done[u, v] = runner.run(db.geometry(u), db.geometry(v), db.groups)
+            if checkpoint is not None:
+                save_bands(checkpoint, done)
+    for (u, v), band in done.items():
+        graph.edges[u, v].update(edge_attributes(band, u))
+    return graph, done
 
 
-__all__ = ["Band", "graph_barriers", "interpolate", "neb", "neb_many"]
+__all__ = ["Band", "edge_attributes", "graph_barriers", "interpolate", "load_bands", "neb", "neb_many",
+           "save_bands"]

@@ -157,12 +157,24 @@ def _place(tree: DisconnectivityTree) -> None:
         visit(root)
 
 
-def tree_from_graph(graph, saddle: str = "saddle_energy", levels=None, n_levels: int = 20) -> DisconnectivityTree:
-    """The disconnectivity tree of a minima graph (nodes 0..M-1 with "energy" eV) from the edges that carry the
-    attribute `saddle` (eV, absolute, as `barriers.graph_barriers` sets it); edges without it are left out."""
+def tree_from_graph(graph, saddle: str = "saddle_energy", levels=None, n_levels: int = 20,
+                    joined_only: bool = False) -> DisconnectivityTree:
+    """The disconnectivity tree of a minima graph (nodes with "energy" eV) from the edges that carry the attribute
+    `saddle` (eV, absolute, as `barriers.graph_barriers` sets it); edges without it are left out. Leaves name the
+    graph's own nodes ("minimum": the node, e.g. its index in the minima database) and so do "members".
+    joined_only: draw only the minima with at least one such edge (a graph with barriers on a few of its edges
+    otherwise shows every other minimum as a separate root)."""
     nodes = sorted(graph.nodes)
-    if nodes != list(range(len(nodes))):
-        raise ValueError("the graph's nodes must be the minima 0..M-1 (as minima_graph makes them)")
-    energies = [graph.nodes[k]["energy"] for k in nodes]
     edges = [(u, v, d[saddle]) for u, v, d in graph.edges(data=True) if saddle in d]
-    return disconnectivity_tree(energies, edges, levels, n_levels)
+    if joined_only:
+        nodes = sorted({m for u, v, _ in edges for m in (u, v)})
+        if not nodes:
+            raise ValueError(f"joined_only: no edge of the graph carries {saddle!r} (compute barriers first)")
+    index = {m: k for k, m in enumerate(nodes)}
+    tree = disconnectivity_tree([graph.nodes[m]["energy"] for m in nodes],
+                                [(index[u], index[v], e) for u, v, e in edges], levels, n_levels)
+    for node in tree.nodes:
+        node["members"] = [nodes[k] for k in node["members"]]
+        if node["minimum"] is not None:
+            node["minimum"] = nodes[node["minimum"]]
+    return tree

@@ -166,14 +166,25 @@ def minima_graph(db: MinimaDatabase, sequences) -> nx.Graph:
     return graph
 
 
-def save_minima(path, db: MinimaDatabase, sequences, extra: dict | None = None) -> Path:
+def save_minima(path, db: MinimaDatabase, sequences, extra: dict | None = None, bands: dict | None = None) -> Path:
     """Write `<path>.json` (format, tolerances, groups, energies, counts, found_by, sequences, the graph as
     node-link JSON, `extra`) and `<path>.npz` (numbers, positions (M, N, 3) Angstrom), each atomically.
-    Sequence labels and trajectory labels are stored as strings. Returns the JSON path."""
+    Sequence labels and trajectory labels are stored as strings. bands: NEB bands {(u, v): Band} of graph
+    edges (`barriers.graph_barriers`): their edges carry the barrier attributes (`barriers.edge_attributes`) in
+    the JSON graph, and the bands go to `<path>.bands.npz` (`barriers.save_bands`; read with `load_minima_bands`).
+    Returns the JSON path."""
+    from .barriers import edge_attributes, save_bands
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     npz, js = path.with_suffix(".npz"), path.with_suffix(".json")
     graph = minima_graph(db, sequences)
+    for (u, v), band in (bands or {}).items():
+        if not graph.has_edge(u, v):
+            raise ValueError(f"a band joins minima {u} and {v}, which are not an edge of the minima graph")
+        graph.edges[u, v].update(edge_attributes(band, u))
+    if bands:
+        save_bands(path.with_suffix(".bands.npz"), bands)
     header = {
         "format": FORMAT, "energy_tol_eV": db.energy_tol, "rmsd_tol_A": db.rmsd_tol,
         "groups": [g.tolist() for g in db.groups], "energies_eV": db.energies, "counts": db.counts,
@@ -191,7 +202,8 @@ def save_minima(path, db: MinimaDatabase, sequences, extra: dict | None = None) 
 
 
 def load_minima(path) -> tuple[MinimaDatabase, dict, nx.Graph, dict]:
-    """Read what `save_minima` wrote: (database, sequences {label: [(frame, minimum)]}, graph, extra)."""
+    """Read what `save_minima` wrote: (database, sequences {label: [(frame, minimum)]}, graph, extra). The graph's
+    edges keep their barrier attributes; the bands themselves are read by `load_minima_bands(path)`."""
     path = Path(path)
     js, npz = path.with_suffix(".json"), path.with_suffix(".npz")
     for p in (js, npz):
@@ -216,3 +228,12 @@ def load_minima(path) -> tuple[MinimaDatabase, dict, nx.Graph, dict]:
     sequences = {k: [(int(f), int(m)) for f, m in v] for k, v in header["sequences"].items()}
     graph = nx.node_link_graph(header["graph"], edges="edges")
     return db, sequences, graph, header["extra"]
+
+
+def load_minima_bands(path) -> dict:
+    """The NEB bands {(u, v): Band} that `save_minima(path, ..., bands=...)` stored beside the minima at `path`
+    (`<path>.bands.npz`); {} when it stored none."""
+    from .barriers import load_bands as read
+
+    stored = Path(path).with_suffix(".bands.npz")
+    return read(stored) if stored.exists() else {}

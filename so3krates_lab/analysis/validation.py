@@ -5,6 +5,7 @@ and an ASE optimiser and reports, per minimum: energies, the RMSD between the mo
 (symmetric, Angstrom), and whether the structure relaxed away (not a minimum of the reference: RMSD above a
 tolerance or a changed bond graph). `reached_by` tells which database minima a set of other minima (e.g. the
 training frames relaxed with the model) reaches: a minimum nobody reaches lies outside the training data.
+`reference_neb` checks a model barrier: the model's band, re-converged as a climbing-image NEB on the reference.
 """
 
 from __future__ import annotations
@@ -71,6 +72,54 @@ def reference_relax(calculator, numbers, positions, model_energies, groups=(), f
                "relative_energy_rmse_meV": float(np.sqrt(np.mean(error**2)) * 1e3),
                "median_rmsd_A": float(np.median(rmsd)), "relaxed_away": int(away.sum()),
                "not_converged": int((~converged).sum()), "n": m, "fmax_eV_A": fmax, "rmsd_tol_A": rmsd_tol})
+
+
+def reference_neb(calculator, numbers, band, *, fmax: float = 0.05, max_steps: int = 300, relax_ends: bool = True,
+                  end_fmax: float = 0.01, k_spring: float = 1.0):
+    """A model barrier checked with a reference method: the model's `barriers.Band` (its images, Angstrom) as
+    the start of a climbing-image NEB on `calculator`, run by
+    ASE (`ase.mep.NEB`, improved tangent, climbing image from the start since the band already lies near the
+    model's path; FIRE to fmax eV/A, at most max_steps). relax_ends: first relax both end points with the
+    reference (ASE BFGS to end_fmax), so the barrier is measured from the reference's own minima; False keeps the
+    model's end points. k_spring: eV/A^2, as `barriers.neb`. calculator: a function that makes an ASE calculator
+    (e.g. `reference.gfn2_xtb`): one per image, so each keeps its own SCF guess from step to step; or one ASE
+    calculator instance, shared by the images. Returns the reference `Band` (float64; converged: FIRE met fmax;
+    evaluations: reference energy + forces calls); compare `band.barrier` / `band.reverse_barrier` with the
+    model's.
+    """
+    from ase.calculators.calculator import BaseCalculator
+
+    from ase import Atoms
+    from ase.mep import NEB
+    from ase.optimize import BFGS, FIRE
+
+    from .barriers import Band
+
+    numbers = np.asarray(numbers)
+    positions = np.array(band.positions, dtype=np.float64)
+    if positions.ndim != 3 or positions.shape[1:] != (len(numbers), 3) or len(positions) < 3:
+        raise ValueError(f"band.positions: expected (M >= 3, {len(numbers)}, 3) Angstrom, got {positions.shape}")
+    evaluations = 0
+    images = [Atoms(numbers=numbers, positions=p) for p in positions]
+    shared = isinstance(calculator, BaseCalculator)
+    for atoms in images:
+        atoms.calc = calculator if shared else calculator()
+    if relax_ends:
+        for atoms in (images[0], images[-1]):
+            opt = BFGS(atoms, logfile=None)
+            opt.run(fmax=end_fmax, steps=max_steps)
+            evaluations += opt.get_number_of_steps() + 1
+    end_energies = [images[0].get_potential_energy(), images[-1].get_potential_energy()]
+    evaluations += 2
+    neb = NEB(images, k=k_spring, climb=True, method="improvedtangent", allow_shared_calculator=shared)
+    opt = FIRE(neb, logfile=None)
+    converged = bool(opt.run(fmax=fmax, steps=max_steps))
+    steps = opt.get_number_of_steps()
+    inner = [atoms.get_potential_energy() for atoms in images[1:-1]]  # a shared calculator recomputes these
+    evaluations += (steps + 1 + shared) * (len(images) - 2)
+    energies = np.asarray([end_energies[0], *inner, end_energies[1]], dtype=np.float64)
+    return Band(positions=np.asarray([a.get_positions() for a in images]), energies=energies,
+                climbing=1 + int(np.argmax(inner)), converged=converged, steps=int(steps), evaluations=int(evaluations))
 
 
 def reached_by(db: MinimaDatabase, positions, energies) -> np.ndarray:
