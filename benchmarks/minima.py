@@ -294,6 +294,25 @@ def check_barriers(args, start, bands):
               f"directions); largest error {max(errors, key=abs):.0f} meV")
 
 
+def print_profile(st: dict, unique: int) -> None:
+    """Where the evaluations of a hop run went: minimiser steps by how each quench ended, the steps not split
+    (quenches in flight at the stop, and steps of calls made before the split was counted) and the idle slots and
+    restarts (evaluations minus busy steps)."""
+    rows = [("to a new minimum", st["new"], st.get("steps_new", 0)),
+            ("to a known minimum", st["known"], st.get("steps_known", 0)),
+            ("back to its own minimum", st["returned"], st.get("steps_returned", 0)),
+            ("walker starts", None, st.get("steps_start", 0)),
+            ("not converged or rearranged", st["not_converged"] + st["rearranged"], st.get("steps_failed", 0))]
+    split = sum(steps for _, _, steps in rows)
+    rows += [("not split (in flight, or before the split was counted)", None, st["relax_steps"] - split),
+             ("idle slots and fresh-chunk evaluations", None, st["evaluations"] - st["relax_steps"])]
+    print(f"\nwhere the {st['evaluations']} evaluations went ({st['evaluations'] / max(unique, 1):.0f} per unique minimum)")
+    print(f"{'quenches':>45} {'count':>7} {'evaluations':>12} {'share':>6} {'per minimum':>12}")
+    for name, count, steps in rows:
+        print(f"{name:>45} {'' if count is None else count:>7} {steps:12d} {steps / max(st['evaluations'], 1):6.1%} "
+              f"{steps / max(unique, 1):12.0f}")
+
+
 def write_plot(history, path: Path):
     import plotly.graph_objects as go
 
@@ -482,6 +501,7 @@ def main(argv=None) -> int:
               f"to their own, {st['accepted']} accepted; {st['not_converged']} not converged, {st['rearranged']} "
               f"rearranged, {st['refined']} refined; {st['relax_steps']} minimiser steps "
               f"({st['relax_steps'] / max(st['elapsed_s'], 1e-9):.1f} structure-steps/s)")
+        print_profile(st, len(db))
     print(f"quenched {quenched} frames: {stats['converged']} converged, {stats['not_converged']} not converged "
           f"within {args.max_relax_steps} steps, {stats['rearranged']} rearranged (bond graph changed); "
           f"{stats['relax_steps']} minimiser steps ({stats['relax_steps'] / max(stats['elapsed_s'], 1e-9):.1f} "

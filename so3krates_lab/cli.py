@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("model")
     m.add_argument("--preset", default="default", help="So3kratesConfig preset: default, invariant, small")
     m.add_argument("--config", type=Path, default=None, help="So3kratesConfig JSON (overrides --preset)")
+    m.add_argument("--init", default=None, metavar="MODEL",
+                   help="fine-tune: start from this model (a checkpoint file or a shipped model name, e.g. "
+                        "ac_ala3_nhme_xtb); its configuration is used, --preset/--config are ignored")
     m.add_argument("--dtype", choices=("float32", "float64"), default=None)
     t = p.add_argument_group("optimisation")
     t.add_argument("--steps", type=int, default=None, help="training steps (default 10,000 unless --minutes)")
@@ -138,9 +141,22 @@ def _main(args, interrupt, argv) -> int:
         return _fail(f"{args.split or split_path} does not fit {args.data}: {e}")
     split.save(split_path)
 
-    config = So3kratesConfig.from_json(args.config.read_text()) if args.config else So3kratesConfig.preset(args.preset)
-    if args.dtype:
-        config = config.replace(dtype=args.dtype)
+    start = None  # --init: the model to fine-tune
+    if args.init is not None:
+        from . import pretrained
+
+        try:
+            start = (pretrained.load(args.init, dtype=args.dtype) if args.init in pretrained.available()
+                     else Potential.load(args.init, dtype=args.dtype))
+        except (OSError, ValueError) as e:
+            return _fail(f"--init {args.init}: neither a shipped model ({', '.join(pretrained.available())}) nor a "
+                         f"readable checkpoint: {e}")
+        config = start.config
+    else:
+        config = (So3kratesConfig.from_json(args.config.read_text()) if args.config
+                  else So3kratesConfig.preset(args.preset))
+        if args.dtype:
+            config = config.replace(dtype=args.dtype)
     ckpt_path = args.out / "model.npz"
     if ckpt_path.exists() and not args.fresh:
         from .model import load_checkpoint
@@ -164,7 +180,7 @@ def _main(args, interrupt, argv) -> int:
                   "command": "so3krates-train " + " ".join(sys.argv[1:] if argv is None else argv)}
     print(f"{data.name or args.data}: {n} frames -> train {len(train)}, valid {len(valid)}, test {len(test)}")
     t0 = time.perf_counter()
-    result = fit(train, valid, config, tc, checkpoint=ckpt_path, resume=not args.fresh,
+    result = fit(train, valid, config if start is None else start, tc, checkpoint=ckpt_path, resume=not args.fresh,
                  progress=not args.no_progress, metadata=provenance)
     wall = time.perf_counter() - t0
     if result.interrupted or interrupt.requested:

@@ -120,6 +120,25 @@ def test_other_model_config_stops_with_a_cli_message(run, capsys):
     assert state(out) == before
 
 
+def test_init_fine_tunes_a_trained_model_from_its_parameters(trained, tmp_path, capsys):
+    """--init MODEL starts from that model's parameters and configuration (the preset is ignored): with a zero
+    learning rate the new run's parameters stay the old best model's; a missing model is named in one line."""
+    import jax
+
+    data, out = trained
+    argv = [str(data), "--out", str(tmp_path / "tuned"), *SPLIT, *FAST, "--init", str(out / "model_best.npz")]
+    argv[argv.index("small")] = "invariant"  # ignored: the configuration comes from --init
+    assert main(argv + ["--lr", "0"]) == 0
+    start, tuned = load_checkpoint(out / "model_best.npz"), load_checkpoint(tmp_path / "tuned" / "model.npz")
+    assert tuned.config == start.config and tuned.step == 2
+    for a, b in zip(jax.tree.leaves(start.variables["params"]), jax.tree.leaves(tuned.variables["params"])):
+        np.testing.assert_array_equal(a, b)
+    capsys.readouterr()
+    assert main([str(data), "--out", str(tmp_path / "x"), *SPLIT, *FAST, "--init", str(tmp_path / "none.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "--init" in err and "none.npz" in err and "Traceback" not in err
+
+
 def test_ctrl_c_during_training_saves_a_resumable_checkpoint(tmp_path):
     """Issue 17, item 1: SIGINT while the compiled step owns its donated parameters used to crash with
     "Array has been deleted" and save nothing. Now the first Ctrl-C stops after the current step, saves, and the

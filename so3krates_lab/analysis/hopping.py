@@ -49,6 +49,9 @@ from .torsions import far_pairs, rotatable_bonds, torsion_angles, torsion_kick
 ACCEPTANCE = ("window", "metropolis", "frontier")
 DEFAULT_MINIMIZER_OPTIONS = {"lbfgs": {"precon": "exp"}, "fire": {}}
 SCREEN, FINAL = 1, 2  # the stages of a quench with a refine_fmax
+# busy minimiser steps by how the quench ended: a new minimum, a known one, back in the walker's own, a walker's
+# start, or not converged / rearranged (with refine_fmax, both stages of a new minimum count as "new")
+OUTCOME_STEPS = ("steps_new", "steps_known", "steps_returned", "steps_start", "steps_failed")
 
 
 def _walker(current=None, energy=None, n_turns=1.0, ediff=0.05, hops=0):
@@ -106,7 +109,8 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
     stats: "hops" (finished quenches), "accepted", "new" (hops that found a new minimum), "known" (hops that
     ended in a known minimum other than the walker's own), "returned" (back in the walker's own), "converged",
     "not_converged", "rearranged", "kick_failures" (kicks whose every try clashed), "taboo_redraws", "relax_steps" (busy slots'
-    minimiser steps), "evaluations" (every energy + forces evaluation, idle slots included), "md_evaluations"
+    minimiser steps), "steps_new" / "steps_known" / "steps_returned" / "steps_start" / "steps_failed" (those
+    steps by how the quench ended, where the evaluations go; the quenches in flight at the stop make the rest), "evaluations" (every energy + forces evaluation, idle slots included), "md_evaluations"
     (0: no MD), "relax_evaluations", "refined", "elapsed_s".
     """
     ensure_tuned()
@@ -140,7 +144,7 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
     sequences = {label: [] for label in labels}
     stats = {key: 0 for key in ("hops", "accepted", "new", "known", "returned", "converged", "not_converged",
                                 "rearranged", "kick_failures", "relax_steps", "evaluations", "md_evaluations",
-                                "relax_evaluations", "refined", "restarts", "taboo_redraws")}
+                                "relax_evaluations", "refined", "restarts", "taboo_redraws", *OUTCOME_STEPS)}
     stats["elapsed_s"] = 0.0
     history: list = []
     walkers = [_walker(ediff=ediff_eV) for _ in range(n_walkers)]
@@ -156,7 +160,8 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
         pending = [(int(w), int(stage), np.asarray(p)) for w, stage, p in extra.get("pending", [])]
         if minutes is not None and stats["elapsed_s"] >= 60.0 * minutes:
             return Exploration(db, sequences, history, stats)
-        stats.setdefault("taboo_redraws", 0)
+        for key in ("taboo_redraws", *OUTCOME_STEPS):  # counters that older checkpoints lack
+            stats.setdefault(key, 0)
         stats["restarts"] += 1
     else:
         pending = [(w, FINAL, pool[w % len(pool)]) for w in range(n_walkers)]  # first: quench the starts
@@ -276,7 +281,10 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
             for stage in (SCREEN, FINAL):
                 relaxer.load([((w, s), p) for w, s, p in items if s == stage],
                              fmax=refine_fmax if stage == FINAL and refine_fmax is not None else None)
-            for (w, stage), pos, energy, ok, _ in relaxer.run_chunk():
+            for (w, stage), pos, energy, ok, steps in relaxer.run_chunk():
+                rearranged = ok and not np.array_equal(bond_graph(numbers, pos), reference_bonds)
+                if not ok or rearranged:
+                    stats["steps_failed"] += steps
                 if not ok:
                     stats["not_converged"] += 1
                     if walkers[w]["current"] is None:  # a start that does not converge: stop here
@@ -284,7 +292,7 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
                                            f"{max_relax_steps} minimiser steps; check the structure and the model")
                     kick(w)
                     continue
-                if not np.array_equal(bond_graph(numbers, pos), reference_bonds):
+                if rearranged:
                     stats["rearranged"] += 1
                     if walkers[w]["current"] is None:
                         raise RuntimeError(f"the start geometry of walker {w} changes its bonds when relaxed "
@@ -295,6 +303,7 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
                     known = db.find(pos, energy)
                     if known is None:
                         stats["refined"] += 1
+                        stats["steps_new" if walkers[w]["current"] is not None else "steps_start"] += steps
                         queue.append((w, FINAL, pos))
                         continue
                     db.revisit(known, trajectory=labels[w])
@@ -302,6 +311,9 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
                 else:
                     k, is_new = db.add(pos, energy, trajectory=labels[w])
                 stats["converged"] += 1
+                outcome = ("start" if walkers[w]["current"] is None else "returned" if k == walkers[w]["current"]
+                           else "new" if is_new else "known")
+                stats[f"steps_{outcome}"] += steps
                 if walkers[w]["current"] is not None and k != walkers[w]["current"]:
                     stats["new" if is_new else "known"] += 1
                     if not is_new:
