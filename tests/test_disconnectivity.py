@@ -59,6 +59,10 @@ def test_tree_from_graph_uses_the_edges_that_carry_barriers_and_draws_a_figure()
     fig = disconnectivity_figure(tree)
     assert len(fig.data) == 2 and sorted(fig.data[1].customdata) == [0, 1, 2]
     assert min(fig.data[1].y) == pytest.approx(0.0)  # relative to the lowest minimum
+    in_meV = disconnectivity_figure(tree, unit="meV")
+    np.testing.assert_allclose(in_meV.data[1].y, 1e3 * np.asarray(fig.data[1].y))
+    with pytest.raises(ValueError, match="unit"):
+        disconnectivity_figure(tree, unit="kJ/mol")
 
 
 def test_bad_input_is_named():

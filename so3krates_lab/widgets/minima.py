@@ -221,25 +221,16 @@ class MinimaBrowser:
         import plotly.graph_objects as go
 
         from ..analysis import tree_from_graph
+        from .plots import disconnectivity_figure
 
         self.tree = tree_from_graph(self.graph, n_levels=30, joined_only=True)
         leaves = [node for node in self.tree.nodes if node["minimum"] is not None]
-        xs, ys = self.tree.segments()
-        fig = go.FigureWidget()
-        fig.add_trace(go.Scattergl(x=xs, y=[None if y is None else self._meV(y) for y in ys], mode="lines",
-                                   line={"color": "#444", "width": 1}, hoverinfo="skip", name="tree"))
-        fig.add_trace(go.Scatter(x=[node["x"] for node in leaves], y=[self._meV(node["energy"]) for node in leaves],
-                                 mode="markers", marker={"size": 6, "color": "#1f77b4"}, name="minima",
-                                 customdata=[node["minimum"] for node in leaves],
-                                 hovertemplate="minimum %{customdata}: %{y:.0f} meV<extra></extra>"))
+        title = f"disconnectivity graph: {len(leaves)} minima joined by {len(self.barrier_edges)} NEB barriers"
+        fig = go.FigureWidget(disconnectivity_figure(self.tree, title, reference=self._lowest_eV, unit="meV"))
         fig.add_trace(go.Scatter(x=[], y=[], mode="markers", hoverinfo="skip", name="selected",
                                  marker={"size": 14, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "red"}}))
         self._leaf_x = {node["minimum"]: node["x"] for node in leaves}
-        fig.update_layout(title=f"disconnectivity graph: {len(leaves)} minima joined by {len(self.barrier_edges)} "
-                                "NEB barriers", yaxis_title="energy above the lowest minimum (meV)",
-                          xaxis={"showticklabels": False, "zeroline": False, "showgrid": False}, height=420,
-                          width=560, showlegend=False, hovermode="closest",
-                          margin={"l": 60, "r": 20, "t": 60, "b": 20})
+        fig.update_layout(height=420, width=560, margin={"l": 60, "r": 20, "t": 60, "b": 20})
         return fig
 
     def _meV(self, energy_eV: float) -> float:

@@ -58,22 +58,26 @@ def md_energy_plot(times_fs, potential, kinetic, temperature, title: str = "MD")
     return fig
 
 
-def disconnectivity_figure(tree, title: str = "disconnectivity graph", reference: float | None = None):
-    """Plotly figure of an `analysis.DisconnectivityTree`: the tree (lines, `tree.segments()`) and the minima
-    (markers at the leaves' bottoms; hover: index and energy). Energies relative to `reference` (default: the
-    lowest minimum), in eV."""
+def disconnectivity_figure(tree, title: str = "disconnectivity graph", reference: float | None = None,
+                           unit: str = "eV"):
+    """Plotly figure of an `analysis.DisconnectivityTree`: the tree (trace 0, WebGL lines, `tree.segments()`) and
+    the minima (trace 1, markers at the leaves' bottoms, customdata = minimum; hover "minimum N: energy").
+    Energies relative to `reference` (eV; default: the lowest minimum), shown in `unit` ("eV" or "meV")."""
     import plotly.graph_objects as go
 
+    if unit not in ("eV", "meV"):
+        raise ValueError(f"unit must be 'eV' or 'meV', got {unit!r}")
+    scale, digits = (1.0, 3) if unit == "eV" else (1e3, 0)
     leaves = [node for node in tree.nodes if node["minimum"] is not None]
     e0 = min(node["energy"] for node in leaves) if reference is None else reference
     xs, ys = tree.segments()
     fig = go.Figure()
-    fig.add_trace(go.Scattergl(x=xs, y=[None if y is None else y - e0 for y in ys], mode="lines",
+    fig.add_trace(go.Scattergl(x=xs, y=[None if y is None else scale * (y - e0) for y in ys], mode="lines",
                                line={"color": "#444", "width": 1}, hoverinfo="skip", name="tree"))
-    fig.add_trace(go.Scattergl(x=[node["x"] for node in leaves], y=[node["energy"] - e0 for node in leaves],
-                               mode="markers", marker={"size": 4, "color": "#1f77b4"}, name="minima",
-                               customdata=[node["minimum"] for node in leaves],
-                               hovertemplate="minimum %{customdata}<br>%{y:.3f} eV<extra></extra>"))
-    fig.update_layout(title=title, yaxis_title="energy above the lowest minimum (eV)", showlegend=False,
-                      xaxis={"showticklabels": False, "zeroline": False, "showgrid": False})
+    fig.add_trace(go.Scatter(x=[node["x"] for node in leaves], y=[scale * (node["energy"] - e0) for node in leaves],
+                             mode="markers", marker={"size": 6, "color": "#1f77b4"}, name="minima",
+                             customdata=[node["minimum"] for node in leaves],
+                             hovertemplate=f"minimum %{{customdata}}: %{{y:.{digits}f}} {unit}<extra></extra>"))
+    fig.update_layout(title=title, yaxis_title=f"energy above the lowest minimum ({unit})", showlegend=False,
+                      hovermode="closest", xaxis={"showticklabels": False, "zeroline": False, "showgrid": False})
     return fig
