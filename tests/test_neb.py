@@ -159,6 +159,26 @@ def test_graph_barriers_resume_from_their_checkpoint_and_bands_round_trip(tmp_pa
         load_bands(tmp_path / "other.npz")
 
 
+def test_idpp_turns_a_methyl_group_as_a_rotor_where_the_straight_line_cuts_through():
+    """Ethane's methyl turned by 120 degrees (atoms not relabelled): on the straight band each hydrogen cuts the
+    chord of its circle, so its C-H bond shrinks by about a tenth halfway; the IDPP band keeps the bonds (and the
+    H-H distances) near their values at both ends, as a rigid rotor turning; both bands share their end points."""
+    from so3krates_lab.analysis.barriers import idpp_interpolate
+
+    a, b = ethane(0.0), ethane(120.0)
+    linear, idpp = interpolate(a, b, 6, groups=[]), idpp_interpolate(a, b, 6, groups=[])
+    np.testing.assert_allclose(idpp[[0, -1]], linear[[0, -1]], atol=1e-12)
+
+    def worst(band, i, j):  # the largest relative change of the i-j distance along the band
+        d = np.linalg.norm(band[:, i] - band[:, j], axis=-1)
+        return np.max(np.abs(d / d[0] - 1.0))
+
+    assert worst(linear, 1, 5) > 0.1 and worst(idpp, 1, 5) < 0.03, (worst(linear, 1, 5), worst(idpp, 1, 5))
+    assert worst(idpp, 5, 6) < 0.06 < worst(linear, 5, 6)
+    with pytest.raises(ValueError, match="interpolation"):
+        neb(TORSION, SYSTEM, _butane_like(60.0), _butane_like(180.0), interpolation="cubic")
+
+
 def test_bad_input_gives_clear_errors():
     a, b = _butane_like(60.0), _butane_like(180.0)
     with pytest.raises(ValueError, match="a has 4 atoms, b has 3 atoms"):
