@@ -140,8 +140,32 @@ def validate(args) -> None:
               f"{ds.attrs['not_converged']} xTB relaxations not converged")
     summary = {name: {k: (v.item() if hasattr(v, "item") else v) for k, v in ds.attrs.items()}
                for name, ds in (("old", old), ("new", new))}
+    summary["test_errors"] = test_errors(args, potential)
     atomic_write(args.out / f"validation_{args.model.parent.name}.json",
                  lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+
+
+def test_errors(args, tuned) -> dict:
+    """Both models on the held-out test frames of --out/data.npz, the old data's and the new minima's apart."""
+    from so3krates_lab import pretrained
+    from so3krates_lab.data import Split, load
+    from so3krates_lab.structures import Dataset
+    from so3krates_lab.train import error_report
+
+    data = load(args.out / "data.npz")
+    split = Split.load(args.out / "split.json")
+    n_old = int(json.loads(str(np.load(args.out / "data.npz")["provenance"]))["old_frames"])
+    parts = {"old data": Dataset(tuple(data[int(i)] for i in split.test if i < n_old), name="old"),
+             "new minima": Dataset(tuple(data[int(i)] for i in split.test if i >= n_old), name="new")}
+    rows = {}
+    print(f"\n{'model':>12} {'test frames':>12} {'n':>4} {'E MAE meV':>10} {'F MAE meV/A':>12}")
+    for name, potential in ((args.base_model, pretrained.load(args.base_model)), ("fine-tuned", tuned)):
+        for part, frames in parts.items():
+            report = error_report(potential, frames)
+            rows[f"{name}, {part}"] = {k: float(report.attrs[k]) for k in ("energy_mae_meV", "force_mae_meV_A")}
+            print(f"{name:>12} {part:>12} {len(frames):4d} {report.attrs['energy_mae_meV']:10.1f} "
+                  f"{report.attrs['force_mae_meV_A']:12.1f}")
+    return rows
 
 
 def main(argv=None) -> int:

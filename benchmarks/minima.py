@@ -109,7 +109,7 @@ def parse(argv=None):
                    help="restart a replica from a random known minimum after N sampled frames (0: never)")
     p.add_argument("--ship", type=Path, default=None, metavar="STEM",
                    help="also write the explored graph to STEM.json/.npz with STEM.provenance.json "
-                        "(e.g. data/minima/ac_ala3_nhme_explore)")
+                        "(e.g. data/minima/ac_ala3_nhme_hop)")
     p.add_argument("--profile-batches", default="", metavar="B1,B2,...",
                    help="only time one minimiser step (vmapped, compiled) at these batch sizes and exit")
     return p.parse_args(argv)
@@ -190,7 +190,7 @@ def compare_precon(args, force_fn, numbers, k: int):
     from so3krates_lab.data import shipped_path
     from so3krates_lab.md import BatchRelaxer
 
-    db = load_minima(shipped_path("minima/ac_ala3_nhme_explore.npz").with_suffix(""))[0]
+    db = load_minima(shipped_path("minima/ac_ala3_nhme_hop.npz").with_suffix(""))[0]
     torsions, rng = rotatable_bonds(numbers, db.geometry(0)), np.random.default_rng(args.seed)
     kicks = []
     while len(kicks) < k:
@@ -230,17 +230,24 @@ def barriers(args, potential, start, db, graph):
     e_min = min(db.energies)
     print(f"\nbarriers: climbing-image NEB, {args.neb_images} inner images, fmax {args.neb_fmax:g} eV/A, "
           f"{len(bands)} edges ({sum(b.evaluations for b in bands.values())} evaluations; this call {wall:.0f} s)")
+    from so3krates_lab.analysis import rotatable_bonds, symmetric_rmsd
+    from so3krates_lab.analysis.torsions import torsion_angles
+
+    torsions = rotatable_bonds(db.numbers, db.geometry(0))
     print(f"{'edge':>10} {'E_u meV':>8} {'E_v meV':>8} {'forward meV':>12} {'backward meV':>13} {'steps':>6} "
-          f"{'converged':>9}")
+          f"{'converged':>9} {'RMSD A':>7} {'torsions >60 deg':>16}")
     rows = []
     for (u, v), band in bands.items():
         d = graph.edges[u, v]
+        rmsd = float(symmetric_rmsd(db.geometry(u), db.geometry(v), db.groups)[0])
+        turn = np.abs((torsion_angles(db.geometry(u), torsions) - torsion_angles(db.geometry(v), torsions) + 180.0)
+                      % 360.0 - 180.0)
         print(f"{f'{u}-{v}':>10} {1e3 * (db.energies[u] - e_min):8.0f} {1e3 * (db.energies[v] - e_min):8.0f} "
               f"{1e3 * d['barrier_forward_eV']:12.0f} {1e3 * d['barrier_backward_eV']:13.0f} {d['neb_steps']:6d} "
-              f"{str(d['neb_converged']):>9}")
-        rows.append({"u": u, "v": v, **{k: d[k] for k in ("saddle_energy", "barrier_forward_eV",
-                                                           "barrier_backward_eV", "neb_converged", "neb_steps",
-                                                           "neb_evaluations")}})
+              f"{str(d['neb_converged']):>9} {rmsd:7.2f} {int((turn > 60).sum()):16d}")
+        rows.append({"u": u, "v": v, "rmsd_A": rmsd, "torsions_changed": int((turn > 60).sum()),
+                     **{k: d[k] for k in ("saddle_energy", "barrier_forward_eV", "barrier_backward_eV",
+                                          "neb_converged", "neb_steps", "neb_evaluations")}})
     atomic_write(args.out / "barriers.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
     joined = sorted({m for r in rows for m in (r["u"], r["v"])})
     tree = tree_from_graph(graph, n_levels=30, joined_only=True)
@@ -257,8 +264,9 @@ def barriers(args, potential, start, db, graph):
 
 
 def check_barriers(args, start, bands):
-    """The first --check-barriers converged bands re-converged as climbing-image NEBs with GFN2-xTB from the
-    model's band (end points re-relaxed with xTB); the table and barrier_check.json (resumable, per band)."""
+    """The first --check-barriers converged bands with barriers below 1 eV re-converged as climbing-image NEBs with
+    GFN2-xTB from the model's band (end points re-relaxed with xTB); the table and barrier_check.json (resumable,
+    per band)."""
     from so3krates_lab.analysis import reference_neb
     from so3krates_lab.fileio import atomic_write
     from so3krates_lab.reference import gfn2_xtb
@@ -266,7 +274,9 @@ def check_barriers(args, start, bands):
     cache = args.out / "barrier_check.json"
     rows = json.loads(cache.read_text()) if cache.exists() else []
     done = {(r["u"], r["v"]) for r in rows}
-    picked = [edge for edge, band in bands.items() if band.converged][:args.check_barriers]
+    # converged bands below 1 eV: a torsional step of a peptide; higher ones join minima that no single
+    # conformational step connects (hops that turned several torsions at once) and are not worth a reference NEB
+    picked = [edge for edge, band in bands.items() if band.converged and band.barrier < 1.0][:args.check_barriers]
     for (u, v) in picked:
         if (u, v) in done:
             continue
@@ -363,6 +373,11 @@ def ship(args, run, summary, bands):
     from so3krates_lab.analysis import save_minima
 
     stem = Path(args.ship)
+    # the bands a user can read as a barrier: converged, and below 1 eV (a higher one crossed the molecule, see
+    # check_barriers); the others stay in --out/bands.npz
+    kept = {edge: band for edge, band in bands.items() if band.converged and band.barrier < 1.0}
+    summary = {**summary, "bands_shipped": f"{len(kept)} of {len(bands)} NEB bands: converged, barrier below 1 eV"}
+    bands = kept
     js = save_minima(stem, run.database, run.sequences, {"stats": run.stats, "history": run.history}, bands=bands)
     files = [js, stem.with_suffix(".npz")] + ([stem.with_suffix(".bands.npz")] if bands else [])
     provenance = {
@@ -371,6 +386,9 @@ def ship(args, run, summary, bands):
                 + (f", with climbing-image NEB bands on {len(bands)} edges" if bands else "")
                 + " (analysis.load_minima and load_minima_bands read it; MinimaBrowser.from_file draws it)",
         "command": "python benchmarks/minima.py " + " ".join(sys.argv[1:]),
+        "calls": (f"the exploration resumed {run.stats.get('restarts', 0)} time(s) from its checkpoint under "
+                  f"{args.out}: earlier calls of this command (with a smaller --minutes or --max-minima, other "
+                  "--validate or --barriers) built it; the command above is the last"),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": args.model.name, "summary": summary, "sha256": {
             p.name: __import__("hashlib").sha256(p.read_bytes()).hexdigest() for p in files},
