@@ -2,7 +2,7 @@
 
     pot = so3krates_lab.pretrained.load("ethanol_pbe")      # SO3krates trained on the shipped ethanol PBE data
     pot = so3krates_lab.pretrained.so3lr(total_charge=0)    # SO3LR, the published general organic model
-    so3krates_lab.pretrained.available()                   # ['ac_ala3_nhme_xtb', 'ethanol_pbe', 'so3lr']
+    so3krates_lab.pretrained.available()   # ['ac_ala3_nhme_xtb', 'ac_ala3_nhme_xtb_hop', 'ethanol_pbe', 'so3lr']
 
 Each model's provenance (data, split, training command, measured test errors) is in its checkpoint metadata
 (`pot.metadata`) and in the `.provenance.json` beside it (`so3krates_lab.data.shipped_dir() / "models"`).

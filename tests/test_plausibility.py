@@ -68,7 +68,7 @@ def test_shipped_single_frames_are_inconclusive_for_energies():
     assert check_units([minimum.replace(energy=minimum.energy / KCAL_PER_MOL)], ("eV", "Angstrom"))
     with pytest.raises(UnitError, match="length_unit='Bohr'"):  # the geometry alone still decides lengths
         check_units([minimum.replace(positions=minimum.positions / BOHR)], ("eV", "Angstrom"))
-    m = np.load(shipped_path("minima/ac_ala3_nhme_explore.npz"))
+    m = np.load(shipped_path("minima/ac_ala3_nhme_hop.npz"))
     geometries = [System(numbers=m["numbers"], positions=p) for p in m["positions"]]
     assert check_units(geometries)["length_verdict"] is None
 

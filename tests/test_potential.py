@@ -98,7 +98,7 @@ def test_shipped_checkpoint_loads_unchanged_and_matches_the_low_level_path(name)
 
 
 def test_pretrained_load_and_available():
-    assert pretrained.available() == ["ac_ala3_nhme_xtb", "ethanol_pbe", "so3lr"] == shipped_models()
+    assert pretrained.available() == ["ac_ala3_nhme_xtb", "ac_ala3_nhme_xtb_hop", "ethanol_pbe", "so3lr"] == shipped_models()
     pot = pretrained.load("ethanol_pbe")
     assert isinstance(pot, Potential) and pot.dtype == "float32"
     _assert_bit_identical(pot.variables, load_checkpoint(shipped_path("models/ethanol_pbe.npz")).variables)
@@ -116,7 +116,7 @@ def test_shipped_data_is_package_data_with_clear_errors():
     assert root == Path(so3krates_lab.__file__).parent / "shipped"
     assert shipped_path("ethanol_pbe_500K.npz") == root / "ethanol_pbe_500K.npz"
     assert shipped_path("models/ethanol_pbe.npz").is_file()
-    assert shipped_path("minima/ac_ala3_nhme_explore.npz").is_file()
+    assert shipped_path("minima/ac_ala3_nhme_hop.npz").is_file()
     with pytest.raises(FileNotFoundError, match=r"no shipped file 'ethanol\.npz'; shipped: \[.*"
                                                 r"'ethanol_pbe_500K\.npz'.*'models/ethanol_pbe\.npz'"):
         shipped_path("ethanol.npz")

@@ -34,7 +34,7 @@ TITLE = "minima at scale"
 def _minima_path() -> Path:
     from so3krates_lab.data import shipped_path
 
-    return Path(os.environ.get("SO3KRATES_SCALE_MINIMA") or shipped_path("minima/ac_ala3_nhme_hop"))
+    return Path(os.environ.get("SO3KRATES_SCALE_MINIMA") or shipped_path("minima/ac_ala3_nhme_hop.json").with_suffix(""))
 
 
 def _cells(path: Path) -> list[str]:
