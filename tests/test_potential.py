@@ -107,7 +107,7 @@ def test_pretrained_load_and_available():
     assert {x.dtype for x in jax.tree.leaves(wide.variables) if jnp.issubdtype(x.dtype, jnp.floating)} == {
         jnp.dtype("float64")}
     with pytest.raises(ValueError, match=r"no shipped model 'ethanol'; available: \['ac_ala3_nhme_xtb', "
-                                         r"'ethanol_pbe', 'so3lr'\]"):
+                                         r"'ac_ala3_nhme_xtb_hop', 'ethanol_pbe', 'so3lr'\]"):
         pretrained.load("ethanol")
 
 

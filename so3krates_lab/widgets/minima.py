@@ -30,7 +30,7 @@ def connectivity_x(graph, seed: int = 0, spring_up_to: int = 300) -> dict:
     2-D spectral layout (the Laplacian's lowest non-trivial eigenvectors, a sparse eigensolve) projected the same
     way and replaced by its rank (spread evenly over [-1, 1]); it keeps the order along the graph and costs a
     fraction of a second for thousands of minima, where the spring layout (quadratic in the nodes per
-    iteration) took seconds."""
+    iteration) took seconds. Both are deterministic."""
     import networkx as nx
 
     n = graph.number_of_nodes()
@@ -39,7 +39,7 @@ def connectivity_x(graph, seed: int = 0, spring_up_to: int = 300) -> dict:
     if n == 1:
         return {node: 0.0 for node in graph.nodes}
     if n > spring_up_to:
-        layout = nx.spectral_layout(graph, dim=2, weight="count")
+        layout = _spectral_layout(graph)
     else:
         layout = nx.spring_layout(graph, dim=2, seed=seed, weight="count")
     nodes = list(layout)
@@ -49,6 +49,20 @@ def connectivity_x(graph, seed: int = 0, spring_up_to: int = 300) -> dict:
     if n > spring_up_to:
         x = np.linspace(-1.0, 1.0, n)[np.argsort(np.argsort(x, kind="stable"))]
     return {node: float(c) for node, c in zip(nodes, x)}
+
+
+def _spectral_layout(graph) -> dict:
+    """{node: (2,) coordinates}: the two lowest non-trivial eigenvectors of the graph Laplacian (edges weighted
+    by count), from a dense symmetric eigensolver, so the same graph always gets the same layout (the sparse
+    solver behind networkx's spectral_layout starts from a random vector)."""
+    import networkx as nx
+
+    nodes = list(graph.nodes)
+    laplacian = nx.laplacian_matrix(graph, nodelist=nodes, weight="count").toarray().astype(float)
+    _, vectors = np.linalg.eigh(laplacian)
+    xy = vectors[:, 1:3]
+    xy = xy * np.where(xy[np.argmax(np.abs(xy), axis=0), [0, 1]] < 0, -1.0, 1.0)  # a fixed sign per axis
+    return {node: xy[k] for k, node in enumerate(nodes)}
 
 
 def _place(view, numbers, positions):

@@ -106,12 +106,27 @@ def _text(page, css_class: str) -> str:
     return page.locator(f".{css_class}").first.inner_text()
 
 
-def _hover(page, x: float, y: float) -> str:
-    """Move the mouse to (x, y); plotly's hover label there ('' if none). Plotly clicks the hovered point."""
+def _hover(page, x: float, y: float, wait_s: float = 2.0) -> str:
+    """Move the mouse to (x, y); plotly's hover label there ('' if none appears within wait_s). Plotly clicks the
+    hovered point."""
     page.mouse.move(x, y)
-    page.wait_for_timeout(250)
+    page.wait_for_timeout(250)  # the label of the point hovered before may still be there: give plotly its turn
     labels = page.locator(".hoverlayer .hovertext")
+    deadline = time.monotonic() + wait_s
+    while not labels.count() and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
     return (labels.first.text_content() or "") if labels.count() else ""
+
+
+def _by_isolation(points, others=()):
+    """The points, the farthest from every other point (of the same list and of `others`) first."""
+    every = list(points) + list(others)
+
+    def gap(p):
+        return min(((q["px"] - p["px"]) ** 2 + (q["py"] - p["py"]) ** 2 for q in every if q is not p),
+                   default=float("inf"))
+
+    return sorted(points, key=gap, reverse=True)
 
 
 def _timed_click(page, candidates, label, probe, condition, what: str):
@@ -181,13 +196,26 @@ def test_minima_browser_at_scale_draws_clicks_and_filters(lab, page, console, sc
                                       "the details of the clicked minimum")
         log.append(f"node click -> minimum {target['c']} shown in {node_s:.2f} s")
 
-        # 3. a click on the diamond of an edge with a stored band: its path is drawn
-        candidates = [p for p in _isolated(inside(diamonds), nodes["points"]) if tuple(sorted(p["c"])) in banded]
+        # 3. a click on the diamond of an edge with a stored band: its path is drawn. A thousand minima crowd the
+        # plot, and plotly's hover picks the marker nearest the mouse measured from the marker's edge, so a diamond
+        # beside a large node loses to it: zoom in on the diamond first (a drag box, as a user would), then click
+        banded_diamonds = _by_isolation([p for p in inside(diamonds) if tuple(sorted(p["c"])) in banded],
+                                        nodes["points"] + diamonds["points"])
+        assert banded_diamonds, f"none of the {len(banded)} edges with a band has its diamond drawn"
+        aim = banded_diamonds[0]
+        page.mouse.move(aim["px"] - 12, aim["py"] - 12)
+        page.mouse.down()
+        page.mouse.move(aim["px"] + 12, aim["py"] + 12, steps=5)
+        page.mouse.up()
+        page.wait_for_timeout(1000)
+        zoomed = [p for p in _points(page, TITLE, 3)["points"] if p["c"] == aim["c"]]
         edge = lambda p: rf"^edge ({p['c'][0]}-{p['c'][1]}|{p['c'][1]}-{p['c'][0]}):"  # noqa: E731
-        d, edge_s = _timed_click(page, candidates, edge,
+        d, edge_s = _timed_click(page, zoomed, edge,
                                  lambda p: (_text(p, "so3k-edge-details"), _points(p, "barrier path of edge", 0)),
                                  lambda v, p: re.match(edge(p), v[0]) and v[1] is not None and v[1]["n"] >= 3,
                                  "the barrier path of the clicked edge")
+        page.mouse.dblclick(d["px"], d["py"] + 40)  # back to the whole graph (plotly's double-click autoscale)
+        page.wait_for_timeout(1000)
         log.append(f"diamond click -> barrier path of edge {d['c']} shown in {edge_s:.2f} s "
                    f"({_points(page, 'barrier path of edge', 0)['n']} images)")
 
