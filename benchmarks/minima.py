@@ -227,27 +227,18 @@ def barriers(args, potential, start, db, graph):
     graph, bands = graph_barriers(potential, start, db, graph, max_edges=args.barriers, n_images=args.neb_images,
                                   fmax=args.neb_fmax, progress=True, checkpoint=args.out / "bands.npz")
     wall = time.perf_counter() - t0
-    e_min = min(db.energies)
     print(f"\nbarriers: climbing-image NEB, {args.neb_images} inner images, fmax {args.neb_fmax:g} eV/A, "
           f"{len(bands)} edges ({sum(b.evaluations for b in bands.values())} evaluations; this call {wall:.0f} s)")
-    from so3krates_lab.analysis import rotatable_bonds, symmetric_rmsd
-    from so3krates_lab.analysis.torsions import torsion_angles
+    from so3krates_lab.analysis import edge_report
 
-    torsions = rotatable_bonds(db.numbers, db.geometry(0))
+    rows = edge_report(db, bands)
     print(f"{'edge':>10} {'E_u meV':>8} {'E_v meV':>8} {'forward meV':>12} {'backward meV':>13} {'steps':>6} "
           f"{'converged':>9} {'RMSD A':>7} {'torsions >60 deg':>16}")
-    rows = []
-    for (u, v), band in bands.items():
-        d = graph.edges[u, v]
-        rmsd = float(symmetric_rmsd(db.geometry(u), db.geometry(v), db.groups)[0])
-        turn = np.abs((torsion_angles(db.geometry(u), torsions) - torsion_angles(db.geometry(v), torsions) + 180.0)
-                      % 360.0 - 180.0)
-        print(f"{f'{u}-{v}':>10} {1e3 * (db.energies[u] - e_min):8.0f} {1e3 * (db.energies[v] - e_min):8.0f} "
-              f"{1e3 * d['barrier_forward_eV']:12.0f} {1e3 * d['barrier_backward_eV']:13.0f} {d['neb_steps']:6d} "
-              f"{str(d['neb_converged']):>9} {rmsd:7.2f} {int((turn > 60).sum()):16d}")
-        rows.append({"u": u, "v": v, "rmsd_A": rmsd, "torsions_changed": int((turn > 60).sum()),
-                     **{k: d[k] for k in ("saddle_energy", "barrier_forward_eV", "barrier_backward_eV",
-                                          "neb_converged", "neb_steps", "neb_evaluations")}})
+    for r in rows:
+        edge = f"{r['u']}-{r['v']}"
+        print(f"{edge:>10} {1e3 * r['energy_u_eV']:8.0f} {1e3 * r['energy_v_eV']:8.0f} "
+              f"{1e3 * r['barrier_forward_eV']:12.0f} {1e3 * r['barrier_backward_eV']:13.0f} {r['steps']:6d} "
+              f"{str(r['converged']):>9} {r['rmsd_A']:7.2f} {r['torsions_turned']:16d}")
     atomic_write(args.out / "barriers.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
     joined = sorted({m for r in rows for m in (r["u"], r["v"])})
     tree = tree_from_graph(graph, n_levels=30, joined_only=True)
@@ -256,7 +247,7 @@ def barriers(args, potential, start, db, graph):
     fig = disconnectivity_figure(tree, title=f"{args.start.stem}, {args.model.stem}: disconnectivity graph of "
                                              f"{len(joined)} minima joined by {len(rows)} NEB barriers")
     atomic_write(args.out / "disconnectivity.html", lambda tmp: fig.write_html(tmp, include_plotlyjs="cdn"))
-    print(f"converged {sum(r['neb_converged'] for r in rows)} of {len(rows)}; wrote barriers.json, "
+    print(f"converged {sum(r['converged'] for r in rows)} of {len(rows)}; wrote barriers.json, "
           f"disconnectivity.html")
     if args.check_barriers > 0:
         check_barriers(args, start, bands)
@@ -267,16 +258,14 @@ def check_barriers(args, start, bands):
     """The first --check-barriers converged bands with barriers below 1 eV re-converged as climbing-image NEBs with
     GFN2-xTB from the model's band (end points re-relaxed with xTB); the table and barrier_check.json (resumable,
     per band)."""
-    from so3krates_lab.analysis import reference_neb
+    from so3krates_lab.analysis import plausible_bands, reference_neb
     from so3krates_lab.fileio import atomic_write
     from so3krates_lab.reference import gfn2_xtb
 
     cache = args.out / "barrier_check.json"
     rows = json.loads(cache.read_text()) if cache.exists() else []
     done = {(r["u"], r["v"]) for r in rows}
-    # converged bands below 1 eV: a torsional step of a peptide; higher ones join minima that no single
-    # conformational step connects (hops that turned several torsions at once) and are not worth a reference NEB
-    picked = [edge for edge, band in bands.items() if band.converged and band.barrier < 1.0][:args.check_barriers]
+    picked = list(plausible_bands(bands))[:args.check_barriers]  # higher bands are not worth a reference NEB
     for (u, v) in picked:
         if (u, v) in done:
             continue
@@ -305,20 +294,12 @@ def check_barriers(args, start, bands):
 
 
 def print_profile(st: dict, unique: int) -> None:
-    """Where the evaluations of a hop run went: minimiser steps by how each quench ended, the steps not split
-    (quenches in flight at the stop, and steps of calls made before the split was counted) and the idle slots and
-    restarts (evaluations minus busy steps)."""
-    rows = [("to a new minimum", st["new"], st.get("steps_new", 0)),
-            ("to a known minimum", st["known"], st.get("steps_known", 0)),
-            ("back to its own minimum", st["returned"], st.get("steps_returned", 0)),
-            ("walker starts", None, st.get("steps_start", 0)),
-            ("not converged or rearranged", st["not_converged"] + st["rearranged"], st.get("steps_failed", 0))]
-    split = sum(steps for _, _, steps in rows)
-    rows += [("not split (in flight, or before the split was counted)", None, st["relax_steps"] - split),
-             ("idle slots and fresh-chunk evaluations", None, st["evaluations"] - st["relax_steps"])]
+    """`analysis.evaluation_profile` of a hop run as a table."""
+    from so3krates_lab.analysis import evaluation_profile
+
     print(f"\nwhere the {st['evaluations']} evaluations went ({st['evaluations'] / max(unique, 1):.0f} per unique minimum)")
     print(f"{'quenches':>45} {'count':>7} {'evaluations':>12} {'share':>6} {'per minimum':>12}")
-    for name, count, steps in rows:
+    for name, count, steps in evaluation_profile(st):
         print(f"{name:>45} {'' if count is None else count:>7} {steps:12d} {steps / max(st['evaluations'], 1):6.1%} "
               f"{steps / max(unique, 1):12.0f}")
 
@@ -375,7 +356,9 @@ def ship(args, run, summary, bands):
     stem = Path(args.ship)
     # the bands a user can read as a barrier: converged, and below 1 eV (a higher one crossed the molecule, see
     # check_barriers); the others stay in --out/bands.npz
-    kept = {edge: band for edge, band in bands.items() if band.converged and band.barrier < 1.0}
+    from so3krates_lab.analysis import plausible_bands
+
+    kept = plausible_bands(bands)
     summary = {**summary, "bands_shipped": f"{len(kept)} of {len(bands)} NEB bands: converged, barrier below 1 eV"}
     bands = kept
     js = save_minima(stem, run.database, run.sequences, {"stats": run.stats, "history": run.history}, bands=bands)

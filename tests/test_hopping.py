@@ -10,7 +10,7 @@ from ase.build import molecule
 
 from so3krates_lab import System
 from so3krates_lab.analysis import (
-    backbone_torsions, bond_graph, dihedrals, hop_minima, load_minima, minima_vs_evaluations, rotatable_bonds, rotate,
+    backbone_torsions, bond_graph, dihedrals, evaluation_profile, hop_minima, load_minima, minima_vs_evaluations, rotatable_bonds, rotate,
     torsion_kick,
 )
 from so3krates_lab.data import load, shipped_path
@@ -95,6 +95,9 @@ def test_hopping_finds_the_three_torsion_minima_records_its_hops_and_resumes(tmp
     by_outcome = [st[key] for key in ("steps_new", "steps_known", "steps_returned", "steps_start", "steps_failed")]
     assert 0 < st["relax_steps"] - sum(by_outcome) <= 3 * 2000 and st["steps_failed"] == 0
     assert st["steps_new"] > 0 and st["steps_known"] > 0
+    profile = evaluation_profile(st)
+    assert sum(evaluations for *_, evaluations in profile) == st["evaluations"]
+    assert [count for _, count, _ in profile[:3]] == [st["new"], st["known"], st["returned"]]
     # every hop between different minima is one edge count
     hops = sum(1 for seq in run.sequences.values() for (f0, m0), (f1, m1) in zip(seq[::2], seq[1::2]) if m0 != m1)
     assert sum(d["count"] for *_, d in run.graph.edges(data=True)) == hops == st["new"] + st["known"]

@@ -220,3 +220,24 @@ def test_reference_neb_on_the_same_potential_reproduces_the_barrier(climbing_ban
     assert again.barrier == pytest.approx(climbing_band.barrier, abs=1e-6)
     with pytest.raises(ValueError, match="band.positions"):
         reference_neb(PotentialCalculator(TORSION), SYSTEM.numbers[:3], climbing_band)
+
+
+def test_edge_report_and_plausible_bands_describe_the_bands(analytic):
+    """edge_report gives each band's ends, barriers, RMSD and turned torsions (anti-gauche: one torsion, 120
+    degrees); plausible_bands keeps the converged ones below the ceiling."""
+    from so3krates_lab.analysis import Band, edge_report, plausible_bands
+    from so3krates_lab.analysis.torsions import Torsion
+
+    db, graph = _three_minima(analytic)
+    _, bands = graph_barriers(TORSION, SYSTEM, db, graph, n_images=4, fmax=0.05)
+    rows = edge_report(db, bands, torsions=[Torsion(b=1, c=2, moving=(2, 3), a=0, d=3)])
+    assert [(r["u"], r["v"]) for r in rows] == list(bands)
+    for r, band in zip(rows, bands.values()):
+        assert r["torsions_turned"] == 1 and r["rmsd_A"] > 0.3 and r["energy_u_eV"] == pytest.approx(0.0, abs=1e-9)
+        assert r["barrier_forward_eV"] == band.barrier and r["converged"] == band.converged
+    high = Band(positions=bands[0, 1].positions, energies=bands[0, 1].energies + np.r_[0, 2.0 * np.ones(4), 0],
+                climbing=2, converged=True, steps=1, evaluations=1)
+    stuck = Band(positions=high.positions, energies=bands[0, 1].energies, climbing=2, converged=False, steps=1,
+                 evaluations=1)
+    assert list(plausible_bands({**bands, (1, 2): high, (2, 3): stuck})) == list(bands)
+    assert plausible_bands({(1, 2): high}, max_barrier_eV=5.0) == {(1, 2): high}

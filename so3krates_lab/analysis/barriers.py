@@ -448,5 +448,32 @@ def graph_barriers(potential, system, db, graph, *, max_edges: int | None = None
     return graph, done
 
 
-__all__ = ["Band", "edge_attributes", "graph_barriers", "idpp_interpolate", "interpolate", "load_bands", "neb",
+def plausible_bands(bands: dict, max_barrier_eV: float = 1.0) -> dict:
+    """The bands {(u, v): Band} that read as a barrier of one conformational step: converged, and below
+    max_barrier_eV from their first end point. A band between minima that no single step joins (a hop that swung
+    part of the molecule around) crosses the molecule and ends eV high, converged or not."""
+    return {edge: band for edge, band in bands.items() if band.converged and band.barrier < max_barrier_eV}
+
+
+def edge_report(db, bands: dict, torsions=None, turned_deg: float = 60.0) -> list[dict]:
+    """One row per band {(u, v): Band} of minima in `db`: u, v, energies of both ends above the lowest minimum
+    (eV), the barriers both ways (eV), steps, converged, the end points' symmetric RMSD (Angstrom) and how many
+    torsions (`torsions`, default `rotatable_bonds` of minimum 0) differ by more than turned_deg between them."""
+    from .torsions import rotatable_bonds, torsion_angles
+
+    torsions = rotatable_bonds(db.numbers, db.geometry(0)) if torsions is None else torsions
+    lowest = min(db.energies)
+    rows = []
+    for (u, v), band in bands.items():
+        a, b = db.geometry(u), db.geometry(v)
+        turn = np.abs((torsion_angles(a, torsions) - torsion_angles(b, torsions) + 180.0) % 360.0 - 180.0)
+        rows.append({"u": u, "v": v, "energy_u_eV": db.energies[u] - lowest, "energy_v_eV": db.energies[v] - lowest,
+                     "barrier_forward_eV": band.barrier, "barrier_backward_eV": band.reverse_barrier,
+                     "steps": band.steps, "converged": band.converged, "evaluations": band.evaluations,
+                     "rmsd_A": float(symmetric_rmsd(a, b, db.groups)[0]),
+                     "torsions_turned": int((turn > turned_deg).sum())})
+    return rows
+
+
+__all__ = ["Band", "edge_attributes", "edge_report", "plausible_bands", "graph_barriers", "idpp_interpolate", "interpolate", "load_bands", "neb",
            "neb_many", "save_bands"]

@@ -334,3 +334,20 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
                 save()
                 last_save = time.perf_counter()
     return finish(Exploration(db, sequences, history, stats), t0, interrupt, save if checkpoint is not None else None)
+
+
+def evaluation_profile(stats: dict) -> list[tuple[str, int | None, int]]:
+    """Where the energy + forces evaluations of a `hop_minima` run went: rows (what, quenches or None,
+    evaluations), the busy minimiser steps by how each quench ended (new minimum, known one, back to the walker's
+    own, walker starts, not converged or rearranged), then the steps not split by outcome (quenches in flight at
+    the stop, or calls checkpointed before the split was counted) and the idle slots and fresh-chunk
+    evaluations. The evaluations of all rows add up to stats["evaluations"]."""
+    rows = [("to a new minimum", stats["new"], stats.get("steps_new", 0)),
+            ("to a known minimum", stats["known"], stats.get("steps_known", 0)),
+            ("back to its own minimum", stats["returned"], stats.get("steps_returned", 0)),
+            ("walker starts", None, stats.get("steps_start", 0)),
+            ("not converged or rearranged", stats["not_converged"] + stats["rearranged"], stats.get("steps_failed", 0))]
+    split = sum(steps for _, _, steps in rows)
+    return rows + [("not split (in flight, or before the split was counted)", None, stats["relax_steps"] - split),
+                   ("idle slots and fresh-chunk evaluations", None, stats["evaluations"] - stats["relax_steps"])]
+
