@@ -407,6 +407,18 @@ def live_button(page, name: str):
     return box.locator("button", has_text=re.compile(rf"^\s*{re.escape(name)}\s*$"))
 
 
+def hover_text(page, x: float, y: float, wait_s: float = 1.0) -> str:
+    """Move the mouse to (x, y) on the page; the text of plotly's hover label there ('' if none appears within
+    wait_s). Plotly clicks the hovered point, so a click there hits the point the label names."""
+    page.mouse.move(x, y)
+    page.wait_for_timeout(250)  # the label of the point hovered before may still be there: give plotly its turn
+    labels = page.locator(".hoverlayer .hovertext")
+    deadline = time.monotonic() + wait_s
+    while not labels.count() and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    return (labels.first.text_content() or "") if labels.count() else ""
+
+
 def wait_until(page, probe, condition, timeout_s: float, what: str, poll_s: float = 0.25):
     """Poll probe(page) until condition(value) holds; TimeoutError naming `what` and the last value."""
     deadline = time.monotonic() + timeout_s

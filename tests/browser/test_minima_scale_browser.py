@@ -106,18 +106,6 @@ def _text(page, css_class: str) -> str:
     return page.locator(f".{css_class}").first.inner_text()
 
 
-def _hover(page, x: float, y: float, wait_s: float = 2.0) -> str:
-    """Move the mouse to (x, y); plotly's hover label there ('' if none appears within wait_s). Plotly clicks the
-    hovered point."""
-    page.mouse.move(x, y)
-    page.wait_for_timeout(250)  # the label of the point hovered before may still be there: give plotly its turn
-    labels = page.locator(".hoverlayer .hovertext")
-    deadline = time.monotonic() + wait_s
-    while not labels.count() and time.monotonic() < deadline:
-        page.wait_for_timeout(100)
-    return (labels.first.text_content() or "") if labels.count() else ""
-
-
 def _by_isolation(points, others=()):
     """The points, the farthest from every other point (of the same list and of `others`) first."""
     every = list(points) + list(others)
@@ -134,7 +122,7 @@ def _timed_click(page, candidates, label, probe, condition, what: str):
     mouse is the one meant, not a neighbour), then click it: (the point, the seconds from the click until
     probe(page) satisfies condition(value, point))."""
     for point in candidates[:40]:
-        if re.search(label(point), _hover(page, point["px"], point["py"])):
+        if re.search(label(point), labdriver.hover_text(page, point["px"], point["py"])):
             break
     else:
         raise AssertionError(f"none of {len(candidates[:40])} candidate points for {what} showed its own hover label")

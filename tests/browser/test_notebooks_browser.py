@@ -78,17 +78,9 @@ def _shown_minimum(page) -> int:
     return number_after(page, ".so3k-minimum-details", "minimum")
 
 
-def _hover_text(page, x: float, y: float) -> str:
-    """Move the mouse to (x, y) on the page; the text of plotly's hover label there ('' if none)."""
-    page.mouse.move(x, y)
-    page.wait_for_timeout(300)
-    labels = page.locator(".hoverlayer .hovertext")
-    return (labels.first.text_content() or "") if labels.count() else ""
-
-
 def _hovered_minimum(page, x: float, y: float) -> int | None:
     """Move the mouse to (x, y) on the page; the node number in plotly's hover label there, if any."""
-    match = re.search(r"minimum\s+(\d+):", _hover_text(page, x, y))
+    match = re.search(r"minimum\s+(\d+):", labdriver.hover_text(page, x, y))
     return int(match.group(1)) if match else None
 
 
@@ -134,7 +126,7 @@ def check_spectrum_explorer(page) -> list[str]:
     shows = lambda text, mode: f"mode {mode[0]} of" in text and f"{mode[1]} cm" in text  # noqa: E731
     target, where = None, None
     for x, y in _point_centres(explorer):
-        match = re.search(r"mode\s+(\d+):\s*([\d.]+)\s*cm", _hover_text(page, x, y))  # "mode 5: 1012.9 cm-1"
+        match = re.search(r"mode\s+(\d+):\s*([\d.]+)\s*cm", labdriver.hover_text(page, x, y))  # "mode 5: 1012.9 cm-1"
         if match and not shows(before, match.groups()):
             target, where = match.groups(), (x, y)
             break
