@@ -14,7 +14,7 @@ import importlib
 
 # Names are imported when first used (PEP 562), so `import so3krates_lab` is instant: a command line can install
 # its Ctrl-C guard (so3krates_lab.interrupts) before JAX and SciPy load, and `import so3krates_lab.cli` stays cheap.
-_SUBPACKAGES = {"analysis", "data", "md", "pretrained"}
+_SUBPACKAGES = {"analysis", "data", "distributed", "md", "pretrained"}
 _NAMES = {
     "MorsePotential": "analytic", "StoreBusyError": "fileio", "Interrupted": "interrupts",
     "Potential": "model", "So3kratesConfig": "model",
@@ -40,10 +40,10 @@ def __dir__():
     return sorted(set(globals()) | _SUBPACKAGES | set(_NAMES))
 
 
-__version__ = "0.2.0"
+__version__ = "0.2.0"  #: the package version (PEP 440)
 
 __all__ = [
     "BasePotential", "Dataset", "FitResult", "Graph", "Interrupted", "MorsePotential", "Potential", "PotentialProtocol", "Prediction",
-    "So3kratesConfig", "StoreBusyError", "StructureError", "System", "TrainConfig", "Trajectory", "__version__", "analysis", "data",
+    "So3kratesConfig", "StoreBusyError", "StructureError", "System", "TrainConfig", "Trajectory", "__version__", "analysis", "data", "distributed",
     "error_report", "fit", "md", "pretrained",
 ]

@@ -33,6 +33,9 @@ class MorsePotential(BasePotential):
 
     There is no switching function: the energy jumps where a pair crosses the cutoff, so choose a cutoff beyond
     every distance that matters (the default 10 A holds a small cluster whole).
+
+    depth: the well depth, eV; a: the width parameter, 1/Angstrom; r0: the equilibrium distance, Angstrom;
+    cutoff: Angstrom; dtype: "float32" or "float64".
     """
 
     depth: float = 0.5  # eV

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from .structures import Graph
 
+#: The type of an energy function: energy_fn(variables, graph) -> (G,) energies in eV.
 EnergyFn = Callable[[dict, Graph], jax.Array]
 
 
@@ -22,6 +23,7 @@ EnergyFn = Callable[[dict, Graph], jax.Array]
 # XLA's own dot emitter on the 2-core development machines in alternating side-by-side runs
 # (`benchmarks/speed.py --ynn on|off`, see README): 25-40% on the buckyball catcher and water-192, 2-30% on
 # ethanol and aspirin. The option is passed per compiled function, never set globally.
+#: XLA options for compiled functions on the CPU backend (YNNPACK dot fusions off; see `compiler_options`).
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 

@@ -10,6 +10,11 @@ split (--n-train, --n-valid, --n-test, --seed), names another data file or anoth
 run in --out stops with a message (exit code 2) instead: use --fresh or another --out. So does a second command
 on an --out that another process is writing (it holds --out/.writer.lock for its whole run): the message names
 that process.
+
+Several processes train as one job (the global batch split over all their devices): start the same command on
+every process with --coordinator HOST:PORT --num-processes N --process-id I (process 0 listens on HOST:PORT), or
+with --cluster under a scheduler JAX understands (SLURM, Open MPI, Kubernetes). --out must be the same folder
+for every process (a shared file system): process 0 writes it, every process reads it to resume.
 """
 
 from __future__ import annotations
@@ -56,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None, help="seed of the split and of training (default 0)")
     t.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint instead of resuming")
     t.add_argument("--no-progress", action="store_true")
+    d = p.add_argument_group("several processes (so3krates_lab.distributed)")
+    d.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="process 0's address, the same on every process")
+    d.add_argument("--num-processes", type=int, default=None, metavar="N", help="processes in the job")
+    d.add_argument("--process-id", type=int, default=None, metavar="I", help="this process's index, 0 to N-1")
+    d.add_argument("--cluster", action="store_true",
+                   help="read coordinator, process count and index from the cluster scheduler (SLURM, ...)")
     t.add_argument("--no-refit-energies", action="store_true",
                    help="keep the element energies as trained (default: refit them to the training set's "
                         "energy residuals by least squares after training; forces are unaffected)")
@@ -87,12 +98,25 @@ def main(argv=None) -> int:
     """The command; Ctrl-C or SIGTERM at any moment (loading, compiling, training) saves what training has done
     and exits with status 130 and a one-line message: rerunning the same command resumes."""
     args = build_parser().parse_args(argv)
+    from contextlib import nullcontext
+
     from .fileio import StoreBusyError, WriterLock
     from .interrupts import deferred_interrupts
 
+    several = (args.coordinator, args.num_processes, args.process_id)
+    if args.cluster or any(v is not None for v in several):
+        from . import distributed
+
+        try:  # before anything else uses JAX
+            distributed.initialize(*several, auto=args.cluster and all(v is None for v in several))
+        except ValueError as err:
+            return _fail(f"--coordinator, --num-processes and --process-id go together (or --cluster): {err}")
+        main_process = distributed.is_main_process()
+    else:
+        main_process = True
     args.out.mkdir(parents=True, exist_ok=True)
     try:  # one run per --out: a second one stops here, before it loads or writes anything
-        out_lock = WriterLock(args.out, folder=True)
+        out_lock = WriterLock(args.out, folder=True) if main_process else nullcontext()
     except StoreBusyError as err:
         return _fail(str(err))
     with out_lock, deferred_interrupts() as interrupt:
@@ -107,14 +131,16 @@ def main(argv=None) -> int:
 
 
 def _main(args, interrupt, argv) -> int:
+    import jax
+
     from .data import Split, load, random_split
     from .model import Potential, So3kratesConfig
     from .train import TrainConfig, error_report, error_table, fit, refit_element_energies
     from .widgets.plots import parity_plot
 
+    main_process = jax.process_index() == 0  # with several processes, process 0 writes and prints
+    say = print if main_process else (lambda *a, **k: None)
     if args.dtype == "float64":
-        import jax
-
         jax.config.update("jax_enable_x64", True)
     data = load(args.data, energy_unit=args.energy_unit, length_unit=args.length_unit)
     n = len(data)
@@ -139,7 +165,8 @@ def _main(args, interrupt, argv) -> int:
         train, valid, test = split.apply(data)
     except ValueError as e:
         return _fail(f"{args.split or split_path} does not fit {args.data}: {e}")
-    split.save(split_path)
+    if main_process:
+        split.save(split_path)
 
     start = None  # --init: the model to fine-tune
     if args.init is not None:
@@ -178,15 +205,17 @@ def _main(args, interrupt, argv) -> int:
     provenance = {"data_file": str(Path(args.data).resolve()), "data_sha256": data.sha256, "split": split.to_dict(),
                   "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom"},
                   "command": "so3krates-train " + " ".join(sys.argv[1:] if argv is None else argv)}
-    print(f"{data.name or args.data}: {n} frames -> train {len(train)}, valid {len(valid)}, test {len(test)}")
+    say(f"{data.name or args.data}: {n} frames -> train {len(train)}, valid {len(valid)}, test {len(test)}")
     t0 = time.perf_counter()
     result = fit(train, valid, config if start is None else start, tc, checkpoint=ckpt_path, resume=not args.fresh,
                  progress=not args.no_progress, metadata=provenance)
     wall = time.perf_counter() - t0
     if result.interrupted or interrupt.requested:
-        print(f"interrupted ({interrupt.requested or 'stopped'}) at step {result.step}: {ckpt_path} holds it; "
+        say(f"interrupted ({interrupt.requested or 'stopped'}) at step {result.step}: {ckpt_path} holds it; "
               "rerun the same command to resume")
         return 130
+    if not main_process:  # the model, its report and plot are process 0's to write
+        return 0
     potential = result.potential
     if not args.no_refit_energies:
         # The 99:1 force:energy loss leaves energies free to carry a near-constant offset; remove it.

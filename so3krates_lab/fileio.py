@@ -219,9 +219,11 @@ def _release(key: str, held: _Held) -> None:
 class WriterLock:
     """The writer lock of a store folder (`folder=True`: `<path>/.writer.lock`) or of a single file (`<path>.lock`
     beside it), taken at construction (creating the folder if missing): raises `StoreBusyError` naming the
-    holder when another process holds it. Within one process any number of `WriterLock`s on one path coexist.
+    holder when another process holds it. Within one process any number of `WriterLock` objects on one path
+    coexist.
 
-    Held until `release()` (idempotent), the end of a `with` block, or garbage collection."""
+    path: the store folder or the file; folder: whether `path` is a folder.
+    Held until `release()` (idempotent), the end of a ``with`` block, or garbage collection."""
 
     def __init__(self, path, *, folder: bool = False):
         self.path, self.folder = Path(path), bool(folder)
@@ -238,9 +240,11 @@ class WriterLock:
 
     @property
     def held(self) -> bool:
+        """Whether this object still holds its share of the lock (False after `release`)."""
         return self._finalizer.alive
 
     def release(self) -> None:
+        """Give this object's share of the lock back (idempotent); the lock file goes with the last holder."""
         self._finalizer()
 
     def __enter__(self) -> "WriterLock":
@@ -253,10 +257,11 @@ class WriterLock:
         return f"WriterLock({str(self.path)!r}, folder={self.folder}, held={self.held})"
 
 
-def holds_writer_lock(argument: str, target: Callable[[Path], Path] = Path):
+def holds_writer_lock(argument: str, target: Callable[[Path], Path] = Path, *, main_process_only: bool = False):
     """Decorator: while a call runs, hold the file `WriterLock` of `target(Path(value))`, where value is the
     call's `argument` (skipped when it is None); a second process calling on the same path gets StoreBusyError
-    before the function does any work."""
+    before the function does any work. main_process_only: in a multi-process job (`so3krates_lab.distributed`)
+    only process 0 takes the lock, for functions whose other processes never write to the path."""
 
     def decorate(fn):
         signature = inspect.signature(fn)
@@ -267,7 +272,7 @@ def holds_writer_lock(argument: str, target: Callable[[Path], Path] = Path):
                 value = signature.bind_partial(*args, **kwargs).arguments.get(argument)
             except TypeError:
                 value = None  # the call itself raises the TypeError
-            if value is None:
+            if value is None or (main_process_only and not _is_main_process()):
                 return fn(*args, **kwargs)
             with WriterLock(target(Path(value))):
                 return fn(*args, **kwargs)
@@ -277,8 +282,15 @@ def holds_writer_lock(argument: str, target: Callable[[Path], Path] = Path):
     return decorate
 
 
-NPZ_MAGIC = b"PK\x03\x04"  # an .npz is a zip archive: every one starts with a local file header
-NPY_MAGIC = b"\x93NUMPY"
+def _is_main_process() -> bool:
+    """False only on processes 1, 2, ... of a multi-process JAX job (JAX already imported by then: this module
+    does not import it)."""
+    jax = sys.modules.get("jax")
+    return jax is None or jax.process_index() == 0
+
+
+NPZ_MAGIC = b"PK\x03\x04"  #: an .npz is a zip archive: every one starts with a local file header
+NPY_MAGIC = b"\x93NUMPY"  #: the first bytes of a single .npy array (np.save)
 
 
 def read_head(path, n: int = 64) -> bytes:
@@ -293,6 +305,15 @@ def not_npz_reason(head: bytes) -> str | None:
 
     Sniffing first keeps numpy's advice for other files ("load it unsafely using allow_pickle=") out of
     this package's errors: nothing here ever unpickles a file.
+
+    >>> not_npz_reason(NPZ_MAGIC + b"rest of a zip") is None
+    True
+    >>> not_npz_reason(b'{"energy": -97.1}')
+    "it starts with '{', like a JSON file"
+    >>> not_npz_reason(NPY_MAGIC + b"header")
+    'it is a single .npy array, written by np.save rather than np.savez'
+    >>> not_npz_reason(b"")
+    'the file is empty (0 bytes)'
     """
     if head.startswith(NPZ_MAGIC) or head.startswith(b"PK\x05\x06"):  # a zip (the second: an empty one)
         return None
@@ -326,3 +347,9 @@ def _as_text(head: bytes) -> str | None:
     if any(ord(c) < 32 and c not in "\t\r\n\f" for c in text):
         return None
     return text
+
+
+__all__ = [
+    "NPY_MAGIC", "NPZ_MAGIC", "StoreBusyError", "WriterLock", "atomic_write", "holds_writer_lock", "not_npz_reason",
+    "read_head",
+]

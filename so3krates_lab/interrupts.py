@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM that wait for a safe point: long loops stop between steps, never inside a compiled call.
+"""Ctrl-C and SIGTERM that wait for a safe point: long loops stop between steps, never inside a compiled call::
 
     with deferred_interrupts() as interrupt:
         while ...:
@@ -88,6 +88,8 @@ class DeferredInterrupts:
 
 
 def deferred_interrupts() -> DeferredInterrupts:
+    """A new `DeferredInterrupts` context (see the module docstring): ``with deferred_interrupts() as interrupt:``
+    records SIGINT / SIGTERM in ``interrupt.requested`` until the block ends."""
     return DeferredInterrupts()
 
 

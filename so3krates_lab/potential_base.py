@@ -1,7 +1,7 @@
 """The potential protocol: what every energy model in the toolkit offers, and the behaviour built on it.
 
 A potential is a JAX pytree (for example a `flax.struct.dataclass`: arrays as leaves, settings as static fields)
-with three members:
+with three members::
 
     cutoff: float              Angstrom; the energy depends only on pairs closer than this
     dtype:  str                "float32" or "float64", the float type of positions it computes in
@@ -28,17 +28,19 @@ import numpy as np
 from .autodiff import compiler_options, energy_and_forces, energy_forces_stress
 from .structures import Graph, System
 
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64")  #: the float types a potential may compute in
 
 
 @runtime_checkable
 class PotentialProtocol(Protocol):
-    """The three members every potential has (see the module docstring); for type hints and isinstance checks."""
+    """The three members every potential has (see the module docstring); for type hints and isinstance checks:
+    cutoff (Angstrom), dtype ("float32" or "float64") and energy(graph)."""
 
     cutoff: float
     dtype: str
 
     def energy(self, graph: Graph) -> jax.Array:
+        """(G,) energies in eV of the structures of a padded `Graph` (traceable, jittable)."""
         ...
 
 
@@ -96,7 +98,7 @@ def float_dtype(potential) -> type:
 class BasePotential:
     """Behaviour shared by every potential; subclasses define `cutoff`, `dtype` and `energy(graph)`.
 
-    Subclass it as a pytree (`@flax.struct.dataclass`), e.g. an analytic pair potential:
+    Subclass it as a pytree (`@flax.struct.dataclass`), e.g. an analytic pair potential::
 
         @struct.dataclass
         class Harmonic(BasePotential):

@@ -1,4 +1,4 @@
-"""Pretrained models shipped with the toolkit, as `Potential`s in one call.
+"""Pretrained models shipped with the toolkit, as `Potential` objects in one call.
 
     pot = so3krates_lab.pretrained.load("ethanol_pbe")      # SO3krates trained on the shipped ethanol PBE data
     pot = so3krates_lab.pretrained.so3lr(total_charge=0)    # SO3LR, the published general organic model

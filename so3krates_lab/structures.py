@@ -36,12 +36,14 @@ def _as_float_array(name: str, value, shape_tail: tuple[int, ...]) -> np.ndarray
 class System:
     """One structure in internal units.
 
-    numbers:   (N,)   atomic numbers, 1..118
-    positions: (N, 3) Angstrom
-    cell:      (3, 3) Angstrom, rows are lattice vectors; None for a free molecule
-    pbc:       (3,)   periodic along each lattice vector; all False when cell is None
-    energy:    total energy in eV, or None when unlabelled
-    forces:    (N, 3) eV/Angstrom, or None when unlabelled
+    Fields::
+
+        numbers:   (N,)   atomic numbers, 1..118
+        positions: (N, 3) Angstrom
+        cell:      (3, 3) Angstrom, rows are lattice vectors; None for a free molecule
+        pbc:       (3,)   periodic along each lattice vector; all False when cell is None
+        energy:    total energy in eV, or None when unlabelled
+        forces:    (N, 3) eV/Angstrom, or None when unlabelled
     """
 
     numbers: np.ndarray
@@ -105,10 +107,12 @@ class System:
 
     @property
     def n_atoms(self) -> int:
+        """N, the number of atoms."""
         return int(self.numbers.shape[0])
 
     @property
     def periodic(self) -> bool:
+        """Whether the structure is periodic along any lattice vector."""
         return bool(self.pbc.any())
 
     def box_and_pbc(self) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +122,7 @@ class System:
         return self.cell, self.pbc
 
     def replace(self, **changes) -> "System":
+        """A copy with some fields changed (checked again), e.g. ``system.replace(positions=new)``."""
         return dataclasses.replace(self, **changes)
 
 
@@ -125,10 +130,12 @@ class System:
 class Dataset:
     """An ordered, immutable collection of Systems with provenance.
 
-    name:   short label (e.g. "rmd17_ethanol_train_01")
-    source: path the data came from ("" when built in memory)
-    sha256: hash of the source file ("" when built in memory)
-    file_units: the units the file stored, e.g. {"energy": "kcal/mol", "length": "Angstrom"}
+    Fields besides `systems`::
+
+        name:   short label (e.g. "rmd17_ethanol_train_01")
+        source: path the data came from ("" when built in memory)
+        sha256: hash of the source file ("" when built in memory)
+        file_units: the units the file stored, e.g. {"energy": "kcal/mol", "length": "Angstrom"}
     """
 
     systems: tuple[System, ...]
@@ -167,6 +174,7 @@ class Dataset:
 
     @property
     def n_atoms(self) -> np.ndarray:
+        """(S,) the number of atoms of each structure."""
         return np.array([s.n_atoms for s in self.systems])
 
     @property
@@ -176,24 +184,25 @@ class Dataset:
 
     @classmethod
     def from_systems(cls, systems: Sequence[System], **meta) -> "Dataset":
+        """A Dataset of these Systems; `meta`: the other fields (name, source, ...)."""
         return cls(systems=tuple(systems), **meta)
 
 
 @struct.dataclass
 class Graph:
-    """A padded batch of structures: the model's single input (a JAX pytree).
+    """A padded batch of structures: the model's single input (a JAX pytree)::
 
-    numbers:    (A,)      int32 atomic numbers, 0 marks a padding atom
-    positions:  (A, 3)    Angstrom
-    atom_graph: (A,)      int32 index of the structure each atom belongs to
-    receivers:  (P,)      int32 i of each pair (i, j)
-    senders:    (P,)      int32 j of each pair (i, j)
-    cell_shifts:(P, 3)    image offsets in units of the lattice vectors: r_ij = R_j - R_i + shift @ cell
+        numbers:    (A,)      int32 atomic numbers, 0 marks a padding atom
+        positions:  (A, 3)    Angstrom
+        atom_graph: (A,)      int32 index of the structure each atom belongs to
+        receivers:  (P,)      int32 i of each pair (i, j)
+        senders:    (P,)      int32 j of each pair (i, j)
+        cell_shifts: (P, 3)   image offsets in units of the lattice vectors: r_ij = R_j - R_i + shift @ cell
+        cell:       (G, 3, 3) Angstrom (zeros for free molecules)
+        atom_mask, pair_mask, graph_mask: (A,), (P,), (G,) bool, True for real entries
 
     Each unordered neighbour pair is stored once; the model uses it in both directions (i <- j and j <- i), so
     a Graph with P real pairs has 2P directed pairs.
-    cell:       (G, 3, 3) Angstrom (zeros for free molecules)
-    atom_mask, pair_mask, graph_mask: (A,), (P,), (G,) bool, True for real entries
 
     Padding pairs are masked self-pairs of the last atom slot (a padding atom unless the atom capacity is
     exactly full); padding atoms carry no energy. Always apply the masks.
@@ -223,17 +232,19 @@ _FRAME_FIELDS = ("positions", "velocities", "potential", "kinetic", "temperature
 class Trajectory:
     """Frames of an MD run, as a run returns them and as the trajectory store writes and reads them (host NumPy).
 
-    numbers:     (N,)  atomic numbers
-    time_fs:     (K,)  simulation time of each frame, fs
-    positions:   (K, N, 3) Angstrom, or (K, R, N, 3) for R replicas run together
-    velocities:  like positions, Angstrom/fs
-    potential, kinetic, conserved: (K,) or (K, R) eV (conserved: what the integrator conserves, e.g. the
-                 extended energy of a Nose-Hoover chain; potential + kinetic for NVE and Langevin)
-    temperature: (K,) or (K, R) K
-    cell, pbc:   (3, 3) Angstrom and (3,) bool of a periodic system (None / all False for a free molecule)
-    timestep_fs: the integrator's time step (frames are usually several steps apart), or None
-    stop_reason: why the run stopped early (a watchdog's finding, a stop on request), or None
-    stop_time_fs:(R,) for replicas: when each replica's watchdog tripped (inf: never); None for one structure
+    Fields::
+
+        numbers:     (N,)  atomic numbers
+        time_fs:     (K,)  simulation time of each frame, fs
+        positions:   (K, N, 3) Angstrom, or (K, R, N, 3) for R replicas run together
+        velocities:  (K, N, 3) or (K, R, N, 3) like positions, Angstrom/fs
+        potential, kinetic, conserved: (K,) or (K, R) eV (conserved: what the integrator conserves, e.g. the
+                     extended energy of a Nose-Hoover chain; potential + kinetic for NVE and Langevin)
+        temperature: (K,) or (K, R) K
+        cell, pbc:   (3, 3) Angstrom and (3,) bool of a periodic system (None / all False for a free molecule)
+        timestep_fs: the integrator's time step (frames are usually several steps apart), or None
+        stop_reason: why the run stopped early (a watchdog's finding, a stop on request), or None
+        stop_time_fs:(R,) for replicas: when each replica's watchdog tripped (inf: never); None for one structure
     """
 
     numbers: np.ndarray
@@ -280,6 +291,7 @@ class Trajectory:
 
     @property
     def n_atoms(self) -> int:
+        """N, the number of atoms."""
         return int(self.numbers.shape[0])
 
     @property
@@ -289,6 +301,7 @@ class Trajectory:
 
     @property
     def periodic(self) -> bool:
+        """Whether the system is periodic along any lattice vector."""
         return bool(self.pbc.any())
 
     @property

@@ -24,6 +24,8 @@ ALLOWED = {
     "fileio": set(),
     "memory": set(),
     "interrupts": set(),
+    # the multi-process job (jax.distributed): training and MD ask it who they are
+    "distributed": set(),
     "autodiff": {"structures"},
     "potential_base": {"structures", "autodiff", "graph", "interop"},
     "analytic": {"structures", "potential_base"},
@@ -31,9 +33,10 @@ ALLOWED = {
     "data": {"structures", "units", "fileio"},
     "graph": {"structures"},
     "model": {"structures", "autodiff", "potential_base", "memory", "graph", "fileio"},
-    "train": {"structures", "autodiff", "potential_base", "memory", "interrupts", "data", "graph", "model", "fileio"},
+    "train": {"structures", "autodiff", "potential_base", "memory", "interrupts", "data", "graph", "model", "fileio",
+              "distributed"},
     # md and analysis receive a potential as an argument: they never import the model or training
-    "md": {"structures", "autodiff", "potential_base", "memory", "interrupts", "graph", "fileio"},
+    "md": {"structures", "autodiff", "potential_base", "memory", "interrupts", "graph", "fileio", "distributed"},
     "analysis": {"structures", "autodiff", "potential_base", "memory", "interrupts", "graph", "md", "fileio",
                  "units"},
     "reference": {"structures", "units", "fileio", "interrupts", "data", "analysis"},

@@ -46,9 +46,18 @@ def _as_weights(weights, n_atoms: int) -> np.ndarray:
 def kabsch(reference, positions, weights=None) -> tuple[float, np.ndarray, np.ndarray]:
     """Superpose `positions` (N, 3) onto `reference` (N, 3), both Angstrom, atoms in the same order.
 
-    weights: optional (N,) non-negative weights (e.g. masses); the RMSD is sqrt(sum w |dr|^2 / sum w).
+    weights: optional (N,) non-negative weights (e.g. masses); the RMSD is sqrt(sum w dr^2 / sum w).
     Returns (rmsd Angstrom, rotation (3, 3), aligned positions (N, 3)); aligned = (positions - c) @ rotation.T
     + c_ref with the weighted centroids c, c_ref. Only proper rotations (det +1): mirror images stay apart.
+
+    A rotated and shifted copy superposes exactly, and the rotation found undoes the one applied:
+
+    >>> import numpy as np
+    >>> ref = np.array([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.7]])
+    >>> turn = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # 90 degrees about z
+    >>> rmsd, rotation, aligned = kabsch(ref, ref @ turn.T + [2.0, -1.0, 0.5])
+    >>> round(rmsd, 6), bool(np.allclose(rotation, turn.T)), bool(np.allclose(aligned, ref))
+    (0.0, True, True)
     """
     ref = _as_positions(reference, "reference")
     pos = _as_positions(positions, "positions", len(ref))
@@ -65,13 +74,33 @@ def kabsch(reference, positions, weights=None) -> tuple[float, np.ndarray, np.nd
 
 
 def kabsch_rmsd(reference, positions, weights=None) -> float:
-    """The RMSD (Angstrom) after optimal superposition; see `kabsch`."""
+    """The RMSD (Angstrom) after optimal superposition of `positions` (N, 3) Angstrom onto `reference` (N, 3);
+    see `kabsch`.
+
+    >>> import numpy as np
+    >>> ref = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    >>> round(kabsch_rmsd(ref, ref[:, [1, 0, 2]]), 6)  # the mirror image in x = y: a rotation by 180 degrees
+    0.0
+    >>> moved = ref + [[0.0, 0.0, 0.3], [0.0, 0.0, 0.0], [0.1, 0.0, 0.0]]
+    >>> plain = float(np.sqrt(np.mean(np.sum((moved - ref) ** 2, axis=1))))  # the RMSD without superposition
+    >>> 0.0 < kabsch_rmsd(ref, moved) < plain
+    True
+    """
     return kabsch(reference, positions, weights)[0]
 
 
 def bond_graph(numbers, positions, factor: float = 1.2) -> np.ndarray:
     """(N, N) bool adjacency: atoms i != j are bonded when d_ij < factor * (r_cov,i + r_cov,j) (ASE's covalent
-    radii, Angstrom)."""
+    radii, Angstrom).
+
+    numbers: (N,) atomic numbers; positions: (N, 3) Angstrom; factor: the tolerance (dimensionless).
+
+    >>> water = [[0.0, 0.0, 0.0], [0.9572, 0.0, 0.0], [-0.24, 0.927, 0.0]]  # O, H, H
+    >>> bond_graph([8, 1, 1], water).astype(int)
+    array([[0, 1, 1],
+           [1, 0, 0],
+           [1, 0, 0]])
+    """
     from ase.data import covalent_radii
 
     numbers = np.asarray(numbers)
@@ -87,7 +116,14 @@ def bond_graph(numbers, positions, factor: float = 1.2) -> np.ndarray:
 
 def equivalent_groups(numbers, positions, factor: float = 1.2) -> list[np.ndarray]:
     """Groups (each a sorted index array, size >= 2) of terminal atoms of one element bonded to the same atom:
-    e.g. the hydrogens of each methyl rotor. Permuting atoms inside a group gives the same molecule."""
+    e.g. the hydrogens of each methyl rotor. Permuting atoms inside a group gives the same molecule.
+
+    numbers: (N,) atomic numbers; positions: (N, 3) Angstrom; factor: as `bond_graph`.
+
+    >>> water = [[0.0, 0.0, 0.0], [0.9572, 0.0, 0.0], [-0.24, 0.927, 0.0]]  # O, H, H
+    >>> [g.tolist() for g in equivalent_groups([8, 1, 1], water)]
+    [[1, 2]]
+    """
     numbers = np.asarray(numbers)
     bonded = bond_graph(numbers, positions, factor)
     degree = bonded.sum(1)
@@ -103,12 +139,26 @@ def equivalent_groups(numbers, positions, factor: float = 1.2) -> list[np.ndarra
 
 def symmetric_rmsd(reference, positions, groups=(), weights=None, max_rounds: int = 10
                    ) -> tuple[float, np.ndarray]:
-    """Kabsch RMSD (Angstrom) minimised over permutations of `positions` within each group of `groups`.
+    """Kabsch RMSD (Angstrom) minimised over permutations of `positions` (N, 3) Angstrom within each group of
+    `groups` (index arrays, e.g. from `equivalent_groups`), compared with `reference` (N, 3) Angstrom.
 
     Alternates superposition and, inside each group, the assignment of atoms that minimises the summed squared
     distances (Hungarian algorithm), until the permutation no longer changes. Returns (rmsd, permutation) with
     positions[permutation] the best-matching order. A local search: exact when the groups are rotors that the
     first superposition already lines up, which holds for the small residual differences deduplication tests.
+
+    Swapping the two hydrogens of CH2FCl is a mirror image, which no rotation undoes, unless they may be
+    exchanged:
+
+    >>> import numpy as np
+    >>> chfcl = np.array([[0.0, 0.0, 0.0], [0.63, 0.63, 0.63], [0.63, -0.63, -0.63],  # C, H, H
+    ...                   [-0.78, 0.78, -0.78], [-1.02, -1.02, 1.02]])               # F, Cl
+    >>> swapped = chfcl[[0, 2, 1, 3, 4]]
+    >>> kabsch_rmsd(chfcl, swapped) > 0.1
+    True
+    >>> rmsd, permutation = symmetric_rmsd(chfcl, swapped, groups=[[1, 2]])
+    >>> round(rmsd, 6), permutation.tolist()
+    (0.0, [0, 2, 1, 3, 4])
     """
     ref = _as_positions(reference, "reference")
     pos = _as_positions(positions, "positions", len(ref))
@@ -129,8 +179,12 @@ def symmetric_rmsd(reference, positions, groups=(), weights=None, max_rounds: in
 
 
 def distance_fingerprint(positions) -> np.ndarray:
-    """All N(N-1)/2 interatomic distances (Angstrom), sorted ascending: the same for any rotation, translation
-    or permutation of the atoms."""
+    """All N(N-1)/2 interatomic distances (Angstrom), sorted ascending, of `positions` (N, 3) Angstrom: the same
+    for any rotation, translation or permutation of the atoms.
+
+    >>> distance_fingerprint([[0.0, 0.0, 0.0], [3.0, 0.0, 0.0], [0.0, 4.0, 0.0]])  # a 3-4-5 triangle
+    array([3., 4., 5.])
+    """
     pos = _as_positions(positions, "positions")
     i, j = np.triu_indices(len(pos), 1)
     return np.sort(np.linalg.norm(pos[i] - pos[j], axis=-1))
@@ -138,7 +192,16 @@ def distance_fingerprint(positions) -> np.ndarray:
 
 def fingerprint_distance(a: np.ndarray, b: np.ndarray) -> float:
     """RMS difference (Angstrom) of two `distance_fingerprint`s. Never more than 2 x the unweighted RMSD under
-    the best permutation and rotation, so `fingerprint_distance > 2 * tol` proves RMSD > tol."""
+    the best permutation and rotation, so ``fingerprint_distance > 2 * tol`` proves RMSD > tol.
+
+    >>> import numpy as np
+    >>> triangle = np.array([[0.0, 0.0, 0.0], [3.0, 0.0, 0.0], [0.0, 4.0, 0.0]])
+    >>> turned = triangle[[2, 0, 1]] @ np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    >>> round(fingerprint_distance(distance_fingerprint(triangle), distance_fingerprint(turned)), 6)
+    0.0
+    >>> round(fingerprint_distance(distance_fingerprint(triangle), distance_fingerprint(1.1 * triangle)), 6)
+    0.408248
+    """
     if a.shape != b.shape:
         raise ValueError(f"fingerprints of different sizes: {a.shape} vs {b.shape}")
     return float(np.sqrt(np.mean((a - b) ** 2))) if a.size else 0.0

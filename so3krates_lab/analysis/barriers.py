@@ -331,7 +331,8 @@ def neb(potential, system, a, b, *, n_images: int = 8, k_spring: float = 1.0, fm
 
 
 def neb_many(potential, system, pairs_of_positions, *, progress: bool = False, **kw) -> list[Band]:
-    """One band per (a, b) pair ((N, 3) Angstrom each) of the molecule `system`: a list of `Band`s in order.
+    """One band per (a, b) pair of end points, positions (N, 3) Angstrom each, in `pairs_of_positions` of the
+    molecule `system`: a list of `Band` objects, in order.
 
     kw: `neb`'s keywords (the same settings for every band). The bands run one after another through ONE
     compiled NEB: the force function and the jitted chunk are built once and reused for every pair, so the

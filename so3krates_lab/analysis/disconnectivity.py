@@ -30,6 +30,7 @@ class DisconnectivityTree:
 
     @property
     def roots(self) -> list[int]:
+        """Indices of the nodes without a parent (minima that no path of edges joins end under different roots)."""
         return [k for k, node in enumerate(self.nodes) if node["parent"] is None]
 
     def leaf_of(self, minimum: int) -> int:
@@ -76,6 +77,16 @@ def disconnectivity_tree(energies, edges, levels=None, n_levels: int = 20) -> Di
     lowest minimum to just above the highest saddle or minimum). A superbasin at level L holds the minima below
     L joined by edges whose saddles lie below L; a minimum joins the tree at the first level above its energy.
     Minima that no edge below the top level reaches stay separate roots.
+
+    Three minima, 0 and 1 joined by a 0.4 eV saddle, 1 and 2 by a 0.9 eV one: they merge into one root at the
+    1.0 eV level; without the second edge minimum 2 stays apart.
+
+    >>> tree = disconnectivity_tree([0.0, 0.2, 0.5], [(0, 1, 0.4), (1, 2, 0.9)], levels=[0.3, 0.6, 1.0])
+    >>> [(tree.nodes[r]["members"], tree.nodes[r]["energy"]) for r in tree.roots]
+    [([0, 1, 2], 1.0)]
+    >>> tree = disconnectivity_tree([0.0, 0.2, 0.5], [(0, 1, 0.4)], levels=[0.3, 0.6, 1.0])
+    >>> sorted(tree.nodes[r]["members"] for r in tree.roots)
+    [[0, 1], [2]]
     """
     e = np.asarray(energies, dtype=np.float64)
     if e.ndim != 1 or len(e) == 0 or not np.all(np.isfinite(e)):

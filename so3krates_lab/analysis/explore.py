@@ -76,7 +76,8 @@ def explore_minima(potential, system: System, *, n_replicas: int = 8, temperatur
     from a start geometry). n_replicas Langevin replicas at temperature_K (timestep fs, friction 1/fs) each
     give one frame every sample_every_fs; frames are quenched with `minimizer` ("fire" or "lbfgs", see
     `BatchRelaxer`; minimizer_options: its keyword arguments, e.g. {"memory": 30}) to fmax (eV/A) in n_slots
-    slots (default 4 x n_replicas). A replica whose MD produces non-finite positions also restarts from a start
+    slots (default 4 x n_replicas). energy_tol (eV), rmsd_tol (Angstrom): the `MinimaDatabase` tolerances that
+    tell two minima apart. A replica whose MD produces non-finite positions also restarts from a start
     geometry (counted in stats["md_resets"]). Stops after `minutes` of wall time (compilation included) or
     `max_frames` quenched frames (at least one must be given). checkpoint: a path; progress is saved there
     (`save_minima`) every save_every_s and at the end, and a later call with the same path resumes: the

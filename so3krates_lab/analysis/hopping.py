@@ -92,7 +92,7 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
 
     fmax (eV/A): the quench threshold: a structure counts as a minimum when its largest force is below it. The
     default 0.01 eV/A leaves a peptide a median 0.05 A and about 1 meV from the minimum it would reach at 0.001
-    (`prescreen_distances`), well inside the deduplication tolerances; refine_fmax (below fmax, e.g. 0.001):
+    (`prescreen_distances`), well inside the deduplication tolerances; refine_fmax (eV/A, below fmax, e.g. 0.001):
     minima that are new at fmax are relaxed on to refine_fmax before they are stored (known ones are not).
     minimizer: "lbfgs" (default options {"precon": "exp"}: the Exp preconditioner) or "fire";
     minimizer_options replace those options. max_relax_steps: a quench not converged by then is dropped

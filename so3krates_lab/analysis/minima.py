@@ -30,7 +30,19 @@ FORMAT = "so3krates_lab.minima/1"
 
 class MinimaDatabase:
     """Unique minima of one molecule. numbers: (N,) atomic numbers; groups: symmetry-equivalent atom groups
-    (default: from the bond graph of `reference_positions`, required then); energy_tol eV; rmsd_tol Angstrom."""
+    (default: from the bond graph of `reference_positions` (N, 3) Angstrom, required then); energy_tol eV;
+    rmsd_tol Angstrom. Two minima are the same when their energies differ by at most energy_tol and their
+    `symmetric_rmsd` is below rmsd_tol.
+
+    >>> water = [[0.0, 0.0, 0.0], [0.9572, 0.0, 0.0], [-0.24, 0.927, 0.0]]
+    >>> db = MinimaDatabase([8, 1, 1], water)
+    >>> db.add(water, -14.2)
+    (0, True)
+    >>> db.add([water[0], water[2], water[1]], -14.205)  # the hydrogens exchanged, within energy_tol
+    (0, False)
+    >>> db.find(water, -14.5) is None, len(db), db.counts  # 0.3 eV lower: another minimum
+    (True, 1, [2])
+    """
 
     def __init__(self, numbers, reference_positions=None, groups=None, energy_tol: float = 0.01,
                  rmsd_tol: float = 0.1):
@@ -75,7 +87,7 @@ class MinimaDatabase:
         return pos, energy
 
     def find(self, positions, energy) -> int | None:
-        """Index of the stored minimum matching this one, or None."""
+        """Index of the stored minimum matching this one (positions (N, 3) Angstrom, energy eV), or None."""
         pos, energy = self._check(positions, energy)
         return self._match(pos, energy, distance_fingerprint(pos))
 

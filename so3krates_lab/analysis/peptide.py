@@ -22,8 +22,9 @@ def _carbonyl_carbons(numbers, bonded) -> set[int]:
 
 def backbone_torsions(numbers, positions) -> list[tuple[str, tuple[int, int, int, int]]]:
     """[(name, (a, b, c, d))] of the backbone phi and psi torsions, ordered along the chain from the N terminus:
-    names "phi1", "psi1", "phi2", ... (residue numbers counted over alpha carbons). positions (N, 3) Angstrom of
-    any conformer with intact bonds. Raises ValueError when no alpha carbon is found (not a peptide)."""
+    names "phi1", "psi1", "phi2", ... (residue numbers counted over alpha carbons). numbers: (N,) atomic numbers;
+    positions (N, 3) Angstrom of any conformer with intact bonds. Raises ValueError when no alpha carbon is found
+    (not a peptide)."""
     numbers = np.asarray(numbers)
     bonded = bond_graph(numbers, positions)
     carbonyl = _carbonyl_carbons(numbers, bonded)
@@ -65,7 +66,18 @@ def backbone_torsions(numbers, positions) -> list[tuple[str, tuple[int, int, int
 
 def dihedrals(positions, quads) -> np.ndarray:
     """Dihedral angles (degrees, in (-180, 180]) of the atom quadruples `quads` (T, 4) for positions (..., N, 3)
-    Angstrom; returns (..., T). The IUPAC sign convention (clockwise looking along b -> c is positive)."""
+    Angstrom; returns (..., T). The IUPAC sign convention (clockwise looking along b -> c is positive).
+
+    H-O-O-H with the second hydrogen anti to the first, then turned 90 degrees either way:
+
+    >>> import numpy as np
+    >>> h, o1, o2 = [-0.3, 0.92, 0.0], [0.0, 0.0, 0.0], [1.45, 0.0, 0.0]
+    >>> frames = np.array([[h, o1, o2, [1.75, -0.92, 0.0]],    # anti
+    ...                    [h, o1, o2, [1.75, 0.0, 0.92]],     # a: +y, d: +z
+    ...                    [h, o1, o2, [1.75, 0.0, -0.92]]])
+    >>> dihedrals(frames, [[0, 1, 2, 3]]).round(6).tolist()
+    [[180.0], [90.0], [-90.0]]
+    """
     pos = np.asarray(positions, dtype=np.float64)
     q = np.asarray(quads, dtype=np.int64).reshape(-1, 4)
     p0, p1, p2, p3 = (pos[..., q[:, k], :] for k in range(4))
@@ -82,7 +94,11 @@ def ramachandran_regions(angles) -> np.ndarray:
     """A coarse backbone state per structure from (..., 2R) angles in degrees ordered phi1, psi1, phi2, ... (as
     `backbone_torsions` lists them, every residue with both): one letter per residue, A (right-handed helix
     region: phi < 0, -100 < psi < 50), B (extended / polyproline region: phi < 0, other psi) or L (phi > 0).
-    Returns (...,) strings such as "LAB"."""
+    Returns (...,) strings such as "LAB".
+
+    >>> str(ramachandran_regions([-60.0, -45.0, -150.0, 150.0, 60.0, 45.0]))  # helix, extended, left-handed
+    'ABL'
+    """
     angles = np.asarray(angles, dtype=np.float64)
     if angles.shape[-1] % 2:
         raise ValueError(f"angles: expected pairs (phi, psi) on the last axis, got {angles.shape}")

@@ -15,6 +15,13 @@ Conversions (CODATA 2018 constants):
 - Hessian eigenvalue lambda of the mass-weighted Hessian, in eV/(Angstrom^2 amu), to wavenumber:
   omega = sqrt(lambda * e / (1e-20 m^2/Angstrom^2 * u)) rad/s with e = 1.602176634e-19 J/eV,
   u = 1.66053906660e-27 kg/amu; nu = omega / (2 pi c), so nu [cm^-1] = 521.4709 * sqrt(lambda).
+
+>>> round(PER_FS_TO_CM1, 2)  # cm^-1 per fs^-1
+33356.41
+>>> round(0.05 * PER_FS_TO_CM1, 1)  # a 20 fs period
+1667.8
+>>> round(float(EIGENVALUE_TO_CM1), 4)  # cm^-1 per sqrt(eV / (Angstrom^2 amu))
+521.4709
 """
 
 from __future__ import annotations
@@ -128,15 +135,26 @@ def vacf(velocities, timestep_fs: float, *, numbers=None, mass_weighted: bool = 
     """Velocity autocorrelation function C(tau) = < sum_i w_i v_i(t) . v_i(t + tau) >_t by FFT.
 
     velocities: (time, atom, 3) Angstrom/fs, frames `timestep_fs` fs apart (e.g. the MD step times the record
-    interval). numbers: atomic numbers (needed for element= and for mass weighting without masses=).
-    mass_weighted: weight each atom by its mass (amu; from masses= or the elements' standard weights); the sum
+    interval). numbers: (atom,) atomic numbers (needed for element= and for mass weighting without masses=).
+    mass_weighted: weight each atom by its mass (from masses= or the elements' standard weights); the sum
     is then twice the kinetic-energy autocorrelation, and its spectrum is the vibrational density of states.
+    masses: (atom,) amu, for mass_weighted (default: the standard atomic weights of `numbers`).
     atoms: indices (or a boolean mask) of the atoms to include; element: one element (symbol or Z); default all.
     max_lag_fs: longest lag kept (default half the trajectory; longer lags average over few origins).
 
     The average over time origins normalises lag tau by its number of origins (T - tau). Returns a Dataset:
     `vacf` (lag) in Angstrom^2/fs^2 (amu Angstrom^2/fs^2 if mass-weighted), `vacf_normalized` = C/C(0), coord
     `lag` in fs, attrs with units, the selection, the number of frames and whether it is mass-weighted.
+
+    Two atoms at a constant 1 Angstrom/fs along x, y and z: C(tau) = 2 x 3 at every lag (x (1 + 16) amu when
+    mass-weighted with masses 1 and 16 amu):
+
+    >>> import numpy as np
+    >>> ds = vacf(np.ones((8, 2, 3)), timestep_fs=0.5)
+    >>> np.round(ds.vacf.values, 6).tolist(), ds.lag.values.tolist()
+    ([6.0, 6.0, 6.0, 6.0], [0.0, 0.5, 1.0, 1.5])
+    >>> np.round(vacf(np.ones((8, 2, 3)), 0.5, mass_weighted=True, masses=[1.0, 16.0]).vacf.values, 6).tolist()
+    [51.0, 51.0, 51.0, 51.0]
     """
     import xarray as xr
 
@@ -165,7 +183,11 @@ def vacf(velocities, timestep_fs: float, *, numbers=None, mass_weighted: bool = 
 
 
 def vacf_by_element(velocities, timestep_fs: float, numbers, **kw):
-    """vacf() for each element present, stacked along a new `element` dimension (chemical symbols)."""
+    """vacf() for each element present, stacked along a new `element` dimension (chemical symbols).
+
+    velocities: (time, atom, 3) Angstrom/fs, frames `timestep_fs` fs apart; numbers: (atom,) atomic numbers;
+    other keywords as `vacf`.
+    """
     import xarray as xr
     from ase.data import chemical_symbols
 
@@ -232,6 +254,15 @@ def power_spectrum(vacf_ds, *, variable: str = "vacf", window: str = "hann", zer
     besides `lag` (e.g. `element`) are kept. Frequencies in cm^-1 up to max_frequency_cm1 (None: Nyquist).
     Returns a Dataset: `intensity` in (units of C) * fs, `intensity_normalized` (peak 1 per spectrum), coord
     `frequency` in cm^-1.
+
+    >>> import numpy as np
+    >>> v = np.zeros((2000, 1, 3))
+    >>> v[:, 0, 0] = np.cos(2 * np.pi * np.arange(2000) / 20.0)  # 1 fs frames, a 20 fs period
+    >>> spec = power_spectrum(vacf(v, timestep_fs=1.0))
+    >>> spec.frequency.attrs["units"], float(spec.intensity_normalized.max())
+    ('cm^-1', 1.0)
+    >>> abs(float(spec.frequency[spec.intensity.values.argmax()]) - 1667.8) < 10  # 0.05 fs^-1 in cm^-1
+    True
     """
     import xarray as xr
 
@@ -269,7 +300,19 @@ def power_spectrum(vacf_ds, *, variable: str = "vacf", window: str = "hann", zer
 def spectrum_peaks(spectrum, *, variable: str = "intensity", n_peaks: int = 10,
                    min_separation_cm1: float = 30.0, min_frequency_cm1: float = 100.0) -> np.ndarray:
     """Frequencies (cm^-1, ascending) of the `n_peaks` highest local maxima of a 1-D power spectrum at least
-    `min_separation_cm1` apart and above `min_frequency_cm1` (excludes the diffusive/rotational peak at 0)."""
+    `min_separation_cm1` apart and above `min_frequency_cm1` (excludes the diffusive/rotational peak at 0).
+
+    A synthetic spectrum with lines at 1000 and 3000 cm^-1 (the larger one first in height):
+
+    >>> import numpy as np, xarray as xr
+    >>> f = np.arange(0.0, 4000.0, 10.0)
+    >>> y = np.exp(-((f - 1000) / 40) ** 2) + 2 * np.exp(-((f - 3000) / 40) ** 2) + 5 * np.exp(-(f / 40) ** 2)
+    >>> spectrum = xr.Dataset({"intensity": ("frequency", y)}, coords={"frequency": f})
+    >>> spectrum_peaks(spectrum).tolist()  # the peak at 0 is below min_frequency_cm1
+    [1000.0, 3000.0]
+    >>> spectrum_peaks(spectrum, n_peaks=1).tolist()
+    [3000.0]
+    """
     y = spectrum[variable].values
     f = spectrum.frequency.values
     if y.ndim != 1:
@@ -307,16 +350,31 @@ def normal_modes(hessian, positions, numbers=None, *, masses=None, project: bool
     """Harmonic frequencies (cm^-1) and normal modes from a Cartesian Hessian.
 
     hessian: (3N, 3N) or (N, 3, N, 3) in eV/Angstrom^2 (symmetrised here); positions (N, 3) Angstrom at a
-    stationary point; masses in amu (default: standard atomic weights of `numbers`).
+    stationary point; numbers: (N,) atomic numbers; masses: (N,) amu (default: standard atomic weights of
+    `numbers`).
     project: remove translations and rotations (Eckart; 5 for a linear molecule, 6 otherwise) by projecting the
     mass-weighted Hessian onto their orthogonal complement, leaving 3N-6 (3N-5) vibrational modes.
     Imaginary frequencies are reported as negative numbers.
 
     Returns a Dataset over `mode` (ascending frequency): `frequency` (cm^-1), `eigenvalue`
     (eV/(Angstrom^2 amu)), `modes` (mode, atom, xyz): Cartesian displacement vectors (mass-weighted eigenvector
-    divided by sqrt(m), normalised to unit length), `reduced_mass` (amu; 1 / sum_i |l_i|^2 / m_i for the
+    divided by sqrt(m), normalised to unit length), `reduced_mass` (amu; 1 / sum_i (l_i . l_i) / m_i for the
     normalised mass-weighted eigenvector l, the convention quantum-chemistry programs print), plus `positions`
-    and `atomic_number` for animation. attrs: number of rigid-body modes removed, largest residual frequency of the removed space.
+    and `atomic_number` for animation. attrs: number of rigid-body modes removed, largest residual frequency of
+    the removed space.
+
+    Two 1 amu atoms on a 1 eV/Angstrom^2 spring: one vibration at 521.4709 sqrt(k / mu) = 521.4709 sqrt(2) cm^-1
+    (mu = 0.5 amu, the two-body reduced mass) after the 5 rigid-body modes of a linear molecule are removed; its
+    `reduced_mass` in the quantum-chemistry convention is 1 amu:
+
+    >>> import numpy as np
+    >>> hessian = np.zeros((6, 6))
+    >>> hessian[np.ix_([0, 3], [0, 3])] = [[1.0, -1.0], [-1.0, 1.0]]  # k along x, the bond axis
+    >>> modes = normal_modes(hessian, [[0.0, 0.0, 0.0], [0.74, 0.0, 0.0]], masses=[1.0, 1.0])
+    >>> modes.sizes["mode"], int(modes.attrs["n_rigid_body_modes_removed"])
+    (1, 5)
+    >>> round(float(modes.frequency[0]), 2), round(float(modes.reduced_mass[0]), 6)
+    (737.47, 1.0)
     """
     import xarray as xr
 
@@ -371,9 +429,16 @@ def _to_cm1(eigenvalues) -> np.ndarray:
 
 
 def hessian_of(energy_fn, positions) -> np.ndarray:
-    """Cartesian Hessian (3N, 3N) in eV/Angstrom^2 of energy_fn ((N, 3) Angstrom -> scalar eV) by jax.hessian.
+    """Cartesian Hessian (3N, 3N) in eV/Angstrom^2 of energy_fn ((N, 3) Angstrom -> scalar eV) by jax.hessian,
+    at `positions` (N, 3) Angstrom.
 
     Computed in the positions' dtype: pass float64 positions (with jax_enable_x64) for frequencies to 0.1 cm^-1.
+
+    >>> import numpy as np, jax.numpy as jnp
+    >>> spring = lambda r: 0.5 * 2.0 * (jnp.linalg.norm(r[1] - r[0]) - 1.0) ** 2  # k = 2 eV/Angstrom^2
+    >>> h = hessian_of(spring, np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]], np.float32))
+    >>> h.shape, np.round(h[[0, 3]][:, [0, 3]], 4).tolist()
+    ((6, 6), [[2.0, -2.0], [-2.0, 2.0]])
     """
     import jax
     import jax.numpy as jnp
@@ -389,7 +454,8 @@ def hessian_of(energy_fn, positions) -> np.ndarray:
 
 
 def normal_modes_from_energy(energy_fn, positions, numbers=None, *, masses=None, project: bool = True):
-    """normal_modes() of the Hessian of energy_fn ((N, 3) Angstrom -> scalar eV) at `positions`, by jax.hessian.
+    """normal_modes() of the Hessian of energy_fn ((N, 3) Angstrom -> scalar eV) at `positions` (N, 3) Angstrom,
+    by jax.hessian; numbers: (N,) atomic numbers, or masses: (N,) amu, as `normal_modes`.
 
     The positions should be a relaxed geometry of energy_fn (a large residual force gives spurious low modes).
     """

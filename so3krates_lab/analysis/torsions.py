@@ -64,8 +64,16 @@ def _is_carbonyl_carbon(numbers, bonded, degree, a) -> bool:
 
 
 def rotatable_bonds(numbers, positions, factor: float = 1.2) -> list[Torsion]:
-    """The rotatable bonds of the molecule (N,) atomic numbers at positions (N, 3) Angstrom, as `Torsion`s; bonds
-    from `bond_graph(numbers, positions, factor)`. See the module docstring for what counts as rotatable."""
+    """The rotatable bonds of the molecule (N,) atomic numbers at positions (N, 3) Angstrom, as `Torsion`
+    objects; bonds from `bond_graph(numbers, positions, factor)`. See the module docstring for what counts as
+    rotatable.
+
+    Hydrogen peroxide has one, the O-O bond:
+
+    >>> h2o2 = [[0.0, 0.0, 0.0], [1.45, 0.0, 0.0], [-0.3, 0.92, 0.0], [1.75, -0.92, 0.0]]  # O, O, H, H
+    >>> rotatable_bonds([8, 8, 1, 1], h2o2)
+    [Torsion(b=0, c=1, moving=(1, 3), a=2, d=3)]
+    """
     numbers = np.asarray(numbers)
     pos = _as_positions(positions, "positions", len(numbers))
     bonded = bond_graph(numbers, pos, factor)
@@ -101,7 +109,12 @@ def _outer(numbers, bonded, x: int, other: int) -> int:
 
 def torsion_angles(positions, torsions) -> np.ndarray:
     """The dihedrals a-b-c-d (degrees, (-180, 180]) of `torsions` in positions (N, 3) or (K, N, 3) Angstrom: the
-    coordinates `hop_minima`'s taboo compares."""
+    coordinates `hop_minima`'s taboo compares.
+
+    >>> h2o2 = [[0.0, 0.0, 0.0], [1.45, 0.0, 0.0], [-0.3, 0.92, 0.0], [1.75, -0.92, 0.0]]  # O, O, H, H (anti)
+    >>> torsion_angles(h2o2, rotatable_bonds([8, 8, 1, 1], h2o2)).round(6).tolist()
+    [180.0]
+    """
     from .peptide import dihedrals
 
     quads = np.array([(t.a, t.b, t.c, t.d) for t in torsions], dtype=np.int64).reshape(-1, 4)
@@ -113,7 +126,17 @@ def torsion_angles(positions, torsions) -> np.ndarray:
 
 def rotate(positions, torsion: Torsion, angle: float) -> np.ndarray:
     """positions (N, 3) Angstrom with torsion.moving turned by `angle` radians about the axis b -> c (Rodrigues'
-    formula; bond lengths and angles unchanged)."""
+    formula; bond lengths and angles unchanged).
+
+    >>> import numpy as np
+    >>> h2o2 = np.array([[0.0, 0.0, 0.0], [1.45, 0.0, 0.0], [-0.3, 0.92, 0.0], [1.75, -0.92, 0.0]])
+    >>> torsions = rotatable_bonds([8, 8, 1, 1], h2o2)
+    >>> turned = rotate(h2o2, torsions[0], np.pi / 2)
+    >>> torsion_angles(turned, torsions).round(6).tolist()  # anti (180) turned by +90 degrees: -90
+    [-90.0]
+    >>> round(float(np.linalg.norm(turned[3] - turned[1])), 6) == round(float(np.linalg.norm(h2o2[3] - h2o2[1])), 6)
+    True
+    """
     pos = np.array(positions, dtype=np.float64)
     axis = pos[torsion.c] - pos[torsion.b]
     axis = axis / np.linalg.norm(axis)
@@ -127,7 +150,13 @@ def rotate(positions, torsion: Torsion, angle: float) -> np.ndarray:
 
 def far_pairs(numbers, positions, min_bonds: int = 3, factor: float = 1.2) -> tuple[np.ndarray, np.ndarray]:
     """Index arrays (i, j), i < j, of atom pairs at least `min_bonds` bonds apart (or in different fragments): the
-    pairs `torsion_kick` keeps apart."""
+    pairs `torsion_kick` keeps apart. numbers: (N,) atomic numbers; positions: (N, 3) Angstrom; factor: as
+    `bond_graph`.
+
+    >>> h2o2 = [[0.0, 0.0, 0.0], [1.45, 0.0, 0.0], [-0.3, 0.92, 0.0], [1.75, -0.92, 0.0]]  # H-O-O-H: 3 bonds
+    >>> [a.tolist() for a in far_pairs([8, 8, 1, 1], h2o2)]
+    [[2], [3]]
+    """
     numbers = np.asarray(numbers)
     bonded = bond_graph(numbers, positions, factor).astype(np.int64)
     n = len(numbers)
@@ -146,7 +175,7 @@ def torsion_kick(positions, torsions, rng, n_turns: int = 1, *, numbers=None, pa
     """Turn `n_turns` distinct random torsions of `torsions` by random angles of magnitude min_angle..pi (radians,
     either sign) and return the new positions (N, 3) Angstrom, or None when every one of `tries` attempts put two
     atoms of `pairs` (default `far_pairs(numbers, positions)`) closer than `clash` x the sum of their covalent
-    radii. rng: a numpy Generator.
+    radii. numbers: (N,) atomic numbers (required, for the clash test); rng: a numpy Generator.
 
     library: optional (M, T) degrees, the `torsion_angles` of M known minima (T = len(torsions)). Then each turn,
     with probability library_share, sets its torsion to the value of a random known minimum (plus Gaussian noise of

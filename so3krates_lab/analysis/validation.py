@@ -19,7 +19,8 @@ from .minima import MinimaDatabase
 def reference_relax(calculator, numbers, positions, model_energies, groups=(), fmax: float = 0.01,
                     max_steps: int = 500, rmsd_tol: float = 0.25, progress: bool = True):
     """Relax each model minimum (positions (M, N, 3) Angstrom, model_energies (M,) eV) with `calculator` (ASE
-    BFGS to fmax eV/A, at most max_steps). Returns an xarray Dataset over `minimum`:
+    BFGS to fmax eV/A, at most max_steps); numbers: (N,) atomic numbers. Returns an xarray Dataset over
+    `minimum`:
 
     model_energy, reference_energy_at_model (the reference at the model's geometry), reference_energy (after
     relaxing), model_relative / reference_relative (each relative to its own lowest over this subset), error
@@ -76,11 +77,11 @@ def reference_relax(calculator, numbers, positions, model_energies, groups=(), f
 
 def reference_neb(calculator, numbers, band, *, fmax: float = 0.05, max_steps: int = 300, relax_ends: bool = True,
                   end_fmax: float = 0.01, k_spring: float = 1.0):
-    """A model barrier checked with a reference method: the model's `barriers.Band` (its images, Angstrom) as
-    the start of a climbing-image NEB on `calculator`, run by
+    """A model barrier checked with a reference method: the model's `barriers.Band` (its images, Angstrom) of
+    the molecule with atomic numbers `numbers` (N,) as the start of a climbing-image NEB on `calculator`, run by
     ASE (`ase.mep.NEB`, improved tangent, climbing image from the start since the band already lies near the
     model's path; FIRE to fmax eV/A, at most max_steps). relax_ends: first relax both end points with the
-    reference (ASE BFGS to end_fmax), so the barrier is measured from the reference's own minima; False keeps the
+    reference (ASE BFGS to end_fmax, eV/A), so the barrier is measured from the reference's own minima; False keeps the
     model's end points. k_spring: eV/A^2, as `barriers.neb`. calculator: a function that makes an ASE calculator
     (e.g. `reference.gfn2_xtb`): one per image, so each keeps its own SCF guess from step to step; or one ASE
     calculator instance, shared by the images. Returns the reference `Band` (float64; converged: FIRE met fmax;

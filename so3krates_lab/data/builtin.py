@@ -18,9 +18,9 @@ _ETHANOL_POSITIONS = [
     [1.1701, -1.0212, -0.8818], [0.0273, 1.1942, 0.8899], [0.0273, 1.1942, -0.8899],
 ]
 
-WATER_GRID_SPACING = 3.1  # Angstrom: one H2O per 3.1^3 A^3 is 1.00 g/cm^3
-WATER_OH = 0.9572  # Angstrom
-WATER_HOH = np.deg2rad(104.52)
+WATER_GRID_SPACING = 3.1  #: Angstrom: one H2O per 3.1^3 A^3 is 1.00 g/cm^3
+WATER_OH = 0.9572  #: the O-H bond length of the rigid water molecules, Angstrom
+WATER_HOH = np.deg2rad(104.52)  #: the H-O-H angle of the rigid water molecules, radians
 
 
 def ethanol() -> System:
@@ -41,7 +41,12 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
 def water_box(molecules_per_side: int = 4, seed: int = 0, spacing: float = WATER_GRID_SPACING) -> System:
     """Randomly oriented rigid H2O molecules on a cubic grid in a periodic cubic box.
 
-    3 * molecules_per_side^3 atoms; the default spacing gives liquid density (1.00 g/cm^3).
+    3 * molecules_per_side^3 atoms; spacing: the grid spacing, Angstrom (the default gives liquid density,
+    1.00 g/cm^3); seed: of the orientations.
+
+    >>> box = water_box(molecules_per_side=2)
+    >>> box.n_atoms, box.cell.diagonal().tolist(), box.pbc.tolist()
+    (24, [6.2, 6.2, 6.2], [True, True, True])
     """
     rng = np.random.default_rng(seed)
     half = WATER_HOH / 2
@@ -65,7 +70,15 @@ _SP3, _SP2 = np.deg2rad(112.0), np.deg2rad(125.0)
 
 def place_atom(a: np.ndarray, b: np.ndarray, c: np.ndarray, bond: float, angle: float, dihedral: float) -> np.ndarray:
     """The position of atom d bonded to c, from internal coordinates (the natural-extension-reference-frame
-    construction): |cd| = bond (Angstrom), angle b-c-d = angle and dihedral a-b-c-d = dihedral (radians)."""
+    construction): the c-d distance = bond (Angstrom), angle b-c-d = angle and dihedral a-b-c-d = dihedral
+    (radians); a, b, c: (3,) positions, Angstrom.
+
+    >>> import numpy as np
+    >>> a, b, c = np.array([0.0, 1.0, 0.0]), np.zeros(3), np.array([1.5, 0.0, 0.0])
+    >>> d = place_atom(a, b, c, 1.2, np.pi / 2, np.pi)  # anti to a, at a right angle to b-c
+    >>> np.round(d, 6).tolist()
+    [1.5, -1.2, 0.0]
+    """
     bc = (c - b) / np.linalg.norm(c - b)
     normal = np.cross(b - a, bc)
     normal /= np.linalg.norm(normal)
@@ -92,9 +105,10 @@ def _hydrogen_sp2(centre, n1, n2, bond=_CH):
 def dha(after_deg: float = 140.0, before_deg: float = 140.0) -> System:
     """Docosahexaenoic acid (C22H32O2, 56 atoms, all-cis), built from internal coordinates (free, unlabelled).
 
-    Every C=C is cis; the two single bonds of each methylene between double bonds are skewed by +skew_deg and
-    -skew_deg (the common low-energy form of methylene-interrupted polyenes), the others are anti; the carboxyl
-    group is syn. Atom order: C1..C22 (C1 the carboxyl carbon), the carbonyl O, the hydroxyl O and H, then the
+    Every C=C is cis; the two single bonds of each methylene between double bonds are skewed (the common
+    low-energy form of methylene-interrupted polyenes): after_deg is the dihedral (degrees) about the single bond
+    right after a double bond (C=C-CH2), before_deg (degrees) that about the single bond before the next one
+    (CH2-C=C); the others are anti; the carboxyl group is syn. Atom order: C1..C22 (C1 the carboxyl carbon), the carbonyl O, the hydroxyl O and H, then the
     chain's hydrogens from C2 to C22. Relax it with a model before use (`md.relax`)."""
     n_c = 22
     double = {k - 1 for k in DHA_DOUBLE_BONDS}  # bond between atoms i and i+1 is double for i in here

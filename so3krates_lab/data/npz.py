@@ -169,6 +169,7 @@ def read_md17_npz(path, energy_unit: str | None = None, length_unit: str | None 
     Units: those the file declares (sGDML 'e_unit' / 'r_unit' keys) or its layout implies; a bare
     R/z/E/F file does not say, so energy_unit is required (UnitError otherwise). length_unit defaults to
     Angstrom when the file does not declare one. Contradicting a declared unit raises UnitError.
+    min_distance: Angstrom (after conversion), overlap check threshold (None disables).
     """
     p, sha, arrays = open_npz(path)
     e_decl, r_decl = _declared_units(arrays)
@@ -197,6 +198,7 @@ def read_padded_npz(path, energy_unit: str | None = None, length_unit: str | Non
     unknown unless declared ('e_unit' / 'r_unit'), so energy_unit is required. Files with the native QM7-X
     keys (atXYZ, atNUM, ePBE0+MBD, totFOR) are read as QM7-X: eV and Angstrom. `keys` maps any of
     "positions", "numbers", "energy", "forces" to other key names (e.g. {"energy": "eAT"} for QM7-X).
+    min_distance: Angstrom (after conversion), overlap check threshold (None disables).
     """
     p, sha, arrays = open_npz(path)
     e_decl, r_decl = _declared_units(arrays)

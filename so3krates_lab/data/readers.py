@@ -18,6 +18,7 @@ from so3krates_lab.data.xyz import ENERGY_RE, read_ase, read_md22_xyz
 from so3krates_lab.fileio import not_npz_reason, read_head
 from so3krates_lab.structures import Dataset
 
+#: Format name -> reader function, for `load(path, format=...)` (`detect_format` picks one from the file).
 READERS = {
     "rmd17": read_rmd17,
     "md17": read_md17_npz,

@@ -56,6 +56,7 @@ class Split:
         object.__setattr__(self, "dataset_sha256", str(self.dataset_sha256))
 
     def to_dict(self) -> dict:
+        """The split as a JSON-ready dict (lists of indices, with a format tag); `from_dict` reads it back."""
         return {"format": _FORMAT, "seed": self.seed, "n_total": self.n_total,
                 "dataset_sha256": self.dataset_sha256, "train": self.train.tolist(),
                 "valid": self.valid.tolist(), "test": self.test.tolist()}
@@ -77,6 +78,7 @@ class Split:
 
     @classmethod
     def load(cls, path) -> "Split":
+        """Read a split written by `save`."""
         with open(path) as fh:
             return cls.from_dict(json.load(fh), where=str(path))
 
@@ -107,6 +109,14 @@ def random_split(n_total: int, n_train: int, n_valid: int, n_test: int | None = 
     """Draw a random split with np.random.default_rng(seed).permutation(n_total) (PCG64: same on every
     platform): the first n_train go to train, the next n_valid to valid, the next n_test (None = all
     remaining) to test.
+
+    >>> split = random_split(100, n_train=80, n_valid=10, seed=1)
+    >>> len(split.train), len(split.valid), len(split.test)
+    (80, 10, 10)
+    >>> sorted(set(split.train) | set(split.valid) | set(split.test)) == list(range(100))  # disjoint, complete
+    True
+    >>> bool((random_split(100, 80, 10, seed=1).test == split.test).all())  # the seed fixes it
+    True
     """
     n_total = int(n_total)
     sizes = {"n_total": n_total, "n_train": n_train, "n_valid": n_valid, "n_test": n_test}

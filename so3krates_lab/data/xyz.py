@@ -86,6 +86,7 @@ def read_md22_xyz(path, energy_unit: str | None = None, length_unit: str | None 
     (kcal/mol; may also carry Properties=species:S:1:pos:R:3:forces:R:3), then `El x y z fx fy fz`
     lines (Angstrom, kcal/mol/Angstrom). A frame without Energy= or force columns gets None for them.
     energy_unit / length_unit only validate (UnitError if they contradict kcal/mol, Angstrom).
+    min_distance: Angstrom, overlap check threshold (None disables).
     """
     p, data, sha = read_bytes(path)
     eu = resolve_unit("energy", energy_unit, "kcal/mol", p)
@@ -156,7 +157,8 @@ def read_ase(path, index=":", energy_unit: str = "eV", length_unit: str = "Angst
     atoms.arrays['forces']; missing labels give None. labels=False drops them (e.g. model predictions).
     A periodic cell is dropped when pbc is all False. vacuum_gap (Angstrom): a periodic direction whose
     empty gap between the atoms and their next image exceeds it is made non-periodic (e.g. a molecule in
-    a fake 999.9 A box becomes a free molecule, cell None); None keeps the file's pbc.
+    a fake 999.9 A box becomes a free molecule, cell None); None keeps the file's pbc. min_distance: Angstrom
+    (after conversion), overlap check threshold (None disables).
     check_units (all readers): False skips the unit-plausibility check (so3krates_lab.data.plausibility), which
     raises UnitError when bond lengths, bond stiffness or forces show the data are not in the stated units.
     """

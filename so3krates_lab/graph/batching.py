@@ -25,16 +25,29 @@ class CapacityOverflow(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Capacity:
+    """The fixed size of a padded batch: atom slots, pair slots and structure slots (a compiled shape).
+
+    >>> Capacity(atoms=32, pairs=256, graphs=4).fits(atoms=30, pairs=260, graphs=4)
+    False
+    """
+
     atoms: int
     pairs: int
     graphs: int
 
     def fits(self, atoms: int, pairs: int, graphs: int) -> bool:
+        """Whether a batch of that many atoms, pairs and structures fits into this capacity."""
         return atoms <= self.atoms and pairs <= self.pairs and graphs <= self.graphs
 
 
 def ladder_rung(n: int, growth: float = 1.25, minimum: int = 8, multiple: int = 8) -> int:
-    """Smallest rung of the capacity ladder that is >= n (rungs: minimum, then x growth rounded up to `multiple`)."""
+    """Smallest rung of the capacity ladder that is >= n (rungs: minimum, then x growth rounded up to `multiple`).
+
+    >>> [ladder_rung(n) for n in (1, 8, 9, 100)]
+    [8, 8, 16, 120]
+    >>> sorted({ladder_rung(n) for n in range(1, 121)})  # the rungs: +8 at first, then x 1.25 rounded up
+    [8, 16, 24, 32, 40, 56, 72, 96, 120]
+    """
     if growth <= 1.0:
         raise ValueError(f"growth must be > 1, got {growth}")
     rung = minimum
@@ -113,6 +126,7 @@ def pack(
 
 
 def pack_labels(systems: Sequence[System], capacity: Capacity, dtype=np.float32) -> Labels:
+    """The energy and force labels of `systems`, padded to `capacity` in the order `pack` lays them out."""
     energy = np.zeros(capacity.graphs, np.float64)
     forces = np.zeros((capacity.atoms, 3), np.float64)
     a0 = 0
@@ -126,7 +140,8 @@ def pack_labels(systems: Sequence[System], capacity: Capacity, dtype=np.float32)
 
 
 def graph_from_system(system: System, cutoff: float, capacity: Capacity | None = None, dtype=np.float32) -> Graph:
-    """One structure as a Graph (exact size plus one padding atom unless a capacity is given)."""
+    """One structure as a Graph of its pairs within `cutoff` (Angstrom): exact size plus one padding atom unless a
+    capacity is given."""
     return pack([system], [neighbour_pairs(system, cutoff)], capacity, dtype)
 
 
@@ -136,6 +151,8 @@ class Batcher:
     Neighbour pairs are computed once per structure. The capacity of a batch depends only on the ladder rung
     of its atom count: pairs capacity = rung * (largest pairs-per-atom ratio in the data set), so the number
     of distinct shapes is bounded by the number of rungs between the smallest and largest batch.
+
+    cutoff: the neighbour cutoff, Angstrom; growth: the ratio of successive ladder rungs (`ladder_rung`).
     """
 
     def __init__(self, dataset: Dataset, cutoff: float, batch_size: int, growth: float = 1.25, dtype=np.float32):
@@ -151,11 +168,13 @@ class Batcher:
         self.pairs_per_atom = max(ratios)
 
     def capacity_for(self, n_atoms: int) -> Capacity:
+        """The capacity of a batch of `n_atoms` atoms in all (one padding atom added, then the ladder rung)."""
         atoms = ladder_rung(n_atoms + 1, self.growth)
         pairs = ladder_rung(int(math.ceil(atoms * self.pairs_per_atom)), self.growth)
         return Capacity(atoms, pairs, self.batch_size)
 
     def batch(self, indices: Sequence[int], labels: bool = True):
+        """The structures `indices` of the data set as one Graph, with their `Labels` when `labels` (a pair)."""
         systems = [self.dataset[int(k)] for k in indices]
         pairs = [self.pairs[int(k)] for k in indices]
         cap = self.capacity_for(sum(s.n_atoms for s in systems))
@@ -166,6 +185,8 @@ class Batcher:
         return self.iterate()
 
     def iterate(self, shuffle: bool = False, seed: int = 0, labels: bool = True) -> Iterator:
+        """Every batch of the data set in turn (`batch`), in order or shuffled with `seed`; the last may be
+        smaller."""
         order = np.arange(len(self.dataset))
         if shuffle:
             order = np.random.default_rng(seed).permutation(order)

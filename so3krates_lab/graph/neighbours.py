@@ -20,9 +20,11 @@ from ..structures import StructureError, System
 class Pairs:
     """Neighbour pairs of one structure, each unordered pair once (H of them; 2H directed pairs).
 
-    receivers: (H,) int32, i
-    senders:   (H,) int32, j
-    shifts:    (H, 3) int32 image offsets in units of the lattice vectors
+    Fields::
+
+        receivers: (H,) int32, i
+        senders:   (H,) int32, j
+        shifts:    (H, 3) int32 image offsets in units of the lattice vectors
     """
 
     receivers: np.ndarray
@@ -34,6 +36,7 @@ class Pairs:
 
     @property
     def n_directed(self) -> int:
+        """2H: the number of directed pairs, both directions of every stored pair."""
         return 2 * len(self)
 
     def directed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -54,9 +57,20 @@ def _check_distances(d: np.ndarray, i: np.ndarray, j: np.ndarray, min_distance: 
 
 
 def neighbour_pairs(system: System, cutoff: float, min_distance: float = 0.1) -> Pairs:
-    """All pairs with distance < cutoff, each unordered pair once (vesin cell lists: linear in atom count).
+    """All pairs with distance < cutoff (Angstrom), each unordered pair once (vesin cell lists: linear in atom
+    count).
 
     Raises StructureError when two atoms (or an atom and an image) are closer than `min_distance` Angstrom.
+
+    Water within 1.2 Angstrom: the two O-H bonds, not the H-H pair (1.51 Angstrom apart):
+
+    >>> from so3krates_lab.structures import System
+    >>> water = System([8, 1, 1], [[0.0, 0.0, 0.0], [0.9572, 0.0, 0.0], [-0.24, 0.927, 0.0]])
+    >>> pairs = neighbour_pairs(water, cutoff=1.2)
+    >>> sorted(sorted(p) for p in zip(pairs.receivers.tolist(), pairs.senders.tolist())), pairs.n_directed
+    ([[0, 1], [0, 2]], 4)
+    >>> len(neighbour_pairs(water, cutoff=2.0))
+    3
     """
     from vesin import NeighborList
 
@@ -87,7 +101,8 @@ def _first_nonzero(shifts: np.ndarray) -> np.ndarray:
 
 
 def brute_force_pairs(system: System, cutoff: float) -> Pairs:
-    """Reference implementation by enumerating all images; O(N^2 * images). For tests and small systems.
+    """Reference implementation by enumerating all images within `cutoff` (Angstrom); O(N^2 * images). For tests
+    and small systems.
 
     Returns every DIRECTED pair (i, j, S), sorted; compare with `Pairs.directed()` of `neighbour_pairs`.
     """

@@ -32,6 +32,14 @@ from flax import struct
 
 @struct.dataclass
 class NeighbourList:
+    """A skin neighbour list with a fixed number of pair slots P (a JAX pytree, carried in the MD state).
+
+    receivers, senders: (P,) the pairs; cell_shifts: (P, 3) lattice-vector offsets; pair_mask: (P,) which slots
+    hold a pair; reference: (N, 3) positions (Angstrom) at the last build; n_pairs: pairs found at the last build
+    (may exceed P: then `overflow` is set, sticky until the driver reallocates); builds: builds so far;
+    max_bin_count, bin_capacity: the fullest bin and the atom slots per bin of a cell list (0 for all pairs).
+    """
+
     receivers: jax.Array  # (P,) int32
     senders: jax.Array  # (P,) int32
     cell_shifts: jax.Array  # (P, 3) lattice-vector offsets
@@ -45,6 +53,7 @@ class NeighbourList:
 
     @property
     def capacity(self) -> int:
+        """P, the number of pair slots."""
         return int(self.receivers.shape[0])
 
 
@@ -90,6 +99,7 @@ class CellGrid:
 
     @property
     def n_bins(self) -> int:
+        """The total number of bins."""
         return int(np.prod(self.counts))
 
 
@@ -100,7 +110,18 @@ _STENCIL = np.array(list(itertools.product((-1, 0, 1), repeat=3)), np.int32)
 def cell_grid(positions, cell, pbc, reach: float, min_atoms: int = 400) -> CellGrid | None:
     """The binning for a cell list, or None where all pairs is the right choice: fewer than `min_atoms` atoms,
     a partly periodic cell, or a periodic cell less than three bins of `reach` wide in some direction (then the
-    27 neighbouring bins would not be distinct)."""
+    27 neighbouring bins would not be distinct).
+
+    positions: (N, 3) Angstrom; cell: (3, 3) Angstrom or None; pbc: (3,) bool; reach: the search range, cutoff +
+    skin (Angstrom).
+
+    >>> import numpy as np
+    >>> grid = cell_grid(np.zeros((500, 3)), 12.0 * np.eye(3), (True, True, True), reach=4.0)
+    >>> grid.counts, grid.periodic, grid.n_bins
+    ((3, 3, 3), True, 27)
+    >>> cell_grid(np.zeros((500, 3)), 11.0 * np.eye(3), (True, True, True), reach=4.0) is None  # 2 bins wide
+    True
+    """
     positions = np.asarray(positions, float)
     if len(positions) < min_atoms:
         return None
@@ -257,6 +278,7 @@ class SkinNeighbourFn(NamedTuple):
     reallocate(nbrs, positions, capacity, bin_capacity=None) -> NeighbourList: a larger list after an overflow
     (called by the MD driver between chunks; keeps the build count).
     kind: "list" (all pairs over the images) or "cell" (a cell list); grid: the cell list's binning or None.
+    reach: the range of the list, cutoff + skin (Angstrom).
     """
 
     build: Callable
@@ -271,8 +293,8 @@ def skin_neighbour_fn(positions, cell, pbc, cutoff: float, skin: float = 0.5, ce
                       dtype=jnp.float32) -> SkinNeighbourFn:
     """The typed neighbour functions for one system with a fixed cell (NVE/NVT).
 
-    positions: (N, 3) start geometry (Angstrom), which sizes a free molecule's cell-list box. cell (3, 3) or None,
-    pbc (3,). cell_list: True forces a cell list, False all pairs, None picks by `cell_grid` (from a few hundred
+    positions: (N, 3) start geometry (Angstrom), which sizes a free molecule's cell-list box. cell (3, 3)
+    Angstrom or None, pbc (3,). cutoff, skin: Angstrom; the list holds the pairs within cutoff + skin. cell_list: True forces a cell list, False all pairs, None picks by `cell_grid` (from a few hundred
     atoms on, where the cell allows it).
     """
     periodic = cell is not None and any(pbc)

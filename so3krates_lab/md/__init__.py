@@ -18,7 +18,7 @@ from .integrators import (
 )
 from .minimize import FireState, LbfgsState, fire, lbfgs, relax_batch
 from .relax import MINIMIZERS, BatchRelaxer, relax
-from .simulate import simulate
+from .simulate import open_replica_parts, simulate
 from .store import TrajectoryStore
 from .watchdogs import Watchdogs
 
@@ -26,6 +26,6 @@ __all__ = [
     "ACCEL", "BatchRelaxer", "FireState", "ForceFunction", "Integrator", "KB_EV_PER_K", "Langevin", "LbfgsState",
     "MDState", "MINIMIZERS", "NVE", "NoseHoover", "Simulation", "TrajectoryStore", "Watchdogs", "blank_like",
     "degrees_of_freedom", "fire", "force_function", "kinetic_energy", "langevin_baoab", "lbfgs", "masses_of",
-    "maxwell_boltzmann", "nose_hoover_chain", "relax", "relax_batch", "simulate", "stack_states", "temperature",
+    "maxwell_boltzmann", "nose_hoover_chain", "open_replica_parts", "relax", "relax_batch", "simulate", "stack_states", "temperature",
     "velocity_verlet", "where_rows",
 ]

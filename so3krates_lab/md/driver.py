@@ -77,10 +77,11 @@ def overflowed(aux) -> bool:
 class Simulation:
     """Runs an `Integrator` in compiled chunks from `state` (one structure, or replicas on a leading axis).
 
-    dof: degrees of freedom for the temperature. numbers: atomic numbers (for the frames; default: the store's).
-    cell, periodic: the system's cell (frames and watchdogs). restartable: replicas can be restarted (`restart`);
-    then `state` may be None and every replica starts inactive until restarted (`masses` and `template` (N, 3)
-    positions, plus the force function's aux, shape the blank state).
+    dof: degrees of freedom for the temperature. numbers: (N,) atomic numbers (for the frames; default: the
+    store's). cell: the system's (3, 3) cell in Angstrom, or None (frames and watchdogs); periodic: whether it is
+    periodic. restartable: replicas can be restarted (`restart`); then `state` may be None and every replica
+    starts inactive until restarted (masses: (N,) amu, and template: (N, 3) positions in Angstrom, plus the force
+    function's aux, shape the blank state).
     """
 
     def __init__(self, integrator: Integrator, state: MDState | None, *, dof: int, record_every: int = 10,
@@ -161,8 +162,8 @@ class Simulation:
         return blank_like(shapes).replace(aux=aux)
 
     def restart(self, rows, positions, velocities, seeds) -> None:
-        """Restart replicas `rows` from positions (K, N, 3) A and velocities (K, N, 3) A/fs (PRNG seeds (K,) for
-        a stochastic integrator) at the start of the next chunk; they become active again."""
+        """Restart replicas `rows` from positions (K, N, 3) Angstrom and velocities (K, N, 3) Angstrom/fs (PRNG
+        seeds (K,) for a stochastic integrator) at the start of the next chunk; they become active again."""
         if not self.restartable:
             raise RuntimeError("this Simulation was not built with restartable=True")
         if not hasattr(self, "_masses"):

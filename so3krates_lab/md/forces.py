@@ -28,12 +28,14 @@ from ..structures import Graph, System
 class ForceFunction:
     """fn(positions, aux) -> (energy eV, forces (N, 3) eV/A, aux), and what the driver needs around it.
 
-    aux:        the start value of the carried state (the neighbour list), None without one
-    neighbours: the typed neighbour functions (build / update / reallocate), None for a fixed graph
-    pairs:      "fixed" (every pair i < j, no list), "list" (all-pairs list builds), "cell" (cell list) or
-                "custom" (a function without a graph)
-    n_pairs:    pair slots of the fixed graph (None for a list: its slots are `aux.capacity`, which grows)
-    dtype:      the float type it computes in
+    The fields besides `fn`::
+
+        aux:        the start value of the carried state (the neighbour list), None without one
+        neighbours: the typed neighbour functions (build / update / reallocate), None for a fixed graph
+        pairs:      "fixed" (every pair i < j, no list), "list" (all-pairs list builds), "cell" (cell list) or
+                    "custom" (a function without a graph)
+        n_pairs:    pair slots of the fixed graph (None for a list: its slots are `aux.capacity`, which grows)
+        dtype:      the float type it computes in
     """
 
     fn: Callable
@@ -58,7 +60,7 @@ def force_function(potential, system: System, *, skin: float = 0.5, capacity: in
                    positions=None) -> ForceFunction:
     """The force function of `potential` for one structure (its atoms, cell and periodicity; the cell is fixed).
 
-    positions: the start geometry (default: the system's), which sizes the list. skin (Angstrom): the list holds
+    positions: the start geometry (N, 3) Angstrom (default: the system's), which sizes the list. skin (Angstrom): the list holds
     pairs within cutoff + skin and is rebuilt in-jit when an atom moved more than skin / 2. capacity: pair slots
     (default: pairs at the start geometry times `headroom`). cell_list: a cell list (O(N)) instead of all pairs
     (O(N^2)); None picks by `graph.cell_grid` (from a few hundred atoms on, where the cell allows one).

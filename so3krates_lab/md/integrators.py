@@ -28,34 +28,54 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-KB_EV_PER_K = 8.617333262e-5  # Boltzmann constant, eV/K (CODATA 2018)
-ACCEL = 9.648533212e-3  # 1 eV/(Angstrom amu) in Angstrom/fs^2; 1/ACCEL = 1 amu Angstrom^2/fs^2 in eV
+KB_EV_PER_K = 8.617333262e-5  #: Boltzmann constant, eV/K (CODATA 2018)
+ACCEL = 9.648533212e-3  #: 1 eV/(Angstrom amu) in Angstrom/fs^2; 1/ACCEL = 1 amu Angstrom^2/fs^2 in eV
 
 ForceFn = Callable[[jax.Array, object], tuple[jax.Array, jax.Array, object]]
 
 
 def masses_of(numbers) -> np.ndarray:
-    """Atomic masses (amu) of the elements, standard atomic weights as tabulated by ASE."""
+    """Atomic masses (amu) of the elements `numbers` (N,), standard atomic weights as tabulated by ASE.
+
+    >>> masses_of([1, 6, 8]).round(3).tolist()
+    [1.008, 12.011, 15.999]
+    """
     from ase.data import atomic_masses
 
     return np.asarray(atomic_masses)[np.asarray(numbers)]
 
 
 def kinetic_energy(velocities, masses):
-    """0.5 sum m v^2 in eV."""
+    """0.5 sum m v^2 in eV, of velocities (N, 3) Angstrom/fs and masses (N,) amu.
+
+    >>> import numpy as np
+    >>> round(float(kinetic_energy(np.array([[1.0, 0.0, 0.0]]), np.array([1.0]))), 2)  # 1 amu at 1 Angstrom/fs
+    51.82
+    """
     return 0.5 * jnp.sum(masses[:, None] * velocities**2) / ACCEL
 
 
 def degrees_of_freedom(n_atoms: int, periodic: bool = False) -> int:
-    """3N minus the conserved momenta removed at start: 6 for a free molecule (3 for N = 2, 0 for N = 1), 3 for
-    a periodic system."""
+    """3N minus the conserved momenta removed at start: 6 for a free molecule (5 for N = 2, 3 for N = 1), 3 for
+    a periodic system (at least 1).
+
+    >>> degrees_of_freedom(9), degrees_of_freedom(2), degrees_of_freedom(64, periodic=True)
+    (21, 1, 189)
+    """
     if periodic:
         return max(3 * n_atoms - 3, 1)
     return max(3 * n_atoms - (6 if n_atoms > 2 else 5 if n_atoms == 2 else 3), 1)
 
 
 def temperature(velocities, masses, dof: int):
-    """Instantaneous kinetic temperature (K) for `dof` degrees of freedom."""
+    """Instantaneous kinetic temperature (K) of velocities (N, 3) Angstrom/fs and masses (N,) amu for `dof`
+    degrees of freedom: 2 E_kin / (dof k_B).
+
+    >>> import numpy as np
+    >>> v = maxwell_boltzmann(masses_of([8, 1, 1]), 300.0, positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    >>> round(float(temperature(v, masses_of([8, 1, 1]), degrees_of_freedom(3))), 3)  # float32: 1e-7 relative
+    300.0
+    """
     return 2.0 * kinetic_energy(velocities, masses) / (dof * KB_EV_PER_K)
 
 
@@ -85,8 +105,11 @@ def _mechanical_energy(state):
 
 @struct.dataclass
 class MDState:
-    """The dynamic state of one system. thermostat: integrator-specific arrays (empty for NVE); aux: the force
-    function's own state (e.g. its neighbour list)."""
+    """The dynamic state of one system (replicas stacked by `md.stack_states` add a leading (R,) axis).
+
+    positions: (N, 3) Angstrom; velocities: (N, 3) Angstrom/fs; forces: (N, 3) eV/Angstrom; potential: the
+    potential energy, eV; masses: (N,) amu; step: steps taken. thermostat: integrator-specific arrays (empty for
+    NVE); aux: the force function's own state (e.g. its neighbour list)."""
 
     positions: jax.Array
     velocities: jax.Array
@@ -225,8 +248,17 @@ def nose_hoover_chain(force_fn: ForceFn, timestep_fs: float, temperature_K: floa
 def maxwell_boltzmann(masses, temperature_K: float, seed: int = 0, positions=None, *,
                       periodic: bool = False) -> np.ndarray:
     """Velocities (N, 3) Angstrom/fs drawn at temperature_K, with zero linear momentum and, for a free molecule
-    (periodic=False; its `positions` are then required), zero angular momentum; then rescaled to exactly
-    temperature_K for the remaining degrees of freedom (`degrees_of_freedom(N, periodic)`)."""
+    (periodic=False; its `positions` (N, 3) Angstrom are then required), zero angular momentum; then rescaled to
+    exactly temperature_K for the remaining degrees of freedom (`degrees_of_freedom(N, periodic)`).
+
+    masses: (N,) amu; seed: NumPy random seed.
+
+    >>> import numpy as np
+    >>> masses = masses_of([6, 8])
+    >>> v = maxwell_boltzmann(masses, 500.0, periodic=True)  # CO; periodic: only the momentum is removed
+    >>> bool(np.allclose(masses @ v, 0.0)), round(float(temperature(v, masses, degrees_of_freedom(2, True))), 3)
+    (True, 500.0)
+    """
     masses = np.asarray(masses, np.float64)
     if not periodic and positions is None and len(masses) > 2:
         raise ValueError("a free molecule's velocities need its positions (to remove the angular momentum); "
@@ -255,6 +287,7 @@ class NVE:
     timestep_fs: float = 0.5
 
     def build(self, force_fn, n_atoms: int, periodic: bool) -> Integrator:
+        """The `velocity_verlet` integrator of `force_fn` (n_atoms and periodic are not needed here)."""
         return velocity_verlet(force_fn, self.timestep_fs)
 
 
@@ -267,6 +300,7 @@ class Langevin:
     friction_per_fs: float = 0.01
 
     def build(self, force_fn, n_atoms: int, periodic: bool) -> Integrator:
+        """The `langevin_baoab` integrator of `force_fn` (n_atoms and periodic are not needed here)."""
         return langevin_baoab(force_fn, self.timestep_fs, self.temperature_K, self.friction_per_fs)
 
 
@@ -280,5 +314,7 @@ class NoseHoover:
     chain_length: int = 3
 
     def build(self, force_fn, n_atoms: int, periodic: bool) -> Integrator:
+        """The `nose_hoover_chain` integrator of `force_fn` for `n_atoms` atoms (periodic: 3 fewer degrees of
+        freedom removed than for a free molecule, see `degrees_of_freedom`)."""
         return nose_hoover_chain(force_fn, self.timestep_fs, self.temperature_K, n_atoms, self.tau_fs,
                                  self.chain_length, periodic)

@@ -16,6 +16,13 @@ from flax import struct
 
 @struct.dataclass
 class FireState:
+    """The state of one FIRE minimisation (`relax_batch` stacks a leading (B,) axis).
+
+    positions: (N, 3) Angstrom; velocities: (N, 3) FIRE's fictitious velocities (unit masses, Angstrom per unit
+    of dt); forces: (N, 3) eV/A; energy: eV; dt: the current FIRE time step, dimensionless (unit masses, as in
+    ASE); alpha: the velocity mixing; n_positive: steps since the last uphill one; step: steps taken; aux: the
+    force function's own state."""
+
     positions: jax.Array
     velocities: jax.Array
     forces: jax.Array
@@ -34,7 +41,12 @@ class FireState:
 
 def fire(force_fn, dt_start: float = 0.1, dt_max: float = 1.0, max_step: float = 0.2, n_min: int = 5,
          f_inc: float = 1.1, f_dec: float = 0.5, alpha_start: float = 0.1, f_alpha: float = 0.99):
-    """(init(positions, aux=None), step(state)) for FIRE; ASE's default parameters."""
+    """(init(positions, aux=None), step(state)) for FIRE; ASE's default parameters.
+
+    dt_start, dt_max: the initial and largest time step, dimensionless (unit masses, as in ASE's FIRE);
+    max_step: the largest displacement of a step, Angstrom (the norm over all atoms); n_min, f_inc, f_dec,
+    alpha_start, f_alpha: FIRE's step-growth and mixing parameters (Bitzek et al.).
+    """
 
     def init(positions, aux=None):
         positions = jnp.asarray(positions)
@@ -69,9 +81,10 @@ def fire(force_fn, dt_start: float = 0.1, dt_max: float = 1.0, max_step: float =
 
 
 def relax_batch(init, step, positions, fmax: float = 1e-3, max_steps: int = 5000, aux=None):
-    """Relax a batch of structures (B, N, 3) in one compiled loop until every max force < fmax (eV/A) or
-    max_steps. Converged structures stop moving. Returns the final batched state (state.fmax per structure via
-    vmap) and a (B,) bool array of which converged.
+    """Relax a batch of structures, positions (B, N, 3) Angstrom, in one compiled loop until every max force <
+    fmax (eV/A) or max_steps. init, step: a minimiser (`fire` or `lbfgs`). Converged structures stop moving.
+    Returns the final batched state (state.fmax per structure via vmap) and a (B,) bool array of which
+    converged.
 
     aux: a batched aux (e.g. neighbour lists stacked with jax.tree.map) or None.
     """
@@ -97,6 +110,11 @@ def relax_batch(init, step, positions, fmax: float = 1e-3, max_steps: int = 5000
 
 @struct.dataclass
 class LbfgsState:
+    """The state of one L-BFGS minimisation (`relax_batch` stacks a leading (B,) axis).
+
+    positions: (N, 3) Angstrom; forces: (N, 3) eV/A; energy: eV; s_hist, y_hist, rho: the step memory (below);
+    step: steps taken; aux: the force function's own state."""
+
     positions: jax.Array
     forces: jax.Array
     energy: jax.Array

@@ -20,6 +20,7 @@ from .driver import overflowed, blank_like, stack_states, where_rows
 from .minimize import fire, lbfgs
 
 
+#: The minimisers by name ("fire", "lbfgs"), as `BatchRelaxer` and `relax` accept them: name -> (init, step) maker.
 MINIMIZERS = {"fire": fire, "lbfgs": lbfgs}
 
 
@@ -88,6 +89,7 @@ class BatchRelaxer:
 
     @property
     def n_free(self) -> int:
+        """How many slots are free for `load`."""
         return int((~self.active).sum())
 
     def load(self, items, fmax: float | None = None):

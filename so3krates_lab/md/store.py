@@ -41,6 +41,13 @@ _DRIVER_PREFIX = "driver__"
 
 
 class TrajectoryStore:
+    """The trajectory store in folder `directory` (see the module docstring), opened or created.
+
+    numbers: (N,) atomic numbers, required to create a store (checked against an existing one); timestep_fs: the
+    MD time step (fs); cell: (3, 3) Angstrom, or None for a free molecule; pbc: (3,) bool periodicity (with a
+    cell); meta: anything else JSON-serialisable for meta.json (kept only when the store is created).
+    """
+
     def __init__(self, directory, numbers=None, timestep_fs: float | None = None, *, cell=None, pbc=None, **meta):
         self._pending = 0  # chunks appended by this object since its last save_state
         self._lock: WriterLock | None = None  # the folder's writer lock, taken at the first write
@@ -63,6 +70,7 @@ class TrajectoryStore:
 
     @property
     def numbers(self) -> np.ndarray:
+        """(N,) atomic numbers of the stored atoms."""
         return np.asarray(self.meta["numbers"], np.int32)
 
     # writer lock --------------------------------------------------------------------------------------------
@@ -139,6 +147,7 @@ class TrajectoryStore:
                                    pbc=self.meta.get("pbc", [False] * 3), stop_reason=self.stop_reason())
 
     def save_offending(self, frames: Trajectory, reason: str) -> None:
+        """Write the frames from the first bad one on to `offending.nc` and record `reason` as the stop reason."""
         self._writing()
         ds = frames.to_xarray()
         atomic_write(self.directory / "offending.nc", lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
@@ -181,6 +190,7 @@ class TrajectoryStore:
             stale.unlink(missing_ok=True)
 
     def has_state(self) -> bool:
+        """Whether a state was saved (`state.npz`), i.e. whether the run can be resumed."""
         return (self.directory / "state.npz").exists()
 
     def load_state(self, template):
@@ -210,9 +220,11 @@ class TrajectoryStore:
 
     # export -------------------------------------------------------------------------------------------------
     def to_ase(self, stride: int = 1) -> list:
+        """Every `stride`-th stored frame as an ASE Atoms object (see `Trajectory.to_ase`)."""
         return self.open().to_ase(stride)
 
     def to_extxyz(self, path, stride: int = 1) -> Path:
+        """Write every `stride`-th stored frame to an extended XYZ file `path` (see `Trajectory.to_extxyz`)."""
         return self.open().to_extxyz(path, stride)
 
 

@@ -15,7 +15,7 @@ the resolved limits are `sim.watchdogs`, `print(sim.watchdogs.summary())` explai
   least 2: 4.89 for ethanol (dof 21), 2.19 for Ac-Ala3-NHMe (dof 120), 51 for a diatomic. A 300 ps run records
   15,000-30,000 frames, so a legitimate run never reaches it (300 ps of ethanol at 500 K peaks at 2.9 x), while
   an exploding one reaches 10^4-10^5 K.
-- max_energy_drift: for an energy-conserving (NVE) run, |E_total - E_total(start)| per atom stays below
+- max_energy_drift: for an energy-conserving (NVE) run, abs(E_total - E_total(start)) per atom stays below
   2 k T_ref (86 meV/atom at 500 K); the shipped ethanol model drifts at most about 0.08 meV/atom/ps at 0.5 fs
   (24 meV in 300 ps) and fluctuates by about 0.5 meV/atom.
   Off for thermostats, which exchange energy with a bath.
@@ -142,9 +142,9 @@ class Watchdogs:
 
     min_distance: smallest interatomic distance (Angstrom, free molecules). max_bond_deviation: largest change of a
     covalent bond length from its start value (Angstrom; spec section 6 uses 0.5). max_temperature: K.
-    max_energy_drift: |E_total - E_total(start)| per atom (eV), checked when the run conserves energy (NVE).
-    bonds, bond_lengths: (B, 2) atom pairs and (B,) reference lengths (`with_bonds`, or `for_run` from the start
-    geometry). cell: (3, 3) Angstrom of a periodic system, for minimum-image bond lengths. automatic: {limit: how
+    max_energy_drift: abs(E_total - E_total(start)) per atom (eV), checked when the run conserves energy (NVE).
+    bonds, bond_lengths: (B, 2) atom pairs and (B,) reference lengths in Angstrom (`with_bonds`, or `for_run` from
+    the start geometry). cell: (3, 3) Angstrom of a periodic system, for minimum-image bond lengths. automatic: {limit: how
     it was chosen} for the limits `for_run` filled in.
     """
 
@@ -171,8 +171,9 @@ class Watchdogs:
                    cell=None) -> "Watchdogs":
         """Covalent bonds of a reference geometry: pairs closer than `scale` x the sum of covalent radii.
 
-        numbers, positions: the reference geometry (Angstrom), or a `System` as the first argument (its cell, if
-        periodic). cell: (3, 3) of a periodic system, for minimum-image bond vectors."""
+        numbers (N,), positions (N, 3) Angstrom: the reference geometry, or a `System` as the first argument (its
+        cell, if periodic). max_bond_deviation: the largest change of a bond length, Angstrom. cell: (3, 3)
+        Angstrom of a periodic system, for minimum-image bond vectors."""
         if isinstance(numbers, System):
             numbers, positions, cell = numbers.numbers, numbers.positions, (
                 numbers.cell if numbers.periodic else None)
@@ -189,8 +190,9 @@ class Watchdogs:
                 start_temperature_K: float | None = None) -> "Watchdogs":
         """These watchdogs with every "auto" limit filled in for a run (explicit values and None are kept).
 
-        numbers (N,), positions (N, 3) or (R, N, 3) (replicas of one system: bonds from replica 0): the start
-        geometry. cell, periodic: the system's cell (minimum-image bonds). temperature_K: the thermostat's target
+        numbers (N,), positions (N, 3) or (R, N, 3) Angstrom (replicas of one system: bonds from replica 0): the
+        start geometry. cell: the system's (3, 3) cell in Angstrom, or None; periodic: whether it is periodic
+        (minimum-image bonds). temperature_K: the thermostat's target
         (None for NVE). energy_conserving: the run conserves potential + kinetic energy (NVE). dof: degrees of
         freedom of the temperature (default 3N - 6, or 3N - 3 periodic). start_temperature_K: of the start
         velocities (the hottest replica)."""

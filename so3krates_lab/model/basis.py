@@ -14,8 +14,13 @@ import numpy as np
 def physnet_rbf(d, cutoff: float, n: int):
     """PhysNet exponential-normal basis: exp(-beta (exp(-d) - mu_k)^2).
 
-    d: (P,) Angstrom -> (P, n). mu_k evenly spaced on [exp(-cutoff), 1], beta = ((2/n)(1 - exp(-cutoff)))^-2.
-    Not multiplied by the cutoff function (the attention is).
+    d: (P,) Angstrom -> (P, n). mu_k evenly spaced on [exp(-cutoff), 1], beta = ((2/n)(1 - exp(-cutoff)))^-2,
+    with cutoff in Angstrom. Not multiplied by the cutoff function (the attention is).
+
+    >>> import jax.numpy as jnp
+    >>> rbf = physnet_rbf(jnp.array([0.0, 1.0, 2.0]), cutoff=5.0, n=8)
+    >>> rbf.shape, round(float(rbf[0, -1]), 6)  # d = 0 sits on the last centre, mu = 1
+    ((3, 8), 1.0)
     """
     start = math.exp(-cutoff)
     mu = jnp.asarray(np.linspace(start, 1.0, n), dtype=d.dtype)
@@ -70,7 +75,14 @@ def cutoff_function(d, cutoff: float, kind: str = "cosine"):
 
 
 def cosine_cutoff(d, cutoff: float):
-    """phi(d) = (cos(pi d / r_c) + 1) / 2 for d < r_c, else 0. Value and slope vanish at r_c."""
+    """phi(d) = (cos(pi d / r_c) + 1) / 2 for d < r_c, else 0. Value and slope vanish at r_c.
+
+    d: distances, Angstrom (any shape); cutoff: r_c, Angstrom.
+
+    >>> import jax.numpy as jnp
+    >>> [round(float(x), 6) for x in cosine_cutoff(jnp.array([0.0, 2.5, 5.0, 6.0]), cutoff=5.0)]
+    [1.0, 0.5, 0.0, 0.0]
+    """
     return jnp.where(d < cutoff, 0.5 * (jnp.cos(jnp.pi * d / cutoff) + 1.0), jnp.zeros_like(d))
 
 
@@ -79,7 +91,12 @@ def spherical_harmonics(u, degrees: tuple[int, ...]):
 
     u: (P, 3) unit vectors -> (P, sum(2l+1)), for each l the order m = -l..l.
     Built from the associated-Legendre recursion in Cartesian form (no angles, so smooth everywhere):
-    Y_lm = N_lm Q_l^|m|(z) * Re((x+iy)^m) for m > 0, Im((x+iy)^|m|) for m < 0.
+    Y_lm = N_lm Q_l^abs(m)(z) * Re((x+iy)^m) for m > 0, Im((x+iy)^abs(m)) for m < 0.
+
+    >>> import jax.numpy as jnp
+    >>> y = spherical_harmonics(jnp.array([[0.0, 0.0, 1.0]]), (1,))  # m = -1, 0, 1 along z
+    >>> [round(float(v), 6) for v in y[0]]  # Y_10 = sqrt(3 / (4 pi)) z
+    [0.0, 0.488603, 0.0]
     """
     if not degrees:
         return jnp.zeros(u.shape[:-1] + (0,), u.dtype)
@@ -119,7 +136,7 @@ def degree_index(degrees: tuple[int, ...]) -> np.ndarray:
 
 
 def contraction_matrix(degrees: tuple[int, ...], dtype=np.float32) -> np.ndarray:
-    """(M, |L|) matrix C with C[(l,m), l] = 1/sqrt(2l+1), so that c(v) = (v * v) @ C."""
+    """(M, len(degrees)) matrix C with C[(l,m), l] = 1/sqrt(2l+1), so that c(v) = (v * v) @ C."""
     idx = degree_index(degrees)
     C = np.zeros((idx.size, len(degrees)), dtype)
     for row, k in enumerate(idx):
@@ -128,6 +145,16 @@ def contraction_matrix(degrees: tuple[int, ...], dtype=np.float32) -> np.ndarray
 
 
 def contract(v, degrees: tuple[int, ...]):
-    """Per-degree contraction c_l(v) = (1/sqrt(2l+1)) sum_m v_(l,m)^2: (..., M) -> (..., |L|), rotation invariant."""
+    """Per-degree contraction c_l(v) = (1/sqrt(2l+1)) sum_m v_(l,m)^2: (..., M) -> (..., len(degrees)), rotation
+    invariant.
+
+    Of spherical harmonics: sqrt(2l+1) / (4 pi) in every direction (the addition theorem):
+
+    >>> import numpy as np, jax.numpy as jnp
+    >>> u = jnp.array([[0.0, 0.0, 1.0], [0.6, 0.0, 0.8], [0.0, -1.0, 0.0]])
+    >>> c = contract(spherical_harmonics(u, (1, 2, 3)), (1, 2, 3))
+    >>> bool(np.allclose(c, np.sqrt([3.0, 5.0, 7.0]) / (4 * np.pi), atol=1e-6))
+    True
+    """
     C = jnp.asarray(contraction_matrix(degrees, np.float64), dtype=v.dtype)
     return (v * v) @ C

@@ -84,13 +84,15 @@ __all__ = [
 class Checkpoint:
     """A loaded checkpoint.
 
-    config:           the model's So3kratesConfig
-    variables:        nested dicts of numpy arrays, same structure, dtypes and values as saved
-    step:             training step at save time
-    opt_state_leaves: flat list of optimiser-state leaves (see restore_opt_state), or None if not saved
-    metadata:         the caller's free metadata dict (JSON round-tripped)
-    created:          ISO 8601 UTC time of writing
-    version:          format version of the file
+    Fields::
+
+        config:           the model's So3kratesConfig
+        variables:        nested dicts of numpy arrays, same structure, dtypes and values as saved
+        step:             training step at save time
+        opt_state_leaves: flat list of optimiser-state leaves (see restore_opt_state), or None if not saved
+        metadata:         the caller's free metadata dict (JSON round-tripped)
+        created:          ISO 8601 UTC time of writing
+        version:          format version of the file
     """
 
     config: So3kratesConfig

@@ -28,59 +28,59 @@ _LATER_FIELDS = {
 
 @dataclasses.dataclass(frozen=True)
 class So3kratesConfig:
-    """Hyper-parameters of a SO3krates model (see shared spec SO3KRATES.md).
+    """Hyper-parameters of a SO3krates model (see shared spec SO3KRATES.md); the fields::
 
-    features:      F, width of the invariant features (divisible by heads, by len(degrees) and by 4)
-    layers:        T, number of Euclidean transformer blocks (parameters not shared)
-    heads:         H, heads of the invariant attention
-    degrees:       L, degrees of the Euclidean variables; () gives the invariant ablation
-    cutoff:        r_c in Angstrom
-    radial_basis:  K, number of PhysNet radial functions
-    ev_init:       "zeros" (chi starts at 0) or "neighbours" (cutoff-weighted neighbourhood sum of Y_l)
-    dtype:         "float32" or "float64" for parameters and computation
-    layer_norm:    pre-LayerNorm on x in each block
-    residual_mlp:  a residual MLP on x after each block's interaction
-    attention_projection:
-                   "full": the query, key and value maps of the attention are full F x F matrices, which mix
-                   all features before the heads are split; "per_head": each head projects only its own slice
-                   of the features with its own (F/H x F/H) matrix (F/|L| x F/|L| for the per-degree heads of
-                   the equivariant branch), i.e. block-diagonal maps, as the public reference implementation
-                   (mlff) does and spec section 3a writes (Wq^h x_i^h). "full" contains "per_head" as a
-                   special case and has about 1.6x the parameters at the defaults (509,029 vs 321,721).
-    max_atomic_number:
-                   the largest atomic number the embedding table has a row for (118: every element; mlff's
-                   table has 100 rows, i.e. 99). A structure with a larger one evaluates to NaN.
+        features:      F, width of the invariant features (divisible by heads, by len(degrees) and by 4)
+        layers:        T, number of Euclidean transformer blocks (parameters not shared)
+        heads:         H, heads of the invariant attention
+        degrees:       L, degrees of the Euclidean variables; () gives the invariant ablation
+        cutoff:        r_c in Angstrom
+        radial_basis:  K, number of PhysNet radial functions
+        ev_init:       "zeros" (chi starts at 0) or "neighbours" (cutoff-weighted neighbourhood sum of Y_l)
+        dtype:         "float32" or "float64" for parameters and computation
+        layer_norm:    pre-LayerNorm on x in each block
+        residual_mlp:  a residual MLP on x after each block's interaction
+        attention_projection:
+                       "full": the query, key and value maps of the attention are full F x F matrices, which mix
+                       all features before the heads are split; "per_head": each head projects only its own slice
+                       of the features with its own (F/H x F/H) matrix (F/|L| x F/|L| for the per-degree heads of
+                       the equivariant branch), i.e. block-diagonal maps, as the public reference implementation
+                       (mlff) does and spec section 3a writes (Wq^h x_i^h). "full" contains "per_head" as a
+                       special case and has about 1.6x the parameters at the defaults (509,029 vs 321,721).
+        max_atomic_number:
+                       the largest atomic number the embedding table has a row for (118: every element; mlff's
+                       table has 100 rows, i.e. 99). A structure with a larger one evaluates to NaN.
 
     The pieces below generalise the block and the energy so that published variants are configurations of
-    this one model (SO3LR: the "so3lr" preset). Their defaults are the original SO3krates.
+    this one model (SO3LR: the "so3lr" preset). Their defaults are the original SO3krates::
 
-    radial_function: "physnet" (exp(-beta (exp(-d) - mu_k)^2)) or "bernstein" (Bernstein polynomials of
-                   exp(-gamma d), SO3LR's basis)
-    cutoff_function: "cosine" ((cos(pi d / r_c) + 1) / 2) or "polynomial" (PhysNet's 1 - 6x^5 + 15x^4 - 10x^3,
-                   x = d / r_c, SO3LR's)
-    attention_normalization:
-                   None: attention coefficients are divided by sqrt(head width); a number (SO3LR: the training
-                   data's average neighbour count, 13.17) divides both branches' coefficients by it
-    block_layout:  "pre_norm": [LayerNorm] -> attention -> interaction -> [residual MLP]; "post_norm" (SO3LR):
-                   attention -> [LayerNorm] -> [pre-activated residual MLP] -> interaction -> [LayerNorm], with
-                   `layer_norm` and `residual_mlp` switching the bracketed parts
-    charge_spin_embedding:
-                   add SpookyNet-style embeddings of the total charge and of the number of unpaired electrons
-                   (given to the potential, not learned from geometry); the three embeddings are summed / sqrt(3)
-    element_readout:
-                   the atomic energy MLP(x_i) is multiplied by a learned per-element scale and shifted by a
-                   learned per-element offset (parameters; the constants still apply on top)
-    zbl:           add ZBL nuclear repulsion (model.physics) on the short-range pairs
-    electrostatics, electrostatics_sigma:
-                   add the Coulomb energy of predicted partial charges (a charge head, conserving the total
-                   charge), erf-damped with length sigma (Angstrom)
-    dispersion, dispersion_scale:
-                   add vdW-QDO dispersion from predicted Hirshfeld ratios (a Hirshfeld head); the scale
-                   multiplies the short-range damping length
-    long_range_cutoff, dispersion_damping:
-                   Angstrom. None: the long-range terms have no cutoff (free structures only); a cutoff r_lr
-                   switches Coulomb (force-shifted, from 0.45 r_lr) and dispersion (from r_lr - damping) to zero
-                   at r_lr. Long-range pairs are every pair of a structure (model.physics.dense_pairs)
+        radial_function: "physnet" (exp(-beta (exp(-d) - mu_k)^2)) or "bernstein" (Bernstein polynomials of
+                       exp(-gamma d), SO3LR's basis)
+        cutoff_function: "cosine" ((cos(pi d / r_c) + 1) / 2) or "polynomial" (PhysNet's 1 - 6x^5 + 15x^4 - 10x^3,
+                       x = d / r_c, SO3LR's)
+        attention_normalization:
+                       None: attention coefficients are divided by sqrt(head width); a number (SO3LR: the training
+                       data's average neighbour count, 13.17) divides both branches' coefficients by it
+        block_layout:  "pre_norm": [LayerNorm] -> attention -> interaction -> [residual MLP]; "post_norm" (SO3LR):
+                       attention -> [LayerNorm] -> [pre-activated residual MLP] -> interaction -> [LayerNorm], with
+                       `layer_norm` and `residual_mlp` switching the bracketed parts
+        charge_spin_embedding:
+                       add SpookyNet-style embeddings of the total charge and of the number of unpaired electrons
+                       (given to the potential, not learned from geometry); the three embeddings are summed / sqrt(3)
+        element_readout:
+                       the atomic energy MLP(x_i) is multiplied by a learned per-element scale and shifted by a
+                       learned per-element offset (parameters; the constants still apply on top)
+        zbl:           add ZBL nuclear repulsion (model.physics) on the short-range pairs
+        electrostatics, electrostatics_sigma:
+                       add the Coulomb energy of predicted partial charges (a charge head, conserving the total
+                       charge), erf-damped with length sigma (Angstrom)
+        dispersion, dispersion_scale:
+                       add vdW-QDO dispersion from predicted Hirshfeld ratios (a Hirshfeld head); the scale
+                       multiplies the short-range damping length
+        long_range_cutoff, dispersion_damping:
+                       Angstrom. None: the long-range terms have no cutoff (free structures only); a cutoff r_lr
+                       switches Coulomb (force-shifted, from 0.45 r_lr) and dispersion (from r_lr - damping) to zero
+                       at r_lr. Long-range pairs are every pair of a structure (model.physics.dense_pairs)
     """
 
     features: int = 132
@@ -164,6 +164,11 @@ class So3kratesConfig:
         return sum(2 * d + 1 for d in self.degrees)
 
     def replace(self, **changes) -> "So3kratesConfig":
+        """A copy with some fields changed (validated again).
+
+        >>> So3kratesConfig.preset("small").replace(cutoff=4.0).cutoff
+        4.0
+        """
         return dataclasses.replace(self, **changes)
 
     @property
@@ -186,10 +191,18 @@ class So3kratesConfig:
         return d
 
     def to_json(self) -> str:
+        """`to_dict` as JSON text (sorted keys); `from_json` reads it back.
+
+        >>> config = So3kratesConfig.preset("so3lr")
+        >>> So3kratesConfig.from_json(config.to_json()) == config
+        True
+        """
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict) -> "So3kratesConfig":
+        """The configuration of a `to_dict` dict (missing later fields take their defaults); unknown fields
+        raise ValueError."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -198,15 +211,23 @@ class So3kratesConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "So3kratesConfig":
+        """The configuration of a `to_json` text."""
         return cls.from_dict(json.loads(text))
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "So3kratesConfig":
+        """The named configuration of `PRESETS`, with `overrides` replaced.
+
+        >>> config = So3kratesConfig.preset("small", layers=1)
+        >>> config.features, config.layers, config.degrees, config.n_ev  # n_ev: 3 + 5 channels for degrees 1, 2
+        (24, 1, (1, 2), 8)
+        """
         if name not in PRESETS:
             raise KeyError(f"unknown preset {name!r}; presets: {sorted(PRESETS)}")
         return PRESETS[name].replace(**overrides)
 
 
+#: Named configurations for `So3kratesConfig.preset`: "default", "invariant", "small", "mlff" and "so3lr".
 PRESETS: dict[str, So3kratesConfig] = {
     # The reference configuration of the paper's MD17 experiments.
     "default": So3kratesConfig(),

@@ -51,7 +51,8 @@ def init_variables(config: So3kratesConfig, graph: Graph, seed: int = 0) -> dict
 
 
 def with_constants(variables: dict, element_energy=None, energy_scale=None) -> dict:
-    """A copy of `variables` with new element energies (119,) eV and/or energy scale ()."""
+    """A copy of `variables` with new element energies (119,) eV and/or energy scale () (it multiplies the
+    network's output: eV per output unit). element_energy: (119,) eV, indexed by atomic number."""
     constants = dict(variables["constants"])
     dtype = constants["element_energy"].dtype
     if element_energy is not None:

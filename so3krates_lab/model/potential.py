@@ -35,7 +35,8 @@ class Potential(BasePotential):
     """A SO3krates model: `config` (static) and `variables` {"params": ..., "constants": ...} (the leaves).
 
     metadata: what the checkpoint recorded (data provenance, split, training history); not traced, and never a
-    reason to compile again.
+    reason to compile again (held in `info`). total_charge (e) and unpaired_electrons: of the structures it
+    evaluates, for models with charge and spin embeddings or partial charges (SO3LR); ignored by the others.
     """
 
     variables: dict
@@ -54,6 +55,7 @@ class Potential(BasePotential):
 
     @classmethod
     def create(cls, config: So3kratesConfig, variables: dict, metadata: dict | None = None) -> "Potential":
+        """A potential of `config` with these `variables` and checkpoint `metadata` (not checked; `load` checks)."""
         return cls(variables=variables, config=config, info=_Info(metadata or {}))
 
     @classmethod
@@ -80,10 +82,12 @@ class Potential(BasePotential):
     # the protocol ------------------------------------------------------------------------------------------
     @property
     def cutoff(self) -> float:
+        """The model's cutoff, Angstrom."""
         return float(self.config.cutoff)
 
     @property
     def dtype(self) -> str:
+        """The float type it computes in, "float32" or "float64"."""
         return self.config.dtype
 
     def _apply(self, graph: Graph, **kwargs):
@@ -105,7 +109,7 @@ class Potential(BasePotential):
         return self._apply(graph, per_atom=per_atom, outputs=True)
 
     def with_charge(self, total_charge: float = 0.0, unpaired_electrons: float = 0.0) -> "Potential":
-        """The same model for structures of another total charge (e) and number of unpaired electrons."""
+        """The same model for structures of another total_charge (e) and number of unpaired_electrons."""
         for name, value in (("total_charge", total_charge), ("unpaired_electrons", unpaired_electrons)):
             if not np.isfinite(float(value)):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -149,10 +153,11 @@ class Potential(BasePotential):
 
     @property
     def energy_scale(self) -> float:
+        """The scale of the network's output (eV per output unit; see `model.with_constants`)."""
         return float(np.asarray(self.variables["constants"]["energy_scale"]))
 
     def with_constants(self, element_energy=None, energy_scale=None) -> "Potential":
-        """A copy with new element energies (119,) eV and/or energy scale (see `model.with_constants`)."""
+        """A copy with new element_energy (119,) eV and/or energy_scale (see `model.with_constants`)."""
         return self.replace(variables=with_constants(self.variables, element_energy, energy_scale))
 
     def with_dtype(self, dtype) -> "Potential":
@@ -167,6 +172,7 @@ class Potential(BasePotential):
 
     @property
     def n_parameters(self) -> int:
+        """The number of trained parameters (the "params" leaves; the constants not counted)."""
         return int(sum(np.size(x) for x in jax.tree.leaves(self.variables["params"])))
 
     # files -------------------------------------------------------------------------------------------------

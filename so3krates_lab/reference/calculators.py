@@ -22,7 +22,11 @@ def _missing(package: str, err: Exception) -> ImportError:
 
 
 def gfn2_xtb(accuracy: float = 1.0, electronic_temperature: float = 300.0, charge: int = 0):
-    """GFN2-xTB ASE calculator (tblite), quiet. Settings are tblite's defaults unless given."""
+    """GFN2-xTB ASE calculator (tblite), quiet. Settings are tblite's defaults unless given.
+
+    accuracy: tblite's accuracy factor (smaller is tighter); electronic_temperature: the Fermi smearing
+    temperature, K; charge: the total charge (e).
+    """
     try:
         from tblite.ase import TBLite
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -36,7 +40,8 @@ class PyscfDFT(Calculator):
 
     xc, basis: functional and basis set names as pyscf spells them ("PBE", "def2-svp").
     density_fit: use the RI (density fitting) approximation for the Coulomb term (auxiliary basis chosen by pyscf).
-    conv_tol: SCF energy convergence in Hartree. grids_level: pyscf integration grid level (0-9).
+    conv_tol: SCF energy convergence in Hartree. grids_level: pyscf integration grid level (0-9). charge: the
+    total charge (e); spin: the number of unpaired electrons (pyscf's 2S; not 0 runs unrestricted Kohn-Sham).
     grid_response: include the response of the atom-centred integration grid in the forces (slower). Without
     it the forces are not exactly the energy's gradient: at PBE/def2-SVP grid level 3 they carry a spurious net
     force and torque of about 1e-3 eV/A, which stalls a relaxation below that threshold.
@@ -58,6 +63,7 @@ class PyscfDFT(Calculator):
         self._dm_numbers = None
 
     def describe(self) -> str:
+        """The method in words, e.g. "PBE/def2-svp (density fitting)"."""
         s = self.settings
         return f"{s['xc']}/{s['basis']}" + (" (density fitting)" if s["density_fit"] else "")
 

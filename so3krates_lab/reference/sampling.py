@@ -26,6 +26,7 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
 
 
 def atoms_from_system(system: System) -> Atoms:
+    """The `System` as an ASE Atoms object (positions in Angstrom; its cell and pbc if periodic, no labels)."""
     cell, pbc = system.box_and_pbc()
     return Atoms(numbers=system.numbers, positions=system.positions, cell=cell, pbc=pbc)
 
@@ -92,7 +93,8 @@ def sample_md(start: System | Atoms, calculator, store: FrameStore, *, temperatu
 
 def label_frames(numbers, positions, calculator, store: FrameStore, *, chunk_frames: int = 10,
                  progress: bool = True, desc: str = "label") -> FrameStore:
-    """Energy and forces of each geometry in `positions` (K, N, 3) with `calculator`, in order, resumable."""
+    """Energy and forces of each geometry in `positions` (K, N, 3) Angstrom of the atoms `numbers` (N,) with
+    `calculator`, in order, resumable."""
     numbers = np.asarray(numbers)
     positions = np.asarray(positions, np.float64)
     total = len(positions)

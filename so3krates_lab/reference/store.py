@@ -48,6 +48,7 @@ class FrameStore:
         self.close()
 
     def chunk_paths(self) -> list[Path]:
+        """The chunk files, in order."""
         return sorted(self.directory.glob("chunk_*.npz"))
 
     def __len__(self) -> int:
@@ -55,10 +56,15 @@ class FrameStore:
 
     @property
     def n_chunks(self) -> int:
+        """The number of chunk files."""
         return len(self.chunk_paths())
 
     def append(self, numbers, positions, energy, forces, velocities=None) -> Path:
-        """Write the next chunk atomically; returns its path."""
+        """Write the next chunk of K frames atomically; returns its path.
+
+        numbers: (N,) atomic numbers; positions: (K, N, 3) Angstrom; energy: (K,) eV; forces: (K, N, 3)
+        eV/Angstrom; velocities: (K, N, 3) Angstrom/fs, or None.
+        """
         arrays = dict(numbers=np.asarray(numbers, np.int64), positions=np.asarray(positions, np.float64),
                       energy=np.asarray(energy, np.float64), forces=np.asarray(forces, np.float64))
         k, n = arrays["positions"].shape[:2]
@@ -88,6 +94,7 @@ class FrameStore:
         return dict(np.load(paths[-1])) if paths else None
 
     def to_dataset(self, name: str = "") -> Dataset:
+        """All frames as a labelled `Dataset` (named after the folder unless `name` is given)."""
         a = self.arrays()
         systems = [System(numbers=a["numbers"], positions=r, energy=float(e), forces=f)
                    for r, e, f in zip(a["positions"], a["energy"], a["forces"])]

@@ -22,8 +22,9 @@ from ..structures import Dataset, Graph
 class DeviceData:
     """S structures padded to a atoms and p stored pairs each.
 
-    numbers (S, a), positions (S, a, 3), atom_mask (S, a), receivers/senders (S, p) (local indices),
-    cell_shifts (S, p, 3), pair_mask (S, p), cell (S, 3, 3), energy (S,) eV, forces (S, a, 3) eV/A.
+    numbers (S, a), positions (S, a, 3) Angstrom, atom_mask (S, a), receivers/senders (S, p) (local indices),
+    cell_shifts (S, p, 3), pair_mask (S, p), cell (S, 3, 3) Angstrom (zeros for free molecules), energy (S,)
+    eV, forces (S, a, 3) eV/A.
     """
 
     numbers: jax.Array
@@ -39,11 +40,13 @@ class DeviceData:
 
     @property
     def size(self) -> int:
+        """S, the number of structures."""
         return int(self.numbers.shape[0])
 
 
 def to_device(dataset: Dataset, cutoff: float, dtype=np.float32) -> DeviceData:
-    """Pack every structure of `dataset` once (neighbour pairs at `cutoff`) and move the stack to the device."""
+    """Pack every structure of `dataset` once (neighbour pairs within `cutoff`, Angstrom) and move the stack to
+    the device."""
     pairs = [neighbour_pairs(s, cutoff) for s in dataset]
     cap = Capacity(max(s.n_atoms for s in dataset) + 1, max(max(len(p) for p in pairs), 1), 1)
     graphs = [pack([s], [p], cap, dtype) for s, p in zip(dataset, pairs)]

@@ -19,6 +19,14 @@ XLA_FLAGS=--xla_force_host_platform_device_count=N) each training batch is split
 across devices, and every device applies the same optimiser update. The data set and parameters are replicated.
 With one device the same code runs on a mesh of one. The loss is normalised by the counts of the whole global
 batch, so the result equals single-device training on the same batches up to summation order.
+
+Several processes (`so3krates_lab.distributed.initialize`, on every process, before training): the mesh spans
+the devices of every process, so each global batch is split over all of them and the gradients are summed
+across processes. Every process must pass the same data and settings (checked: a mismatch raises before the
+first step). Process 0 alone writes the checkpoints and shows progress; every process reads the checkpoint to
+resume, with the same process count. Stops are agreed: a Ctrl-C, SIGTERM or time budget that ends one process's
+run ends every process's after the same step. anneal_to is not available across processes (each process's clock
+would give its own learning rate).
 """
 
 from __future__ import annotations
@@ -84,7 +92,7 @@ class TrainConfig:
     energy_weight: float = 0.01
     force_weight: float = 0.99
     seed: int = 0
-    devices: int | None = None  # how many local devices to train on (None: all of them)
+    devices: int | None = None  # how many local devices to train on, per process (None: all of them)
     anneal_to: float | None = None
 
     def __post_init__(self):
@@ -95,6 +103,7 @@ class TrainConfig:
                 raise ValueError("anneal_to decays the learning rate over the time budget: set max_seconds too")
 
     def optimizer(self) -> optax.GradientTransformation:
+        """The optax optimiser these settings describe: clipping, then Adam or AMSGrad on the decayed rate."""
         schedule = optax.exponential_decay(self.learning_rate, self.decay_steps, self.decay_rate)
         adam = optax.amsgrad(schedule) if self.amsgrad else optax.adam(schedule)
         return optax.chain(optax.clip_by_global_norm(self.clip_norm), adam)
@@ -102,6 +111,10 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class FitResult:
+    """What `fit` returns: the best-validation `variables` of a model of `config`, the validation `history`,
+    the last `step` and the `best_step`, whether the run was `interrupted` (Ctrl-C or SIGTERM), its `metadata`;
+    `potential` is the best model as a `Potential`."""
+
     variables: dict  # the best-validation variables
     config: So3kratesConfig
     history: list[dict]  # one entry per validation: step, train loss, validation MAE/RMSE, seconds
@@ -162,12 +175,48 @@ def evaluate(potential, data: DeviceData, batch_size: int = 50) -> dict:
 
 
 def data_mesh(devices: int | None = None) -> jax.sharding.Mesh:
-    """A one-axis ("data") mesh over the first `devices` local devices (None: all)."""
+    """A one-axis ("data") mesh over the first `devices` local devices (None: all) of every process of the job
+    (one process without `so3krates_lab.distributed.initialize`), ordered by process."""
     local = jax.local_devices()
     n = len(local) if devices is None else devices
     if not 1 <= n <= len(local):
         raise ValueError(f"devices={devices}: this process has {len(local)} local device(s)")
-    return jax.sharding.Mesh(np.array(local[:n]), (DATA_AXIS,))
+    if jax.process_count() == 1:
+        return jax.sharding.Mesh(np.array(local[:n]), (DATA_AXIS,))
+    chosen = [[d for d in jax.devices() if d.process_index == p][:n] for p in range(jax.process_count())]
+    if any(len(c) < n for c in chosen):
+        raise ValueError(f"devices={n} per process, but some process has fewer: "
+                         f"{[len([d for d in jax.devices() if d.process_index == p]) for p in range(len(chosen))]}")
+    return jax.sharding.Mesh(np.array([d for c in chosen for d in c]), (DATA_AXIS,))
+
+
+def _same_on_every_process(what: str, *parts) -> None:
+    """Raise ValueError on every process unless `parts` (data sets, settings) are the same on every process."""
+    import hashlib
+
+    from jax.experimental import multihost_utils
+
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, Dataset):
+            for s in part:
+                for x in (s.numbers, s.positions, s.energy, s.forces):
+                    digest.update(b"-" if x is None else np.ascontiguousarray(x).tobytes())
+        else:  # settings by their repr, arrays (a pretrained model's variables) by their bytes
+            for leaf in jax.tree.leaves(part):
+                digest.update(np.ascontiguousarray(leaf).tobytes() if isinstance(leaf, np.ndarray)
+                              else repr(leaf).encode())
+    mine = np.frombuffer(digest.digest()[:8], np.uint32)
+    every = np.asarray(multihost_utils.process_allgather(mine)).reshape(jax.process_count(), -1)
+    if not (every == every[0]).all():
+        differ = [p for p in range(len(every)) if not (every[p] == every[0]).all()]
+        raise ValueError(f"the processes of this job were given different {what}: processes {differ} differ from "
+                         "process 0; every process must load the same data with the same settings")
+
+
+def _local(tree):
+    """This process's copy of replicated (possibly multi-process) arrays, as single-device arrays."""
+    return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
 
 
 def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -189,7 +238,7 @@ def readout_mask(params) -> dict:
     return {k: jax.tree.map(lambda _: k in readout, v) for k, v in params.items()}
 
 
-@holds_writer_lock("checkpoint", _checkpoint_file)
+@holds_writer_lock("checkpoint", _checkpoint_file, main_process_only=True)
 def fit(
     train: Dataset,
     valid: Dataset,
@@ -258,18 +307,31 @@ def _fit(train, valid, config, train_config, *, checkpoint, resume, progress, ca
         raise ValueError(f"batch_size {batch_size} exceeds the {len(train)} training structures")
     mesh = data_mesh(tc.devices)
     n_devices = mesh.devices.size
+    multi = jax.process_count() > 1  # this process is one of several (so3krates_lab.distributed)
+    main = jax.process_index() == 0
     if batch_size % n_devices:
         raise ValueError(f"batch_size {batch_size} does not split evenly over {n_devices} devices; "
                          f"pick a multiple of {n_devices} or set TrainConfig(devices=...)")
+    if multi:
+        if tc.anneal_to is not None:
+            raise ValueError("anneal_to follows each process's own clock, so processes would train with different "
+                             "learning rates: leave it None when training across processes")
+        _same_on_every_process("training, validation or test data, or settings", train, valid,
+                               test if test is not None else "no test set", config, tc, trainable, refit,
+                               None if start is None else jax.tree.map(np.asarray, start.variables))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
     dtype = float_dtype(config)
-    train_data = jax.device_put(to_device(train, config.cutoff, dtype), replicated)
-    valid_data = jax.device_put(to_device(valid, config.cutoff, dtype), replicated)
-    test_data = None if test is None else jax.device_put(to_device(test, config.cutoff, dtype), replicated)
+    train_local = to_device(train, config.cutoff, dtype)
+    # the training set lives on every device of the mesh; validation and test stay on this process's own device
+    # (each process evaluates the same model on them: the same numbers everywhere, no collectives)
+    train_data = jax.device_put(jax.tree.map(np.asarray, train_local) if multi else train_local, replicated)
+    place = (lambda d: d) if multi else (lambda d: jax.device_put(d, replicated))
+    valid_data = place(to_device(valid, config.cutoff, dtype))
+    test_data = None if test is None else place(to_device(test, config.cutoff, dtype))
     tx = tc.optimizer()
     if start is None:
-        variables = _init_variables(config, train, train_data, tc.seed)
+        variables = _init_variables(config, train, train_local, tc.seed)
         template = Potential.create(config, variables)
     else:
         variables = _start_variables(start, train, refit)
@@ -298,10 +360,14 @@ def _fit(train, valid, config, train_config, *, checkpoint, resume, progress, ca
         best_saved = load_checkpoint(best_path) if best_path.exists() else saved
         best = {"loss": saved.metadata.get("best_loss", math.inf), "step": saved.metadata.get("best_step", 0),
                 "variables": jax.tree.map(jnp.asarray, best_saved.variables)}
+    if multi:  # a process that found no checkpoint (no shared file system) would start over alone
+        _same_on_every_process("checkpoints to resume from (every process must read the same checkpoint path, on a "
+                               f"shared file system; this one is at step {step})", step)
 
-    def local_step(params, opt_state, constants, data, indices, rate_factor):
+    def local_step(params, opt_state, constants, data, indices, rate_factor, votes):
         # One device's share of the batch; sums over the mesh make loss and gradients those of the whole batch.
         # rate_factor scales the optimiser's updates (the learning rate: Adam's update is proportional to it).
+        # votes: each device's (stop requested, out of time) flags; their sum tells every process the same.
         graph, labels = gather_batch(data, indices)
         counts = jax.lax.psum(label_counts(graph), DATA_AXIS)
 
@@ -313,17 +379,26 @@ def _fit(train, valid, config, train_config, *, checkpoint, resume, progress, ca
         loss, parts, grads = jax.lax.psum((loss, parts, grads), DATA_AXIS)
         updates, opt_state = tx.update(grads, opt_state, params)
         updates = jax.tree.map(lambda u: u * rate_factor.astype(u.dtype), updates)
-        return optax.apply_updates(params, updates), opt_state, loss, parts
+        return optax.apply_updates(params, updates), opt_state, loss, parts, jax.lax.psum(votes.sum(0), DATA_AXIS)
 
     rep, shard = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec(DATA_AXIS)
-    train_step = jax.jit(jax.shard_map(local_step, mesh=mesh, in_specs=(rep, rep, rep, rep, shard, rep),
-                                       out_specs=(rep, rep, rep, rep)),
+    train_step = jax.jit(jax.shard_map(local_step, mesh=mesh, in_specs=(rep, rep, rep, rep, shard, rep, shard),
+                                       out_specs=(rep, rep, rep, rep, rep)),
                          donate_argnums=(0, 1), compiler_options=compiler_options())
-    params, opt_state = jax.device_put((variables["params"], opt_state), replicated)
-    variables = {"params": params, "constants": jax.device_put(variables["constants"], replicated)}
+    to_mesh = (lambda tree: jax.device_put(jax.tree.map(np.asarray, tree), replicated)) if multi else \
+        (lambda tree: jax.device_put(tree, replicated))
+    params, opt_state = to_mesh((variables["params"], opt_state))
+    variables = {"params": params, "constants": to_mesh(variables["constants"])}
+    n_local = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+
+    def votes(*flags):
+        """This process's stop flags as the step's per-device input (the first local device carries them)."""
+        local = np.zeros((n_local, len(flags)), np.int32)
+        local[0] = flags
+        return jax.make_array_from_process_local_data(split, local) if multi else jax.device_put(local, split)
 
     def save(current):
-        if checkpoint is None:
+        if checkpoint is None or not main:
             return
         meta = dict(metadata or {}, history=history, best_loss=best["loss"], best_step=best["step"],
                     train_config=dataclasses.asdict(tc), batch_size=batch_size)
@@ -331,12 +406,14 @@ def _fit(train, valid, config, train_config, *, checkpoint, resume, progress, ca
 
     steps_per_epoch = len(train) // batch_size
     # With only a time budget the step count is open-ended: show a rate, not a misleading total.
-    bar = _progress(progress, None if tc.max_seconds is not None and tc.max_steps >= 10**8 else tc.max_steps, step)
+    bar = _progress(progress and main, None if tc.max_seconds is not None and tc.max_steps >= 10**8 else tc.max_steps,
+                    step)
     params, constants = variables["params"], variables["constants"]
     interrupted, stop, losses, t0 = False, False, [], time.perf_counter()
     try:
         while step < tc.max_steps and not stop:
-            if interrupt.requested:  # arrived before the first step (while compiling): nothing new to save
+            # (several processes: a stop that arrived before the first step is carried by the first step's votes)
+            if interrupt.requested and not multi:  # arrived before the first step (while compiling): nothing to save
                 interrupted = True
                 break
             epoch, k = divmod(step, steps_per_epoch)
@@ -344,36 +421,47 @@ def _fit(train, valid, config, train_config, *, checkpoint, resume, progress, ca
             indices = jax.device_put(np.asarray(order[k * batch_size:(k + 1) * batch_size], np.int32), split)
             rate_factor = 1.0 if tc.anneal_to is None else \
                 tc.anneal_to ** min((time.perf_counter() - t0) / tc.max_seconds, 1.0)
-            params, opt_state, loss, _ = train_step(params, opt_state, constants, train_data, indices,
-                                                    np.float32(rate_factor))
+            out_of_time = tc.max_seconds is not None and time.perf_counter() - t0 > tc.max_seconds
+            params, opt_state, loss, _, agreed = train_step(params, opt_state, constants, train_data, indices,
+                                                            np.float32(rate_factor),
+                                                            votes(bool(interrupt.requested), out_of_time))
             step += 1
             losses.append(loss)
             bar.update(1)
-            if interrupt.requested:  # Ctrl-C or SIGTERM during the step: params hold a complete step now
+            if multi:  # what every process decides alike: any process's stop request or time budget
+                requested, out_of_time = (bool(v) for v in np.asarray(agreed) > 0)
+            else:
+                requested = bool(interrupt.requested)
+                out_of_time = tc.max_seconds is not None and time.perf_counter() - t0 > tc.max_seconds
+            if requested:  # Ctrl-C or SIGTERM during the step: params hold a complete step now
                 interrupted = True
                 save({"params": params, "constants": constants})
                 break
-            out_of_time = tc.max_seconds is not None and time.perf_counter() - t0 > tc.max_seconds
             if step % tc.eval_every == 0 or step == tc.max_steps or out_of_time:
                 current = {"params": params, "constants": constants}
-                metrics = evaluate(template.replace(variables=current), valid_data, tc.eval_batch_size)
+                local = _local(current) if multi else current  # this process's copy, beside its valid_data
+                metrics = evaluate(template.replace(variables=local), valid_data, tc.eval_batch_size)
                 val_loss = (tc.energy_weight * (metrics["energy_rmse_meV"] / 1e3) ** 2
                             + tc.force_weight * (metrics["force_rmse_meV_A"] / 1e3) ** 2)
                 record = {"step": step, "train_loss": float(np.mean([float(x) for x in losses])),
                           "valid_loss": val_loss, **metrics, "seconds": time.perf_counter() - t0}
                 if test_data is not None:
-                    tested = evaluate(template.replace(variables=current), test_data, tc.eval_batch_size)
+                    tested = evaluate(template.replace(variables=local), test_data, tc.eval_batch_size)
                     record.update({f"test_{k}": v for k, v in tested.items()})
                 losses = []
                 history.append(record)
                 if val_loss < best["loss"]:
-                    best = {"loss": val_loss, "step": step, "variables": jax.tree.map(jnp.copy, current)}
-                    if best_path is not None:
+                    best = {"loss": val_loss, "step": step, "variables": jax.tree.map(jnp.copy, local)}
+                    if best_path is not None and main:
                         save_checkpoint(best_path, config, current, step=step, metadata=dict(metadata or {}))
                 save(current)
                 bar.set_postfix(loss=f"{record['train_loss']:.3g}", E_mae=f"{metrics['energy_mae_meV']:.3g}",
                                 F_mae=f"{metrics['force_mae_meV_A']:.3g}", refresh=False)
                 stop = any(bool(cb(record)) for cb in callbacks)
+                if multi:  # a callback's stop on one process stops them all (the other checks agree already)
+                    from ..distributed import agree_any
+
+                    stop = agree_any(stop)
                 if tc.patience is not None and (step - best["step"]) >= tc.patience * tc.eval_every:
                     stop = True
                 stop = stop or out_of_time

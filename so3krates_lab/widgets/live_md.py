@@ -176,6 +176,7 @@ class LiveMD:
 
     @property
     def done(self) -> bool:
+        """Whether the run has ended (finished, stopped or failed)."""
         return self._worker.done
 
     @property
@@ -185,6 +186,7 @@ class LiveMD:
 
     @property
     def error(self) -> BaseException | None:
+        """The exception the run raised in its thread, or None."""
         return self._worker.error
 
     # the run ------------------------------------------------------------------------------------------------

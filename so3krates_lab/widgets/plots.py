@@ -43,7 +43,11 @@ def parity_plot(report, max_points: int = 20_000, seed: int = 0):
 
 
 def md_energy_plot(times_fs, potential, kinetic, temperature, title: str = "MD"):
-    """Potential, kinetic and total energy (relative to the start) and temperature against time."""
+    """Potential, kinetic and total energy (relative to the start) and temperature against time.
+
+    times_fs: (K,) fs; potential, kinetic: (K,) eV; temperature: (K,) K (e.g. a one-structure `Trajectory`'s
+    time_fs, potential, kinetic and temperature).
+    """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 

@@ -90,10 +90,12 @@ class TrainingDashboard:
 
     @property
     def done(self) -> bool:
+        """Whether training has ended (finished, stopped or failed)."""
         return self._worker.done
 
     @property
     def error(self) -> BaseException | None:
+        """The exception training raised in its thread, or None."""
         return self._worker.error
 
     def _on_validation(self, record: dict) -> bool:
