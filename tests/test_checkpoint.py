@@ -64,6 +64,9 @@ def test_round_trip(tmp_path, model):
     path = save_checkpoint(tmp_path / "run" / "best", config, variables, step=123, opt_state=opt_state,
                            metadata=METADATA)
     assert path == tmp_path / "run" / "best.npz" and path.is_file()
+    import stat
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # group-readable, like every other file written (not 0600)
 
     ck = load_checkpoint(path)
     assert isinstance(ck, Checkpoint)

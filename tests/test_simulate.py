@@ -150,8 +150,12 @@ def test_a_stored_run_resumed_by_simulate_equals_the_uninterrupted_run(tmp_path,
     np.testing.assert_array_equal(stored.temperature, full.temperature)
     np.testing.assert_array_equal(second.trajectory().positions, full.positions)
     assert stored.timestep_fs == 0.5
-    # resume=False starts afresh from the system (with its own seed), even though the store holds a state
-    fresh = simulate(MORSE, cluster_system(), settings, seed=99, store=tmp_path / "run", resume=False, **kw)
+    # resume=False into a folder that holds a run would write a second run from t = 0 behind the first one (an
+    # unreadable store): refused, naming the folder; into a new folder it starts afresh from the system
+    with pytest.raises(ValueError, match="already holds a run"):
+        simulate(MORSE, cluster_system(), settings, seed=99, store=tmp_path / "run", resume=False, **kw)
+    assert TrajectoryStore(tmp_path / "run").open().time_fs[-1] == full.time_fs[-1]  # untouched
+    fresh = simulate(MORSE, cluster_system(), settings, seed=99, store=tmp_path / "new", resume=False, **kw)
     unstored = simulate(MORSE, cluster_system(), settings, seed=99, **kw)
     assert np.all(np.asarray(fresh.state.step) == 0)
     np.testing.assert_array_equal(np.asarray(fresh.state.velocities), np.asarray(unstored.state.velocities))

@@ -69,6 +69,7 @@ def test_split_save_load_roundtrip(tmp_path):
     path = tmp_path / "split.json"
     s.save(path)
     assert [p.name for p in tmp_path.iterdir()] == ["split.json"]  # no temporary file left behind
+    assert path.stat().st_mode & 0o777 == 0o644  # group-readable (mkstemp alone makes 0600)
     assert json.loads(path.read_text())["seed"] == 7
     back = Split.load(path)
     for name in ("train", "valid", "test"):

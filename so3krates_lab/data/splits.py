@@ -70,6 +70,7 @@ class Split:
                 json.dump(self.to_dict(), fh)
                 fh.flush()
                 os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)  # readable by the group, as every other file written here (mkstemp: 0600)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):

@@ -110,6 +110,10 @@ def simulate(potential, system: System, integrator: NVE | Langevin | NoseHoover,
                      watchdogs=Watchdogs() if watchdogs is _DEFAULT else watchdogs, store=store,
                      numbers=system.numbers, cell=system.cell, periodic=system.periodic)
     sim.replica_ids = list(ids) if replicas is not None else None
+    if not resume and store is not None and (store.has_state() or store.chunk_paths()):
+        raise ValueError(f"{store.directory} already holds a run ({len(store.chunk_paths())} chunk(s) of frames); "
+                         "writing a new one from t = 0 into it would make it unreadable: pass resume=True to "
+                         "continue that run, or give a new folder")
     if resume and store is not None:
         sim.resume_from_store(state)
     return sim

@@ -204,6 +204,7 @@ def save_checkpoint(path, config: So3kratesConfig, variables: Mapping, *, step: 
                 np.savez(tmp, **arrays)
                 tmp.flush()
                 os.fsync(tmp.fileno())
+            os.chmod(tmp.name, 0o644)  # readable by the group, as every other file written here (mkstemp: 0600)
             os.replace(tmp.name, final)
         except BaseException:
             try:
