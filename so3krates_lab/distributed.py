@@ -6,8 +6,10 @@ What this package does with that:
 
 - `train.fit` splits every global batch over all devices of all processes and sums the gradients across them;
   process 0 alone writes checkpoints and shows progress; every process reads a checkpoint to resume.
-- `md.simulate(..., replicas=R)` (with `shard_replicas=True`) runs each process's share of the R replicas and
-  writes it to its own part of the trajectory store (`md.TrajectoryStore` reads the parts back as one run).
+- `md.simulate(..., replicas=R, shard_replicas=True)` runs each process's share of the R replicas and writes
+  it to its own part of the trajectory store (`md.open_replica_parts` reads the parts back as one run).
+- `analysis.hop_minima(..., shard_walkers=True)` quenches each process's share of the walkers and applies every
+  process's results on every process, so all hold the same minima database; process 0 writes the checkpoint.
 
 On CPUs the collectives go through Gloo (set here before the runtime starts); on GPUs through NCCL.
 

@@ -257,11 +257,13 @@ class WriterLock:
         return f"WriterLock({str(self.path)!r}, folder={self.folder}, held={self.held})"
 
 
-def holds_writer_lock(argument: str, target: Callable[[Path], Path] = Path, *, main_process_only: bool = False):
+def holds_writer_lock(argument: str, target: Callable[[Path], Path] = Path, *,
+                      main_process_only: bool | str = False):
     """Decorator: while a call runs, hold the file `WriterLock` of `target(Path(value))`, where value is the
     call's `argument` (skipped when it is None); a second process calling on the same path gets StoreBusyError
     before the function does any work. main_process_only: in a multi-process job (`so3krates_lab.distributed`)
-    only process 0 takes the lock, for functions whose other processes never write to the path."""
+    only process 0 takes the lock, for functions whose other processes never write to the path; a string names
+    the call's boolean argument that says so (e.g. "shard_walkers")."""
 
     def decorate(fn):
         signature = inspect.signature(fn)
@@ -269,10 +271,12 @@ def holds_writer_lock(argument: str, target: Callable[[Path], Path] = Path, *, m
         @functools.wraps(fn)
         def locked(*args, **kwargs):
             try:
-                value = signature.bind_partial(*args, **kwargs).arguments.get(argument)
+                bound = signature.bind_partial(*args, **kwargs).arguments
             except TypeError:
-                value = None  # the call itself raises the TypeError
-            if value is None or (main_process_only and not _is_main_process()):
+                bound = {}  # the call itself raises the TypeError
+            value = bound.get(argument)
+            shared = bound.get(main_process_only, False) if isinstance(main_process_only, str) else main_process_only
+            if value is None or (shared and not _is_main_process()):
                 return fn(*args, **kwargs)
             with WriterLock(target(Path(value))):
                 return fn(*args, **kwargs)

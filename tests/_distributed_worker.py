@@ -4,6 +4,7 @@
     python _distributed_worker.py train OUT STEPS                               # one process, one device
     python _distributed_worker.py cli OUT STEPS [PORT N_PROCESSES PROCESS_ID]   # so3krates-train on OUT/toy.npz
     python _distributed_worker.py md OUT STEPS [PORT N_PROCESSES PROCESS_ID]    # 3 Langevin replicas, sharded
+    python _distributed_worker.py hop OUT HOPS [PORT N_PROCESSES PROCESS_ID]    # minima hopping, walkers sharded
 
 Trains the toy model of test_train.py (float64) with the checkpoint OUT/model.npz, and writes what this process
 saw to OUT/process-<id>.json: the validation history, the step, the device count and a digest of the returned
@@ -47,6 +48,19 @@ if task == "md":  # the Morse cluster of test_md.py: 3 Langevin replicas shared 
     traj = sim.run(steps)
     (out / f"process-{jax.process_index()}.json").write_text(json.dumps({
         "replica_ids": sim.replica_ids, "frames": traj.positions.shape[0], "replicas": traj.positions.shape[1]}))
+    raise SystemExit(0)
+if task == "hop":  # the butane-like torsion of test_minima.py: 4 walkers shared by the processes
+    from test_minima import TORSION, _butane_system
+    from so3krates_lab.analysis import hop_minima
+
+    run = hop_minima(TORSION, _butane_system(180.0), n_walkers=4, max_hops=steps, checkpoint=out / "explore",
+                     shard_walkers=True, seed=3, fmax=1e-3)
+    db = run.database
+    (out / f"process-{jax.process_index()}.json").write_text(json.dumps({
+        "energies": [float(e) for e in db.energies], "sequences": {k: [list(map(int, x)) for x in v]
+                                                                  for k, v in run.sequences.items()},
+        "hops": run.stats["hops"], "restarts": run.stats["restarts"], "evaluations": run.stats["evaluations"],
+        "steps_by_process": run.stats["relax_steps_by_process"], "relax_steps": run.stats["relax_steps"]}))
     raise SystemExit(0)
 assert task == "train", task
 train, valid = toy_dataset(12, seed=0), toy_dataset(4, seed=1)

@@ -211,3 +211,24 @@ def test_ctrl_c_on_one_process_stops_every_process_after_the_same_step(tmp_path)
     steps = [read(tmp_path, i)["step"] for i in (0, 1)]
     assert steps[0] == steps[1] and 3 <= steps[0] < 1000000  # both stopped after the same step ...
     assert load_checkpoint(tmp_path / "model.npz").step == steps[0]  # ... which process 0 saved
+
+
+@pytest.mark.slow
+def test_minima_hopping_shared_by_two_processes_keeps_one_database(tmp_path):
+    from so3krates_lab.analysis import load_minima
+
+    run_job(["hop", str(tmp_path), "16"], 2, tmp_path)
+    seen = [read(tmp_path, i) for i in (0, 1)]
+    assert seen[0] == seen[1], "every process holds the same database, graph and counters"
+    assert seen[0]["hops"] >= 16 and len(seen[0]["energies"]) >= 2
+    # both processes quenched (walkers 0-1 on process 0, 2-3 on process 1), and the counters add them up
+    assert len(seen[0]["steps_by_process"]) == 2 and min(seen[0]["steps_by_process"]) > 0
+    assert sum(seen[0]["steps_by_process"]) == seen[0]["relax_steps"]
+    assert sum(len(v) for v in seen[0]["sequences"].values()) > 0
+    db, sequences, _, extra = load_minima(tmp_path / "explore")  # written by process 0, readable
+    np.testing.assert_allclose(db.energies, seen[0]["energies"])
+    assert extra["stats"]["hops"] == seen[0]["hops"]
+    run_job(["hop", str(tmp_path), "24"], 2, tmp_path)  # the same job resumes from the checkpoint
+    again = [read(tmp_path, i) for i in (0, 1)]
+    assert again[0] == again[1] and again[0]["hops"] >= 24 and again[0]["restarts"] == 1
+    assert again[0]["energies"][:len(seen[0]["energies"])] == seen[0]["energies"]  # nothing found was lost

@@ -38,7 +38,7 @@ ALLOWED = {
     # md and analysis receive a potential as an argument: they never import the model or training
     "md": {"structures", "autodiff", "potential_base", "memory", "interrupts", "graph", "fileio", "distributed"},
     "analysis": {"structures", "autodiff", "potential_base", "memory", "interrupts", "graph", "md", "fileio",
-                 "units"},
+                 "units", "distributed"},
     "reference": {"structures", "units", "fileio", "interrupts", "data", "analysis"},
     "interop": {"structures", "autodiff", "potential_base", "graph", "model"},
     "widgets": {"structures", "analysis", "md", "train"},

@@ -59,7 +59,7 @@ def _walker(current=None, energy=None, n_turns=1.0, ediff=0.05, hops=0):
 
 
 # one exploration per checkpoint: another process on the same path gets StoreBusyError (lock <checkpoint>.lock)
-@holds_writer_lock("checkpoint", lambda path: path.with_suffix(""))
+@holds_writer_lock("checkpoint", lambda path: path.with_suffix(""), main_process_only="shard_walkers")
 @guarded  # a Ctrl-C during set-up and compilation is kept for the loop, which stops at once
 def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str = "frontier",
                temperature_K: float = 1000.0, ediff_eV: float = 0.05, window_factor: float = 1.05,
@@ -71,7 +71,7 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
                energy_tol: float = 0.01, rmsd_tol: float = 0.1, starts=None, minutes: float | None = None,
                max_hops: int | None = None, max_minima: int | None = None, checkpoint=None,
                save_every_s: float = 60.0, seed: int = 0, progress: bool = True,
-               all_pairs: bool | None = None) -> Exploration:
+               all_pairs: bool | None = None, shard_walkers: bool = False) -> Exploration:
     """Explore the minima of one free molecule by torsion-move hopping; returns an `Exploration`.
 
     potential: anything following the potential protocol; system: the molecule and its start geometry, which also
@@ -106,12 +106,20 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
     their partly relaxed positions). Ctrl-C or SIGTERM lets the minimiser chunk in progress finish, saves and
     returns (stats["interrupted"]).
 
+    shard_walkers: in a multi-process job (`so3krates_lab.distributed`), share the walkers out between the
+    processes (`distributed.replica_share`): each process quenches its own walkers' structures, and after every
+    chunk the finished quenches of all processes are applied, in the same order, on every process, so every
+    process holds the same database, graph and walkers (and returns the same `Exploration`). Process 0 alone
+    writes the checkpoint and shows progress; every process reads it to resume. Stops (time budget, Ctrl-C on
+    any process) are agreed, so every process stops after the same chunk.
+
     stats: "hops" (finished quenches), "accepted", "new" (hops that found a new minimum), "known" (hops that
     ended in a known minimum other than the walker's own), "returned" (back in the walker's own), "converged",
     "not_converged", "rearranged", "kick_failures" (kicks whose every try clashed), "taboo_redraws", "relax_steps" (busy slots'
     minimiser steps), "steps_new" / "steps_known" / "steps_returned" / "steps_start" / "steps_failed" (those
     steps by how the quench ended, where the evaluations go; the quenches in flight at the stop make the rest), "evaluations" (every energy + forces evaluation, idle slots included), "md_evaluations"
-    (0: no MD), "relax_evaluations", "refined", "elapsed_s".
+    (0: no MD), "relax_evaluations", "refined", "elapsed_s"; with shard_walkers also "relax_steps_by_process"
+    (this call's minimiser steps on each process).
     """
     ensure_tuned()
     if minutes is None and max_hops is None and max_minima is None:
@@ -169,7 +177,18 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
     options = dict(DEFAULT_MINIMIZER_OPTIONS.get(minimizer, {}) if isinstance(minimizer, str) else {})
     options.update(minimizer_options or {})
     force_fn = force_function(potential, system, all_pairs=all_pairs)
-    relaxer = BatchRelaxer(force_fn, start, n_walkers, fmax, max_relax_steps, chunk_steps, minimizer, **options)
+    if shard_walkers:
+        from ..distributed import agree_any, is_main_process, process_count, replica_share
+        from ..md import ShardedRelaxer
+
+        owned = replica_share(n_walkers)
+        owner = {w: p for p in range(process_count()) for w in replica_share(n_walkers, index=p)}
+        relaxer = ShardedRelaxer(force_fn, start, len(owned), lambda tag: owner[tag[0]], fmax, max_relax_steps,
+                                 chunk_steps, minimizer, **options)
+        agree, main = agree_any, is_main_process()
+    else:
+        relaxer = BatchRelaxer(force_fn, start, n_walkers, fmax, max_relax_steps, chunk_steps, minimizer, **options)
+        agree, main = bool, True
     rng = np.random.default_rng(seed + 1000 * stats["restarts"])
     t0 = time.perf_counter() - stats["elapsed_s"]  # the wall time includes every compilation
     steps_before, evaluations_before = stats["relax_steps"], stats["relax_evaluations"]
@@ -189,7 +208,8 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
                               "minimizer": minimizer if isinstance(minimizer, str) else getattr(
                                   minimizer, "__name__", "?"), "minimizer_options": options,
                               "torsions": [[t.b, t.c] for t in torsions]}}
-        save_minima(checkpoint, db, sequences, extra)
+        if main:  # (with shard_walkers every process gathered the quenches in flight above; process 0 writes)
+            save_minima(checkpoint, db, sequences, extra)
 
     known_angles = [torsion_angles(db.geometry(k), torsions) for k in range(len(db))]  # the taboo's memory
     launches = list(extra.get("launches", []))  # hops launched from each minimum
@@ -271,12 +291,12 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
 
     last_save = time.perf_counter()
     stats.pop("interrupted", None)
-    with tqdm(total=max_minima, desc="minima", unit="minimum", disable=not progress, mininterval=1.0,
+    with tqdm(total=max_minima, desc="minima", unit="minimum", disable=not (progress and main), mininterval=1.0,
               initial=len(db)) as bar, deferred_interrupts() as interrupt:
         for w in range(n_walkers):  # walkers without work (a fresh start has none queued) get a kick
             if walkers[w]["current"] is not None and not any(item[0] == w for item in queue):
                 kick(w)
-        while not finished() and not interrupt.requested:
+        while not agree(finished() or bool(interrupt.requested)):  # (shard_walkers: any process's stop stops all)
             items = [queue.popleft() for _ in range(min(relaxer.n_free, len(queue)))]
             for stage in (SCREEN, FINAL):
                 relaxer.load([((w, s), p) for w, s, p in items if s == stage],
@@ -327,10 +347,12 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
                     bar.update(1)
                 kick(w)
             tally(stats, relaxer, steps_before, evaluations_before)
+            if shard_walkers:  # this call's minimiser steps by process: the same list on every process
+                stats["relax_steps_by_process"] = relaxer.steps_by_process
             history.append((time.perf_counter() - t0, len(db), stats["hops"], stats["evaluations"]))
             bar.set_postfix(hops=stats["hops"], per_min=round(stats["evaluations"] / max(len(db), 1)),
                             refresh=False)
-            if checkpoint is not None and time.perf_counter() - last_save > save_every_s:
+            if checkpoint is not None and agree(time.perf_counter() - last_save > save_every_s):
                 save()
                 last_save = time.perf_counter()
     return finish(Exploration(db, sequences, history, stats), t0, interrupt, save if checkpoint is not None else None)

@@ -17,13 +17,13 @@ from .integrators import (
     langevin_baoab, masses_of, maxwell_boltzmann, nose_hoover_chain, temperature, velocity_verlet,
 )
 from .minimize import FireState, LbfgsState, fire, lbfgs, relax_batch
-from .relax import MINIMIZERS, BatchRelaxer, relax
+from .relax import MINIMIZERS, BatchRelaxer, ShardedRelaxer, relax
 from .simulate import open_replica_parts, simulate
 from .store import TrajectoryStore
 from .watchdogs import Watchdogs
 
 __all__ = [
-    "ACCEL", "BatchRelaxer", "FireState", "ForceFunction", "Integrator", "KB_EV_PER_K", "Langevin", "LbfgsState",
+    "ACCEL", "BatchRelaxer", "ShardedRelaxer", "FireState", "ForceFunction", "Integrator", "KB_EV_PER_K", "Langevin", "LbfgsState",
     "MDState", "MINIMIZERS", "NVE", "NoseHoover", "Simulation", "TrajectoryStore", "Watchdogs", "blank_like",
     "degrees_of_freedom", "fire", "force_function", "kinetic_energy", "langevin_baoab", "lbfgs", "masses_of",
     "maxwell_boltzmann", "nose_hoover_chain", "open_replica_parts", "relax", "relax_batch", "simulate", "stack_states", "temperature",

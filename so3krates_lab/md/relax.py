@@ -160,6 +160,88 @@ class BatchRelaxer:
 
 
 
+class ShardedRelaxer:
+    """A `BatchRelaxer` whose slots are spread over the processes of a multi-process job
+    (`so3krates_lab.distributed`), seen alike from every process: for explorations whose bookkeeping runs on every
+    process in step (the same items loaded, the same results returned, in the same order, everywhere).
+
+    One slot per tag owner: `owner(tag)` names the process whose local relaxer relaxes an item (minima hopping:
+    walker w's quench runs on the process that owns walker w); `n_owned` is how many owners this process has
+    (its local slots). `load` takes every item on every process, relaxes only this process's; `run_chunk`
+    advances the local slots one chunk and returns the finished items of every process (a collective: every
+    process calls it at the same point), process 0's first. `steps_done` and `evaluations` count the whole job,
+    `steps_by_process` each process's share of the steps.
+    Other arguments as `BatchRelaxer` (template: (N, 3) positions in Angstrom; fmax: eV/Å).
+    """
+
+    def __init__(self, force_fn, template, n_owned: int, owner, fmax: float = 1e-3, max_steps: int = 3000,
+                 chunk_steps: int = 50, minimizer="fire", **options):
+        import jax as _jax
+
+        self.local = BatchRelaxer(force_fn, template, max(int(n_owned), 1), fmax, max_steps, chunk_steps, minimizer,
+                                  **options)
+        self.owner, self.me, self.n_atoms = owner, _jax.process_index(), int(np.shape(template)[0])
+        self.fmax, self.chunk_steps = self.local.fmax, self.local.chunk_steps
+        self._elsewhere: dict = {}  # tag -> positions (N, 3) Angstrom of items in other processes' slots
+        self.steps_done = self.evaluations = 0
+        self.steps_by_process: list[int] = []  # each process's minimiser steps (busy slots), after a run_chunk
+
+    @property
+    def n_free(self) -> int:
+        """Items `load` takes now: every tag has its own slot, so as many as are given."""
+        return 1 << 30
+
+    def load(self, items, fmax: float | None = None):
+        """Items (tag, positions (N, 3) Angstrom) on every process; this process's are loaded into its slots.
+        fmax: their convergence threshold (eV/Å). Returns how many were taken (all)."""
+        mine = [(tag, pos) for tag, pos in items if self.owner(tag) == self.me]
+        for tag, pos in items:
+            if self.owner(tag) != self.me:
+                self._elsewhere[tag] = np.asarray(pos, np.float64)
+        if len(mine) > self.local.n_free:
+            raise RuntimeError(f"process {self.me} was given {len(mine)} items for {self.local.n_free} free slots")
+        self.local.load(mine, fmax=fmax)
+        return len(items)
+
+    def _gather(self, rows: list, counters=()):
+        """Every process's rows [(tag (w, stage), positions, energy, converged, steps)] and counters, process 0's
+        rows first (a collective)."""
+        from jax.experimental import multihost_utils
+
+        width = self.local.n_slots
+        tags = np.full((width, 2), -1, np.int64)
+        pos = np.zeros((width, self.n_atoms, 3))
+        num = np.zeros((width, 3))
+        for i, (tag, p, energy, ok, steps) in enumerate(rows):
+            tags[i], pos[i], num[i] = tag, p, (energy, ok, steps)
+        every = multihost_utils.process_allgather(
+            {"tags": tags, "pos": pos, "num": num, "counters": np.asarray(counters, np.int64).reshape(-1)})
+        out = []
+        for proc in range(len(every["tags"])):
+            for i in range(width):
+                if every["tags"][proc][i][0] >= 0:
+                    energy, ok, steps = every["num"][proc][i]
+                    out.append((tuple(int(x) for x in every["tags"][proc][i]),
+                                np.asarray(every["pos"][proc][i], np.float64), float(energy), bool(ok), int(steps)))
+        return out, np.asarray(every["counters"])
+
+    def run_chunk(self):
+        """Advance this process's busy slots one chunk (none: nothing is computed); every process's finished
+        items [(tag, positions, energy eV, converged, steps)], the same list on every process."""
+        local = self.local.run_chunk() if self.local.active.any() else []
+        finished, counters = self._gather(local, (self.local.steps_done, self.local.evaluations))
+        self.steps_done, self.evaluations = (int(x) for x in counters.sum(0))
+        self.steps_by_process = [int(x) for x in counters[:, 0]]
+        for tag, *_ in finished:
+            self._elsewhere.pop(tag, None)
+        return finished
+
+    def in_flight(self) -> list:
+        """[(tag, current positions (N, 3) Angstrom)] of every process's busy slots (a collective)."""
+        rows = [(tag, pos, 0.0, False, 0) for tag, pos in self.local.in_flight()]
+        return [(tag, pos) for tag, pos, *_ in self._gather(rows)[0]]
+
+
 def relax(potential, systems, *, fmax: float = 1e-3, max_steps: int = 5000, minimizer="fire", n_slots: int = 8,
           progress: bool = False, **options):
     """Relax one System, or several of the same molecule, with `potential` until the largest atomic force is below
