@@ -79,6 +79,10 @@ def test_training_reduces_the_force_error(data, tmp_path):
     again = evaluate(result.potential, to_device(valid, CONFIG.cutoff))
     assert result.best_step == best["step"]
     assert again["force_mae_meV_A"] == pytest.approx(best["force_mae_meV_A"], rel=1e-4)
+    # it knows the elements it was trained on (H, C, O) and refuses others instead of guessing
+    assert result.potential.info.data["elements"] == [1, 6, 8]
+    with pytest.raises(ValueError, match="trained on H, C, O only; the structure has N"):
+        result.potential.check_system(train[0].replace(numbers=np.where(train[0].numbers == 8, 7, train[0].numbers)))
 
 
 def test_interrupted_run_resumes_to_the_same_result(data, tmp_path):

@@ -301,6 +301,12 @@ def _start_variables(start: Potential, train: Dataset, refit: bool) -> dict:
 def _fit(train, valid, config, train_config, *, checkpoint, resume, progress, callbacks, metadata,
          interrupt, start=None, trainable="all", refit=True, test=None) -> FitResult:
     ensure_tuned()
+    # the elements the model knows (a fine-tuned one: its own and the new data's): Potential.check_system refuses
+    # structures with others instead of predicting nonsense for them
+    known = {int(z) for s in train for z in np.asarray(s.numbers)}
+    if start is not None and start.info.data.get("elements"):
+        known |= {int(z) for z in start.info.data["elements"]}
+    metadata = {"elements": sorted(known), **(metadata or {})}
     tc = train_config
     batch_size = tc.batch_size or default_batch_size(len(train))
     if batch_size > len(train):
