@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -375,17 +376,22 @@ def _fit(train, valid, config, train_config, *, checkpoint, resume, progress, ca
         # rate_factor scales the optimiser's updates (the learning rate: Adam's update is proportional to it).
         # votes: each device's (stop requested, out of time) flags; their sum tells every process the same.
         graph, labels = gather_batch(data, indices)
-        counts = jax.lax.psum(label_counts(graph), DATA_AXIS)
+        counts = jax.lax.psum(jnp.stack(label_counts(graph)), DATA_AXIS)  # one all-reduce for both counts
+        counts = (counts[0], counts[1])
 
         def loss_of(p):
             potential = template.replace(variables={"params": p, "constants": constants})
             return energy_force_loss(potential, graph, labels, tc.energy_weight, tc.force_weight, counts)
 
         (loss, parts), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
-        loss, parts, grads = jax.lax.psum((loss, parts, grads), DATA_AXIS)
+        # One all-reduce of one flat buffer for loss, parts, gradients and votes: a collective has a fixed cost
+        # (about 3 ms with Gloo between CPU processes), so one per parameter array (30 for the default model)
+        # cost 10 times the step itself (benchmarks/distributed_training.py).
+        flat, unflatten = jax.flatten_util.ravel_pytree((loss, parts, grads, votes.sum(0).astype(loss.dtype)))
+        loss, parts, grads, agreed = unflatten(jax.lax.psum(flat, DATA_AXIS))
         updates, opt_state = tx.update(grads, opt_state, params)
         updates = jax.tree.map(lambda u: u * rate_factor.astype(u.dtype), updates)
-        return optax.apply_updates(params, updates), opt_state, loss, parts, jax.lax.psum(votes.sum(0), DATA_AXIS)
+        return optax.apply_updates(params, updates), opt_state, loss, parts, agreed
 
     rep, shard = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec(DATA_AXIS)
     train_step = jax.jit(jax.shard_map(local_step, mesh=mesh, in_specs=(rep, rep, rep, rep, shard, rep, shard),
