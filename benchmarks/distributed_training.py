@@ -9,7 +9,7 @@ the time between the first and the last validation over the steps between them (
 layouts alternate, `--repeats` times; the table gives medians, the speed-up (two processes' steps/s over one's)
 and the scaling efficiency (speed-up / 2).
 
-    .venv/bin/python benchmarks/distributed_training.py --batch-sizes 2,4,8 --repeats 3
+    .venv/bin/python benchmarks/distributed_training.py --batch-sizes 2,8 --repeats 2 --steps 200
 
 The data: the shipped Ac-Ala3-NHMe GFN2-xTB frames (42 atoms; `--data` for another file), default model, float32.
 """
