@@ -23,7 +23,7 @@ A single process needs nothing: every function here then answers as for a job of
 from __future__ import annotations
 
 __all__ = ["agree_any", "broadcast", "initialize", "is_main_process", "is_multiprocess", "process_count",
-           "process_index", "replica_share", "shutdown"]
+           "process_index", "replica_share", "shutdown", "split_over_local_devices"]
 
 _INITIALIZED = False
 
@@ -139,3 +139,22 @@ def replica_share(n_replicas: int, n_processes: int | None = None, index: int | 
     base, extra = divmod(int(n_replicas), n)
     start = i * base + min(i, extra)
     return range(start, start + base + (1 if i < extra else 0))
+
+
+def split_over_local_devices(tree, n: int):
+    """`tree` with every array whose leading axis has length n (replicas, minimiser slots) split along that axis
+    over this process's devices (as many as divide n evenly); compiled code then runs each device's share there.
+    With one device (or n prime to the device count) the tree is returned unchanged."""
+    import math
+
+    import jax
+    import numpy as np
+
+    devices = jax.local_devices()
+    k = math.gcd(int(n), len(devices))
+    if k < 2:
+        return tree
+    split = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices[:k]), ("replica",)),
+                                       jax.sharding.PartitionSpec("replica"))
+    return jax.tree.map(lambda x: jax.device_put(x, split) if getattr(x, "ndim", 0) >= 1 and x.shape[0] == n
+                        else x, tree)

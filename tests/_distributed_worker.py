@@ -39,6 +39,28 @@ import numpy as np  # noqa: E402
 from test_train import CONFIG, toy_dataset  # noqa: E402
 from so3krates_lab.train import TrainConfig, fit  # noqa: E402
 
+if task == "local":  # one process with 2 CPU devices (XLA_FLAGS): 4 replicas split over them
+    from test_md import MORSE, cluster_system
+    from so3krates_lab import md
+
+    runs = {}
+    for shard in (False, True):
+        sim = md.simulate(MORSE, cluster_system(), md.Langevin(timestep_fs=1.0, temperature_K=300.0), replicas=4,
+                          shard_replicas=shard, record_every=10, chunk_steps=50, seed=7)
+        traj = sim.run(steps, progress=False)
+        runs[shard] = {"positions": traj.positions.tolist(),
+                       "devices": sorted({len(x.sharding.device_set) for x in jax.tree.leaves(sim.state)
+                                          if hasattr(x, "sharding") and x.ndim and x.shape[0] == 4})}
+    from test_minima import TORSION, _butane_system
+    from so3krates_lab.analysis import hop_minima
+
+    for shard in (False, True):  # 4 walkers' minimiser slots, split over the 2 devices when sharded
+        run = hop_minima(TORSION, _butane_system(180.0), n_walkers=4, max_hops=12, shard_walkers=shard, seed=3,
+                         fmax=1e-3, progress=False)
+        runs[shard]["hop_energies"] = [float(e) for e in run.database.energies]
+        runs[shard]["hops"] = run.stats["hops"]
+    (out / "local.json").write_text(json.dumps({str(k): v for k, v in runs.items()}))
+    raise SystemExit(0)
 if task == "md":  # the Morse cluster of test_md.py: 3 Langevin replicas shared by the processes
     from test_md import MORSE, cluster_system
     from so3krates_lab import md

@@ -232,3 +232,17 @@ def test_minima_hopping_shared_by_two_processes_keeps_one_database(tmp_path):
     again = [read(tmp_path, i) for i in (0, 1)]
     assert again[0] == again[1] and again[0]["hops"] >= 24 and again[0]["restarts"] == 1
     assert again[0]["energies"][:len(seen[0]["energies"])] == seen[0]["energies"]  # nothing found was lost
+
+
+def test_a_process_with_two_devices_splits_its_replicas_and_minimiser_slots_over_them(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(HERE), JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    out = subprocess.run([sys.executable, str(WORKER), "local", str(tmp_path), "100"], env=env, capture_output=True,
+                         text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = json.loads((tmp_path / "local.json").read_text())
+    assert runs["False"]["devices"] == [1] and runs["True"]["devices"] == [2]  # the state stays split after a run
+    np.testing.assert_allclose(np.array(runs["True"]["positions"]), np.array(runs["False"]["positions"]), atol=1e-9)
+    # minima hopping with its slots split over the two devices finds what one device finds
+    assert runs["True"]["hops"] == runs["False"]["hops"] >= 12
+    np.testing.assert_allclose(runs["True"]["hop_energies"], runs["False"]["hop_energies"], atol=1e-9)

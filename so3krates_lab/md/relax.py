@@ -171,15 +171,20 @@ class ShardedRelaxer:
     advances the local slots one chunk and returns the finished items of every process (a collective: every
     process calls it at the same point), process 0's first. `steps_done` and `evaluations` count the whole job,
     `steps_by_process` each process's share of the steps.
-    Other arguments as `BatchRelaxer` (template: (N, 3) positions in Angstrom; fmax: eV/Å).
+    Other arguments as `BatchRelaxer` (template: (N, 3) positions in Angstrom; fmax: eV/Å). A process with
+    several devices splits its slots over them (`distributed.split_over_local_devices`).
     """
 
     def __init__(self, force_fn, template, n_owned: int, owner, fmax: float = 1e-3, max_steps: int = 3000,
                  chunk_steps: int = 50, minimizer="fire", **options):
         import jax as _jax
 
+        from ..distributed import split_over_local_devices
+
         self.local = BatchRelaxer(force_fn, template, max(int(n_owned), 1), fmax, max_steps, chunk_steps, minimizer,
                                   **options)
+        # a process with several devices spreads its slots over them
+        self.local.states = split_over_local_devices(self.local.states, self.local.n_slots)
         self.owner, self.me, self.n_atoms = owner, _jax.process_index(), int(np.shape(template)[0])
         self.fmax, self.chunk_steps = self.local.fmax, self.local.chunk_steps
         self._elsewhere: dict = {}  # tag -> positions (N, 3) Angstrom of items in other processes' slots

@@ -12,7 +12,8 @@ same folder resumes from the last stored chunk.
 Across processes (`so3krates_lab.distributed`): with `replicas=R, shard_replicas=True` each process of the job
 runs its own block of the R replicas (`distributed.replica_share`), with the velocities and noise those replicas
 would have in one process, and writes them to its own part of the store, `<store>/part-<i>-of-<n>`.
-`open_replica_parts(store)` reads the parts back as one trajectory of all R replicas.
+`open_replica_parts(store)` reads the parts back as one trajectory of all R replicas. Within a process, the
+replicas are split over its devices as well.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def simulate(potential, system: System, integrator: NVE | Langevin | NoseHoover,
     cell_list: the neighbour list (`md.force_function`).
     shard_replicas: in a multi-process job, run only this process's share of the replicas (global indices in
     `sim.replica_ids`) and store them under `<store>/part-<i>-of-<n>` (see the module docstring); with one
-    process it runs them all, stored the same way.
+    process it runs them all, stored the same way. A process with several devices splits its replicas over
+    them too (over as many devices as divide its replica count).
     """
     ensure_tuned()
     if not isinstance(system, System):
@@ -116,6 +118,10 @@ def simulate(potential, system: System, integrator: NVE | Langevin | NoseHoover,
                          "continue that run, or give a new folder")
     if resume and store is not None:
         sim.resume_from_store(state)
+    if shard_replicas:
+        from ..distributed import split_over_local_devices
+
+        sim.state = split_over_local_devices(sim.state, len(ids))
     return sim
 
 
