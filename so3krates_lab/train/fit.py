@@ -394,7 +394,11 @@ def _fit(train, valid, config, train_config, *, checkpoint, resume, progress, ca
         return optax.apply_updates(params, updates), opt_state, loss, parts, agreed
 
     rep, shard = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec(DATA_AXIS)
-    train_step = jax.jit(jax.shard_map(local_step, mesh=mesh, in_specs=(rep, rep, rep, rep, shard, rep, shard),
+    # check_vma=False: the step sums what must be summed itself (one flat psum). With the check on, JAX marks the
+    # replicated parameters as varying where they meet per-device data and its backward pass adds a collective
+    # per parameter array: 102 against 9.6 ms per toy-model step across two CPU processes (the results agree).
+    train_step = jax.jit(jax.shard_map(local_step, mesh=mesh, check_vma=False,
+                                       in_specs=(rep, rep, rep, rep, shard, rep, shard),
                                        out_specs=(rep, rep, rep, rep, rep)),
                          donate_argnums=(0, 1), compiler_options=compiler_options())
     to_mesh = (lambda tree: jax.device_put(jax.tree.map(np.asarray, tree), replicated)) if multi else \
@@ -402,6 +406,18 @@ def _fit(train, valid, config, train_config, *, checkpoint, resume, progress, ca
     params, opt_state = to_mesh((variables["params"], opt_state))
     variables = {"params": params, "constants": to_mesh(variables["constants"])}
     n_local = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+
+    per_device = batch_size // n_devices
+    mine = [k for k, d in enumerate(mesh.devices.flat) if d.process_index == jax.process_index()]
+
+    def batch_indices(global_batch):
+        """The global batch's structure indices, split over the mesh. Several processes: each passes only its
+        devices' share (a device_put of the whole batch would first check, in a collective, that every process
+        passed the same, at every step)."""
+        if not multi:
+            return jax.device_put(global_batch, split)
+        local = np.concatenate([global_batch[k * per_device:(k + 1) * per_device] for k in mine])
+        return jax.make_array_from_process_local_data(split, local, (batch_size,))
 
     def votes(*flags):
         """This process's stop flags as the step's per-device input (the first local device carries them)."""
@@ -430,7 +446,7 @@ def _fit(train, valid, config, train_config, *, checkpoint, resume, progress, ca
                 break
             epoch, k = divmod(step, steps_per_epoch)
             order = _epoch_order(tc.seed, epoch, len(train))
-            indices = jax.device_put(np.asarray(order[k * batch_size:(k + 1) * batch_size], np.int32), split)
+            indices = batch_indices(np.asarray(order[k * batch_size:(k + 1) * batch_size], np.int32))
             rate_factor = 1.0 if tc.anneal_to is None else \
                 tc.anneal_to ** min((time.perf_counter() - t0) / tc.max_seconds, 1.0)
             out_of_time = tc.max_seconds is not None and time.perf_counter() - t0 > tc.max_seconds
