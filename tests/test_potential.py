@@ -280,7 +280,8 @@ def test_fit_result_potential(tmp_path):
     pot = result.potential
     assert isinstance(pot, Potential) and pot.config == result.config == config
     _assert_bit_identical(pot.variables, result.variables)  # the numbers follow (test_evaluate_...)
-    assert pot.metadata == {"data": "ethanol_pbe_500K[:12]", "best_step": result.best_step}
+    # the caller's metadata, the best step and the elements the model was trained on (check_system's list)
+    assert pot.metadata == {"data": "ethanol_pbe_500K[:12]", "best_step": result.best_step, "elements": [1, 6, 8]}
     # the best checkpoint written during the run holds the same model
     _assert_bit_identical(Potential.load(tmp_path / "run_best.npz").variables, pot.variables)
 
