@@ -319,29 +319,16 @@ def write_plot(history, path: Path):
 
 
 def diverse_starts(args, saved, numbers, positions, k: int):
-    """k training frames (their bond graph equal to the start's) covering as many backbone states as possible:
-    the states (`peptide.ramachandran_regions` of phi/psi) taken in turn, most frequent first, a random frame of
-    each (seeded). Returns (positions (k', N, 3) Angstrom, their states)."""
-    from so3krates_lab.analysis import backbone_torsions, bond_graph, dihedrals
-    from so3krates_lab.analysis.peptide import ramachandran_regions
+    """k of the model's training frames covering as many backbone states as possible
+    (`analysis.diverse_backbone_frames`). Returns (positions (k', N, 3) Angstrom, their states)."""
+    from so3krates_lab.analysis import diverse_backbone_frames
     from so3krates_lab.data import Split, load
 
     data = load(args.data_dir / Path(saved.metadata["data_file"]).name)
     train_idx = np.sort(np.asarray(Split.from_dict(saved.metadata["split"]).train))
     frames = np.stack([data[int(i)].positions for i in train_idx]).astype(np.float64)
-    reference = bond_graph(numbers, positions)
-    intact = np.array([np.array_equal(bond_graph(numbers, f), reference) for f in frames])
-    quads = np.array([q for _, q in backbone_torsions(numbers, positions)])
-    regions = ramachandran_regions(dihedrals(frames, quads))
-    rng = np.random.default_rng(args.seed + 2)
-    states, counts = np.unique(regions[intact], return_counts=True)
-    members = {st: list(rng.permutation(np.nonzero(intact & (regions == st))[0])) for st in states}
-    picked = []
-    while len(picked) < k and any(members.values()):
-        for st in states[np.argsort(-counts)]:
-            if members[st] and len(picked) < k:
-                picked.append(members[st].pop())
-    return frames[picked], regions[picked]
+    picked, regions = diverse_backbone_frames(numbers, positions, frames, k, seed=args.seed + 2)
+    return frames[picked], regions
 
 
 def ship(args, run, summary, bands):

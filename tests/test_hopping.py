@@ -170,3 +170,22 @@ def test_the_exp_preconditioned_lbfgs_reaches_the_same_minima():
     np.testing.assert_allclose(turn, 0.0, atol=0.05)
     with pytest.raises(ValueError, match="precon must be"):
         BatchRelaxer(force_fn, starts[0], n_slots=1, minimizer="lbfgs", precon="ff")
+
+
+def test_diverse_backbone_frames_take_each_backbone_state_in_turn():
+    from so3krates_lab.analysis import diverse_backbone_frames
+    from so3krates_lab.analysis.peptide import ramachandran_regions
+
+    data = load(shipped_path("ac_ala3_nhme_gfn2xtb.npz"))
+    frames = np.stack([data[i].positions for i in range(0, 3000, 25)])
+    numbers, reference = np.asarray(data[0].numbers), frames[0]
+    quads = np.array([q for _, q in backbone_torsions(numbers, reference)])
+    states = ramachandran_regions(dihedrals(frames, quads))
+    n_states = len(np.unique(states))
+    assert n_states >= 2
+    picked, regions = diverse_backbone_frames(numbers, reference, frames, n_states, seed=1)
+    assert len(picked) == n_states and len(np.unique(regions)) == n_states  # one frame of every state first
+    np.testing.assert_array_equal(regions, states[picked])
+    again, _ = diverse_backbone_frames(numbers, reference, frames, n_states, seed=1)
+    np.testing.assert_array_equal(picked, again)  # seeded
+    assert len(diverse_backbone_frames(numbers, reference, frames, 10**6)[0]) == len(frames)  # at most all

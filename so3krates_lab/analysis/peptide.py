@@ -106,3 +106,27 @@ def ramachandran_regions(angles) -> np.ndarray:
     letters = np.where(phi > 0, "L", np.where((psi > -100) & (psi < 50), "A", "B"))
     flat = letters.reshape(-1, letters.shape[-1])
     return np.array(["".join(row) for row in flat]).reshape(letters.shape[:-1])
+
+
+def diverse_backbone_frames(numbers, reference, frames, k: int, seed: int = 0):
+    """Up to k of `frames` (M, N, 3) Angstrom of the molecule with atomic numbers `numbers` (N,) that cover as many
+    backbone states as possible, for minima-search
+    starts: only frames whose covalent bond graph equals that of `reference` (N, 3) Angstrom count; their states
+    (`ramachandran_regions` of the phi/psi torsions) are taken in turn, most frequent first, a random frame of
+    each (seeded). Returns (indices into frames (k',), their states (k',))."""
+    from .alignment import bond_graph
+
+    numbers, frames = np.asarray(numbers), np.asarray(frames, np.float64)
+    wanted = bond_graph(numbers, reference)
+    intact = np.array([np.array_equal(bond_graph(numbers, f), wanted) for f in frames])
+    quads = np.array([q for _, q in backbone_torsions(numbers, reference)])
+    regions = ramachandran_regions(dihedrals(frames, quads))
+    rng = np.random.default_rng(seed)
+    states, counts = np.unique(regions[intact], return_counts=True)
+    members = {st: list(rng.permutation(np.nonzero(intact & (regions == st))[0])) for st in states}
+    picked: list[int] = []
+    while len(picked) < k and any(members.values()):
+        for st in states[np.argsort(-counts)]:
+            if members[st] and len(picked) < k:
+                picked.append(int(members[st].pop()))
+    return np.asarray(picked, int), regions[picked]
