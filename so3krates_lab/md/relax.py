@@ -187,7 +187,6 @@ class ShardedRelaxer:
         self.local.states = split_over_local_devices(self.local.states, self.local.n_slots)
         self.owner, self.me, self.n_atoms = owner, _jax.process_index(), int(np.shape(template)[0])
         self.fmax, self.chunk_steps = self.local.fmax, self.local.chunk_steps
-        self._elsewhere: dict = {}  # tag -> positions (N, 3) Angstrom of items in other processes' slots
         self.steps_done = self.evaluations = 0
         self.steps_by_process: list[int] = []  # each process's minimiser steps (busy slots), after a run_chunk
 
@@ -200,9 +199,6 @@ class ShardedRelaxer:
         """Items (tag, positions (N, 3) Angstrom) on every process; this process's are loaded into its slots.
         fmax: their convergence threshold (eV/Å). Returns how many were taken (all)."""
         mine = [(tag, pos) for tag, pos in items if self.owner(tag) == self.me]
-        for tag, pos in items:
-            if self.owner(tag) != self.me:
-                self._elsewhere[tag] = np.asarray(pos, np.float64)
         if len(mine) > self.local.n_free:
             raise RuntimeError(f"process {self.me} was given {len(mine)} items for {self.local.n_free} free slots")
         self.local.load(mine, fmax=fmax)
@@ -237,8 +233,6 @@ class ShardedRelaxer:
         finished, counters = self._gather(local, (self.local.steps_done, self.local.evaluations))
         self.steps_done, self.evaluations = (int(x) for x in counters.sum(0))
         self.steps_by_process = [int(x) for x in counters[:, 0]]
-        for tag, *_ in finished:
-            self._elsewhere.pop(tag, None)
         return finished
 
     def in_flight(self) -> list:

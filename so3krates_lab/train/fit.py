@@ -425,6 +425,8 @@ def _fit(train, valid, config, train_config, *, checkpoint, resume, progress, ca
         local[0] = flags
         return jax.make_array_from_process_local_data(split, local) if multi else jax.device_put(local, split)
 
+    no_votes = votes(False, False)  # one process decides on its own flags: the same input at every step
+
     def save(current):
         if checkpoint is None or not main:
             return
@@ -452,7 +454,8 @@ def _fit(train, valid, config, train_config, *, checkpoint, resume, progress, ca
             out_of_time = tc.max_seconds is not None and time.perf_counter() - t0 > tc.max_seconds
             params, opt_state, loss, _, agreed = train_step(params, opt_state, constants, train_data, indices,
                                                             np.float32(rate_factor),
-                                                            votes(bool(interrupt.requested), out_of_time))
+                                                            votes(bool(interrupt.requested), out_of_time)
+                                                            if multi else no_votes)
             step += 1
             losses.append(loss)
             bar.update(1)
