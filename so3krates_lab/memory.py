@@ -14,7 +14,8 @@ same happened to training steps from batch 3 on (aspirin).
 - glibc serves large blocks from that heap instead of separate mappings (`M_MMAP_MAX=0`), never trims its top
   (`M_TRIM_THRESHOLD=-1`; a finite threshold, at most 2 GiB, still trimmed the buffers of the largest boxes),
   and grows it in 64 MB steps (`M_TOP_PAD`).
-The heap reaches its steady size within a few calls, after which nothing faults.
+The heap reaches its steady size within a few calls, after which nothing faults (in rare processes XLA lets
+one of its worker threads allocate a large buffer, which then lives in that thread's arena and still faults).
 
 Measured side by side (`benchmarks/speed.py --malloc default|tuned`, README Performance): large systems 1.3-1.9
 times faster (the slower the CPU's arithmetic, the smaller the share the faults took), small molecules unchanged
