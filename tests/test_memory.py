@@ -72,8 +72,8 @@ def test_tuned_malloc_stops_the_per_call_page_faults():
     if default < 1000:
         pytest.skip(f"glibc's default settings fault only {default:.0f} times per call here: nothing to stop")
     # In one CI run (2026-12-07; not reproduced on the development machines, loaded or not)
-    # a tuned process kept faulting one 20 MB buffer per call: XLA had let a worker thread allocate it, whose
-    # own arena unmaps it again (memory.py says so). A second fresh process tells that apart from a lost setting.
+    # a tuned process kept faulting one 20 MB buffer per call, most likely one that an XLA worker thread allocated:
+    # its own arena unmaps it again (memory.py says so). A second fresh process tells that from a lost setting.
     tries = []
     for _ in range(2):
         tries.append(json.loads(_run(_FAULTS, "tuned")))
