@@ -63,6 +63,8 @@ def parse(argv=None):
     p.add_argument("--refine-fmax", type=float, default=0.0, metavar="F",
                    help="hop: relax minima that are new at --fmax on to F eV/A before storing them (0: off)")
     p.add_argument("--taboo-deg", type=float, default=30.0, help="hop: torsion taboo around known minima (0: off)")
+    p.add_argument("--taboo-kicks", action="store_true",
+                   help="hop: the taboo also keeps kicks away from earlier kicks' torsion angles")
     p.add_argument("--library-share", type=float, default=0.7,
                    help="hop: share of turns set to a known minimum's torsion value (0: random turns only)")
     p.add_argument("--max-minima", type=int, default=0, help="hop: stop at this many unique minima (0: no limit)")
@@ -74,7 +76,8 @@ def parse(argv=None):
     p.add_argument("--max-relax-steps", type=int, default=3000)
     p.add_argument("--prescreen-fmax", type=float, default=0.0, metavar="F",
                    help="eV/A: two-stage quench, every frame relaxed to F first and refined only if new (0: off)")
-    p.add_argument("--lbfgs-memory", type=int, default=10, help="L-BFGS history length (step pairs)")
+    p.add_argument("--lbfgs-memory", type=int, default=None,
+                   help="L-BFGS history length (step pairs; default: hop_minima's for hop, 10 otherwise)")
     p.add_argument("--chunk", type=int, default=50, help="minimiser steps per compiled call")
     p.add_argument("--energy-tol", type=float, default=0.01, help="eV")
     p.add_argument("--rmsd-tol", type=float, default=0.1, help="Angstrom")
@@ -98,7 +101,14 @@ def parse(argv=None):
                         "--fmax; print how far each loose structure lies from its minimum and the steps of each stage")
     p.add_argument("--compare-precon", type=int, default=0, metavar="K",
                    help="only relax K torsion kicks (one turn each, seeded) of the shipped graph's minima to --fmax "
-                        "(default 0.01) with plain and with Exp-preconditioned L-BFGS; print the steps per quench")
+                        "(default 0.01) with plain and with Exp-preconditioned L-BFGS (or the --variants); print "
+                        "the steps per quench")
+    p.add_argument("--compare-early", type=int, default=0, metavar="K",
+                   help="only relax K torsion kicks of the shipped minima and print how many quenches a loose "
+                        "match against the known minima could stop early, rightly or wrongly, and the steps saved")
+    p.add_argument("--variants", nargs="+", default=None, metavar="LABEL=JSON",
+                   help="with --compare-precon: the L-BFGS variants to compare, each a label and md.lbfgs keyword "
+                        "arguments, e.g. 'm20={\"precon\": \"exp\", \"memory\": 20}' (default: plain and exp)")
     p.add_argument("--neighbour-list", action="store_true",
                    help="use the skin neighbour list instead of the fixed all-pairs graph (every pair slot where "
                         "this script relaxes; the exploration's list gets md.force_function's default capacity)")
@@ -186,7 +196,8 @@ def compare_prescreen(args, force_fn, frames, groups):
 
 def compare_precon(args, force_fn, numbers, k: int):
     """Relax the same k torsion kicks of the shipped minima with plain and Exp-preconditioned L-BFGS."""
-    from so3krates_lab.analysis import load_minima, rotatable_bonds, torsion_kick
+    from so3krates_lab.analysis import MinimaDatabase, load_minima, rotatable_bonds, torsion_kick
+    from so3krates_lab.analysis.hopping import DEFAULT_MINIMIZER_OPTIONS
     from so3krates_lab.data import shipped_path
     from so3krates_lab.md import BatchRelaxer
 
@@ -200,20 +211,96 @@ def compare_precon(args, force_fn, numbers, k: int):
     fmax = args.fmax or 0.01
     print(f"\n{k} one-turn torsion kicks of the {len(db)} shipped minima relaxed to {fmax:g} eV/A, 8 slots, "
           f"chunks of {args.chunk}")
-    print(f"{'L-BFGS':>18} {'steps/quench':>13} {'median':>7} {'converged':>10} {'wall s':>7}")
-    for label, options in (("plain", {}), ("Exp preconditioner", {"precon": "exp"})):
+    variants = [("plain", {}), ("Exp preconditioner", {"precon": "exp"}),
+                ("hop_minima default", dict(DEFAULT_MINIMIZER_OPTIONS["lbfgs"]))]
+    if args.variants:
+        variants = [(v.split("=", 1)[0], json.loads(v.split("=", 1)[1])) for v in args.variants]
+    print(f"{'L-BFGS':>18} {'steps/quench':>13} {'median':>7} {'converged':>10} {'same minimum':>13} {'wall s':>7}  "
+          "options")
+    first = None  # the first variant's minima: does a variant reach the same ones (10 meV, 0.1 A)?
+    for label, options in variants:
         relaxer = BatchRelaxer(force_fn, kicks[0], 8, fmax, args.max_relax_steps, args.chunk, "lbfgs",
-                               memory=args.lbfgs_memory, **options)
+                               **{"memory": args.lbfgs_memory or 10, **options})
         t0 = time.perf_counter()
-        queue, steps, converged = list(enumerate(kicks)), [], 0
+        queue, steps, converged, ends = list(enumerate(kicks)), [], 0, {}
         while queue or relaxer.active.any():
             take, queue = queue[:relaxer.n_free], queue[relaxer.n_free:]
             relaxer.load(take)
-            for *_, ok, n in relaxer.run_chunk():
+            for i, pos, energy, ok, n in relaxer.run_chunk():
                 steps.append(n)
                 converged += ok
+                ends[i] = (pos, energy) if ok else None
         wall = time.perf_counter() - t0
-        print(f"{label:>18} {relaxer.steps_done / k:13.0f} {np.median(steps):7.0f} {converged:>10d} {wall:7.0f}")
+        if first is None:
+            first = MinimaDatabase(numbers, kicks[0])
+            refs = {i: first.add(*end)[0] for i, end in ends.items() if end is not None}
+        same = sum(end is not None and i in refs and first.find(*end) == refs[i] for i, end in ends.items())
+        print(f"{label:>18} {relaxer.steps_done / k:13.0f} {np.median(steps):7.0f} {converged:>10d} {same:>13d} "
+              f"{wall:7.0f}  {json.dumps(options)}")
+
+
+def compare_early(args, force_fn, numbers, k: int):
+    """Could a quench stop early once it is near a known minimum? k one-turn kicks of the shipped minima relaxed to
+    --fmax (default 0.01) with the default L-BFGS; at every chunk boundary each quench's structure is matched
+    loosely against the shipped database (the nearest minimum by symmetric RMSD among those at most 0.3 eV below
+    it). The quench: Exp-preconditioned L-BFGS with md.lbfgs's memory 10 (or --lbfgs-memory) and r_nn 1.1 A. For each rule (largest force below F, RMSD below R) prints how many quenches it stops, how many of those
+    end in the minimum it named (the rest would be wrong: a new minimum missed or another one named) and the share
+    of all steps it saves."""
+    from so3krates_lab.analysis import load_minima, rotatable_bonds, symmetric_rmsd, torsion_kick
+    from so3krates_lab.analysis.alignment import distance_fingerprint, fingerprint_distance
+    from so3krates_lab.data import shipped_path
+    from so3krates_lab.md import BatchRelaxer
+
+    db = load_minima(shipped_path("minima/ac_ala3_nhme_hop.npz").with_suffix(""))[0]
+    torsions, rng = rotatable_bonds(numbers, db.geometry(0)), np.random.default_rng(args.seed + 7)
+    kicks = []
+    while len(kicks) < k:
+        kicked = torsion_kick(db.geometry(int(rng.integers(len(db)))), torsions, rng, 1, numbers=numbers)
+        if kicked is not None:
+            kicks.append(kicked)
+    fmax = args.fmax or 0.01
+    relaxer = BatchRelaxer(force_fn, kicks[0], 8, fmax, args.max_relax_steps, args.chunk, "lbfgs", precon="exp",
+                           memory=args.lbfgs_memory or 10)  # as measured in benchmarks/README.md
+    energies, fps = np.asarray(db.energies), [distance_fingerprint(db.geometry(i)) for i in range(len(db))]
+
+    def nearest(pos, energy):
+        fp, best = distance_fingerprint(pos), (np.inf, None)
+        for i in np.nonzero((energies <= energy + db.energy_tol) & (energies >= energy - 0.3))[0]:
+            if fingerprint_distance(fp, fps[i]) < 2 * min(best[0], 0.5):
+                rmsd = symmetric_rmsd(db.geometry(int(i)), pos, db.groups)[0]
+                best = min(best, (rmsd, int(i)))
+        return best
+
+    snaps = {i: [] for i in range(k)}  # quench -> [(step, fmax, rmsd to the nearest known, its index)]
+    ends, queue = {}, list(enumerate(kicks))
+    while queue or relaxer.active.any():
+        take, queue = queue[:relaxer.n_free], queue[relaxer.n_free:]
+        relaxer.load(take)
+        for i, pos, energy, ok, n in relaxer.run_chunk():
+            ends[i] = (db.find(pos, energy) if ok else -2, n)
+        st = relaxer.states
+        pos_all, e_all, steps = np.asarray(st.positions, np.float64), np.asarray(st.energy), np.asarray(st.step)
+        f_all = np.sqrt(np.max(np.sum(np.asarray(st.forces) ** 2, -1), -1))
+        for slot in np.nonzero(relaxer.active)[0]:
+            snaps[relaxer.tags[slot]].append((int(steps[slot]), float(f_all[slot]),
+                                              *nearest(pos_all[slot], float(e_all[slot]))))
+    total = sum(n for _, n in ends.values())
+    n_new = sum(end is None for end, _ in ends.values())
+    print(f"\n{k} one-turn kicks of the {len(db)} shipped minima to {fmax:g} eV/A: {n_new} end in a minimum the "
+          f"database lacks, {sum(end == -2 for end, _ in ends.values())} not converged; {total / k:.0f} steps each")
+    print(f"{'fmax below':>10} {'RMSD below':>10} {'stopped':>8} {'right':>6} {'wrong':>6} {'steps saved':>12}")
+    for f_gate in (0.2, 0.1, 0.05, 0.03, 0.02):
+        for r_gate in (0.1, 0.15, 0.2, 0.3):
+            stopped = right = saved = 0
+            for i, rows in snaps.items():
+                hit = next((row for row in rows if row[1] < f_gate and row[2] < r_gate), None)
+                if hit is None:
+                    continue
+                stopped += 1
+                right += ends[i][0] == hit[3]
+                saved += ends[i][1] - hit[0]
+            print(f"{f_gate:10.2f} {r_gate:10.2f} {stopped:8d} {right:6d} {stopped - right:6d} "
+                  f"{100 * saved / total:11.1f}%")
 
 
 def barriers(args, potential, start, db, graph):
@@ -423,6 +510,9 @@ def main(argv=None) -> int:
     if args.compare_precon:
         compare_precon(args, force_fn, numbers, args.compare_precon)
         return 0
+    if args.compare_early:
+        compare_early(args, force_fn, numbers, args.compare_early)
+        return 0
 
     if args.compare_prescreen:
         from so3krates_lab.analysis import equivalent_groups
@@ -445,9 +535,11 @@ def main(argv=None) -> int:
     if args.method == "hop":
         options = {}
         if args.minimizer == "lbfgs":
-            options = {"memory": args.lbfgs_memory, **({"precon": "exp"} if args.precon == "exp" else {})}
+            options = {**({"memory": args.lbfgs_memory} if args.lbfgs_memory else {}),
+                       **({} if args.precon == "exp" else {"precon": None})}
         run = hop_minima(potential, start, n_walkers=args.walkers, acceptance=args.acceptance,
                          temperature_K=args.hop_temperature, taboo_deg=args.taboo_deg or None,
+                         taboo_kicks=args.taboo_kicks,
                          library_share=args.library_share, fmax=args.fmax, refine_fmax=args.refine_fmax or None,
                          max_relax_steps=args.max_relax_steps, chunk_steps=args.chunk, minimizer=args.minimizer,
                          minimizer_options=options, energy_tol=args.energy_tol, rmsd_tol=args.rmsd_tol,
@@ -462,7 +554,8 @@ def main(argv=None) -> int:
                              minutes=args.minutes, max_frames=args.max_frames or None,
                              checkpoint=args.out / "explore", seed=args.seed,
                              starts=starts, restart_every=args.restart_every or None,
-                             minimizer_options={"memory": args.lbfgs_memory} if args.minimizer == "lbfgs" else None,
+                             minimizer_options={"memory": args.lbfgs_memory or 10} if args.minimizer == "lbfgs"
+                             else None,
                              all_pairs=not args.neighbour_list, prescreen_fmax=args.prescreen_fmax or None)
     db, stats = run.database, run.stats
     ds = db.to_xarray()
@@ -526,7 +619,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             relaxer = BatchRelaxer(force_fn, positions, args.slots, args.fmax, args.max_relax_steps,
                                    args.chunk, minimizer=args.minimizer,
-                                   **({"memory": args.lbfgs_memory} if args.minimizer == "lbfgs" else {}))
+                                   **({"memory": args.lbfgs_memory or 10} if args.minimizer == "lbfgs" else {}))
             t_pos, t_e, t_ok = relaxer.relax_all(np.stack([train[int(i)].positions for i in pick]), progress=True,
                                                  desc="training frames")
 

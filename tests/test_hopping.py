@@ -126,6 +126,28 @@ def test_refined_hopping_stores_tight_minima_and_matches_known_ones_loosely():
     assert 0 < run.stats["relax_steps"] - outcome <= 2 * 2000  # both stages of a refined quench are counted
 
 
+def test_the_kick_taboo_keeps_every_kick_away_from_earlier_kicks_and_survives_a_resume(tmp_path):
+    """taboo_kicks: a kick whose torsion angles lie within taboo_deg of an earlier kick's is drawn again, so on
+    the one-torsion model no two kicks are closer than taboo_deg (2 degrees leaves room for every draw), and the
+    exploration still finds the three minima."""
+    def kicks(taboo_kicks, path, hops):
+        run = hop_minima(TORSION, _butane_system(180.0), n_walkers=2, max_hops=hops, fmax=1e-3, taboo_deg=2.0,
+                         taboo_kicks=taboo_kicks, progress=False, seed=4, checkpoint=path)
+        return run, np.asarray(load_minima(path)[3].get("kick_angles", []))
+
+    def closest_to_an_earlier_one(angles):
+        return min(np.min(np.abs((angles[:i] - angles[i] + 180.0) % 360.0 - 180.0)) for i in range(1, len(angles)))
+
+    run, angles = kicks(True, tmp_path / "taboo", 20)
+    assert angles.shape[1] == 1 and len(angles) >= run.stats["hops"] - 2  # one row per kick (not the 2 starts)
+    assert closest_to_an_earlier_one(angles) >= 2.0 and run.stats["taboo_redraws"] > 0
+    more, more_angles = kicks(True, tmp_path / "taboo", 30)  # resumed: the earlier kicks still count
+    np.testing.assert_array_equal(more_angles[:len(angles)], angles)
+    assert len(more_angles) > len(angles) and closest_to_an_earlier_one(more_angles) >= 2.0
+    _, free = kicks(False, tmp_path / "free", 20)
+    assert len(free) == 0 and len(run.database) == len(more.database) == 3  # (not recorded without the taboo)
+
+
 def test_hopping_rejects_what_it_cannot_explore():
     linear = System(numbers=np.array([6, 6, 6]), positions=np.array([[0, 0, 0], [1.5, 0, 0], [3.0, 0, 0.0]]))
     with pytest.raises(ValueError, match="no rotatable bonds"):
