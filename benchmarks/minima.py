@@ -63,8 +63,8 @@ def parse(argv=None):
     p.add_argument("--refine-fmax", type=float, default=0.0, metavar="F",
                    help="hop: relax minima that are new at --fmax on to F eV/A before storing them (0: off)")
     p.add_argument("--taboo-deg", type=float, default=30.0, help="hop: torsion taboo around known minima (0: off)")
-    p.add_argument("--taboo-kicks", action="store_true",
-                   help="hop: the taboo also keeps kicks away from earlier kicks' torsion angles")
+    p.add_argument("--no-taboo-kicks", action="store_true",
+                   help="hop: the taboo keeps kicks away from known minima only, not from earlier kicks' angles")
     p.add_argument("--library-share", type=float, default=0.7,
                    help="hop: share of turns set to a known minimum's torsion value (0: random turns only)")
     p.add_argument("--max-minima", type=int, default=0, help="hop: stop at this many unique minima (0: no limit)")
@@ -539,7 +539,7 @@ def main(argv=None) -> int:
                        **({} if args.precon == "exp" else {"precon": None})}
         run = hop_minima(potential, start, n_walkers=args.walkers, acceptance=args.acceptance,
                          temperature_K=args.hop_temperature, taboo_deg=args.taboo_deg or None,
-                         taboo_kicks=args.taboo_kicks,
+                         taboo_kicks=not args.no_taboo_kicks,
                          library_share=args.library_share, fmax=args.fmax, refine_fmax=args.refine_fmax or None,
                          max_relax_steps=args.max_relax_steps, chunk_steps=args.chunk, minimizer=args.minimizer,
                          minimizer_options=options, energy_tol=args.energy_tol, rmsd_tol=args.rmsd_tol,
