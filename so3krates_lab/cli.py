@@ -25,6 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+# model.PRESETS' names, without importing the model (and JAX) to print --help; tests/test_cli.py checks them
+PRESET_NAMES = ("default", "invariant", "small", "mlff", "so3lr")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="so3krates-train", description=__doc__.split("\n\n")[0])
@@ -38,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-test", type=int, default=None, help="test frames (default: all the rest)")
     g.add_argument("--split", type=Path, default=None, help="use this split.json instead of drawing one")
     m = p.add_argument_group("model")
-    m.add_argument("--preset", default="default", help="So3kratesConfig preset: default, invariant, small")
+    m.add_argument("--preset", default="default",
+                   help="So3kratesConfig preset: " + ", ".join(PRESET_NAMES) + " (model.PRESETS)")
     m.add_argument("--config", type=Path, default=None, help="So3kratesConfig JSON (overrides --preset)")
     m.add_argument("--init", default=None, metavar="MODEL",
                    help="fine-tune: start from this model (a checkpoint file or a shipped model name, e.g. "

@@ -176,3 +176,10 @@ def test_ctrl_c_during_training_saves_a_resumable_checkpoint(tmp_path):
     more = [a if a != "100000" else str(step + 2) for a in argv[3:]]
     assert main(more) == 0
     assert load_checkpoint(out / "model.npz").step == step + 2
+
+
+def test_the_preset_help_names_every_preset():
+    from so3krates_lab.cli import PRESET_NAMES
+    from so3krates_lab.model import PRESETS
+
+    assert sorted(PRESET_NAMES) == sorted(PRESETS)

@@ -282,6 +282,10 @@ def potential_from_so3lr(params: Mapping, hyperparameters: Mapping, *, total_cha
     """A `Potential` computing what SO3LR computes with `params` ({path: array} or nested, as
     `read_so3lr_params` gives) and its `hyperparameters` (the parsed hyperparameters.json).
 
+    total_charge: the system's charge in elementary charges (e); unpaired_electrons: the number of unpaired
+    electrons; long_range_cutoff, dispersion_damping (Angstrom): as in `so3lr_config`; dtype: "float32" or
+    "float64"; metadata: extra entries for the Potential's metadata. `pretrained.so3lr()` gives the shipped copy.
+
     The float32 weights are used as they are in either dtype (float64 evaluates them exactly, as SO3LR's own
     float64 mode does). Raises ValueError naming a missing, unexpected, mis-shaped or non-finite parameter.
     """
