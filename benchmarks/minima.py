@@ -106,6 +106,9 @@ def parse(argv=None):
     p.add_argument("--compare-early", type=int, default=0, metavar="K",
                    help="only relax K torsion kicks of the shipped minima and print how many quenches a loose "
                         "match against the known minima could stop early, rightly or wrongly, and the steps saved")
+    p.add_argument("--compare-neb-starts", type=int, default=0, metavar="K",
+                   help="only run NEB from IDPP and from torsion-interpolated starts on K far edges (end points "
+                        "more than 2 A apart) of the shipped graph and print both")
     p.add_argument("--variants", nargs="+", default=None, metavar="LABEL=JSON",
                    help="with --compare-precon: the L-BFGS variants to compare, each a label and md.lbfgs keyword "
                         "arguments, e.g. 'm20={\"precon\": \"exp\", \"memory\": 20}' (default: plain and exp)")
@@ -301,6 +304,36 @@ def compare_early(args, force_fn, numbers, k: int):
                 saved += ends[i][1] - hit[0]
             print(f"{f_gate:10.2f} {r_gate:10.2f} {stopped:8d} {right:6d} {stopped - right:6d} "
                   f"{100 * saved / total:11.1f}%")
+
+
+def compare_neb_starts(args, potential, start, k: int):
+    """IDPP against torsion-interpolated starting bands on the k most visited edges of the shipped graph whose end
+    points lie more than 2 A apart (symmetric RMSD): converged, barrier (the lower direction), steps."""
+    from so3krates_lab.analysis import load_minima, neb_many, symmetric_rmsd
+    from so3krates_lab.data import shipped_path
+
+    db, _, graph, _ = load_minima(shipped_path("minima/ac_ala3_nhme_hop.npz").with_suffix(""))
+    edges = sorted((tuple(sorted(e)) for e in graph.edges), key=lambda e: -graph.edges[e].get("count", 0))
+    far = []
+    for u, v in edges:
+        rmsd = symmetric_rmsd(db.geometry(u), db.geometry(v), db.groups)[0]
+        if rmsd > 2.0:
+            far.append((u, v, rmsd))
+        if len(far) == k:
+            break
+    print(f"\nNEB ({args.neb_images} inner images, FIRE to {args.neb_fmax:g} eV/A, at most 1,000 steps) on the {k} "
+          "most visited edges of the shipped graph with end points more than 2 A apart")
+    print(f"{'edge':>10} {'RMSD A':>7} {'start':>8} {'converged':>9} {'barrier meV':>11} {'steps':>6}")
+    for interpolation in ("idpp", "torsion"):
+        t0 = time.perf_counter()
+        bands = neb_many(potential, start, [(db.geometry(u), db.geometry(v)) for u, v, _ in far],
+                         n_images=args.neb_images, fmax=args.neb_fmax, interpolation=interpolation, groups=db.groups)
+        for (u, v, rmsd), band in zip(far, bands):
+            low = 1000 * min(band.barrier, band.reverse_barrier)
+            print(f"{f'{u}-{v}':>10} {rmsd:7.2f} {interpolation:>8} {str(band.converged):>9} {low:11.0f} "
+                  f"{band.steps:6d}")
+        print(f"{interpolation}: {time.perf_counter() - t0:.0f} s for {len(far)} bands, compilation included",
+              flush=True)
 
 
 def barriers(args, potential, start, db, graph):
@@ -509,6 +542,9 @@ def main(argv=None) -> int:
 
     if args.compare_precon:
         compare_precon(args, force_fn, numbers, args.compare_precon)
+        return 0
+    if args.compare_neb_starts:
+        compare_neb_starts(args, potential, start, args.compare_neb_starts)
         return 0
     if args.compare_early:
         compare_early(args, force_fn, numbers, args.compare_early)

@@ -179,6 +179,33 @@ def test_idpp_turns_a_methyl_group_as_a_rotor_where_the_straight_line_cuts_throu
         neb(TORSION, SYSTEM, _butane_like(60.0), _butane_like(180.0), interpolation="cubic")
 
 
+def test_torsion_interpolation_turns_the_bond_the_open_way_round_and_finds_the_same_saddle(analytic):
+    """From 60 to -150 degrees the torsion may turn +150 (through anti) or -210 (through eclipsed, where the end
+    atoms, three bonds apart, meet): the band turns +150, every image exactly at its interpolated dihedral with
+    bonds and angles kept, and a climbing-image NEB started on it finds the analytic saddle as the IDPP start does."""
+    from so3krates_lab.analysis import torsion_interpolate
+    from so3krates_lab.analysis.barriers import idpp_interpolate
+
+    a, b = _butane_like(60.0), _butane_like(-150.0)
+    band = torsion_interpolate(a, b, 9, numbers=SYSTEM.numbers)
+    assert band.shape == (11, 4, 3)
+    np.testing.assert_allclose(band[0], a, atol=1e-12)
+    np.testing.assert_allclose(band[-1], kabsch(band[-1], b)[2], atol=1e-10)  # b, moved rigidly
+    turned = [(_degrees(x) - 60.0 + 1.0) % 360.0 - 1.0 for x in band]
+    np.testing.assert_allclose(turned, np.linspace(0.0, 150.0, 11), atol=1e-8)
+    d = lambda x: np.linalg.norm(x[:, None] - x[None], axis=-1)[[0, 1, 2, 0, 1], [1, 2, 3, 2, 3]]  # noqa: E731
+    for x in band:
+        np.testing.assert_allclose(d(x), d(a), atol=1e-10)  # bonds and bond angles (1-3 distances) unchanged
+    gauche = _butane_like(analytic["gauche_deg"])
+    turned_band = neb(TORSION, SYSTEM, gauche, _butane_like(180.0), n_images=8, fmax=FMAX, interpolation="torsion")
+    assert turned_band.converged
+    assert turned_band.barrier == pytest.approx(analytic["barrier"], abs=1e-4)
+    assert _degrees(turned_band.saddle) == pytest.approx(analytic["saddle_deg"], abs=1.0)
+    bent = _butane_like(60.0)[:3]  # a 3-atom chain has no rotatable bond: the IDPP band
+    np.testing.assert_allclose(torsion_interpolate(bent, bent + 0.05, 1, numbers=[6, 6, 6]),
+                               idpp_interpolate(bent, bent + 0.05, 1), atol=1e-12)
+
+
 def test_bad_input_gives_clear_errors():
     a, b = _butane_like(60.0), _butane_like(180.0)
     with pytest.raises(ValueError, match="a has 4 atoms, b has 3 atoms"):

@@ -214,6 +214,67 @@ def _neb_forces(ends, end_energies, inner, energies, forces, k_spring, climbing)
     return jnp.where(climber[:, None, None], forces - 2 * along * tangent, nudged)
 
 
+def torsion_interpolate(a, b, n_images: int, groups=(), *, numbers, torsions=None, max_flips: int = 6
+                        ) -> np.ndarray:
+    """The band from a to b along its torsions: (n_images + 2, N, 3) Angstrom, float64, both end points included.
+
+    Two minima of a flexible molecule that differ by a large turn of one or more rotatable bonds are joined badly
+    by any interpolation of Cartesian coordinates or pair distances: half the chain swings through the other half.
+    Here image k at t_k = k / (n_images + 1) is a with each torsion (`torsions`, default
+    `torsions.rotatable_bonds(numbers, a)`) turned by t_k times its change from a to b (b aligned onto a as in
+    `interpolate`), plus t_k times what the turns leave over (b aligned onto the fully turned a, minus it: the
+    small changes of bond angles, methyl rotors and amide bends). Rotations about different bonds leave each
+    other's dihedrals unchanged, so the turned images have exactly the interpolated torsion angles (the leftover
+    then shifts them a little) and keep every bond length and angle of a. A torsion that
+    changes by more than 90 degrees may turn either way round; of the 2^k ways for the k largest such changes (k at
+    most max_flips) the band keeps the one whose closest approach of atoms three or more bonds apart, relative
+    to the sum of their covalent radii, is largest. numbers: (N,) atomic numbers. Needs no energy evaluations.
+    A molecule without rotatable bonds gets `idpp_interpolate`'s band.
+    """
+    import itertools
+
+    from ase.data import covalent_radii
+
+    from .torsions import far_pairs, rotatable_bonds, rotate, torsion_angles
+
+    straight = interpolate(a, b, 1, groups)
+    a, b = straight[0], straight[-1]
+    numbers = np.asarray(numbers)
+    torsions = rotatable_bonds(numbers, a) if torsions is None else list(torsions)
+    if not torsions:
+        return idpp_interpolate(a, b, n_images, groups)
+    n_images = _check_n_images(n_images)
+    change = (torsion_angles(b, torsions) - torsion_angles(a, torsions) + 180.0) % 360.0 - 180.0
+    large = [k for k in np.argsort(-np.abs(change)) if abs(change[k]) > 90.0][:max_flips]
+    i, j = far_pairs(numbers, a)
+    limit = np.asarray(covalent_radii)[numbers][i] + np.asarray(covalent_radii)[numbers][j]
+    t = np.linspace(0.0, 1.0, n_images + 2)
+
+    def turned(turns, fraction):
+        pos = a
+        for torsion, angle in zip(torsions, turns):
+            pos = rotate(pos, torsion, np.radians(fraction * angle))
+        return pos
+
+    best = None
+    for flips in itertools.product((False, True), repeat=len(large)):
+        turns = change.copy()
+        for k, flip in zip(large, flips):
+            if flip:
+                turns[k] -= 360.0 * np.sign(turns[k])
+        images = [turned(turns, f) for f in t]
+        closest = min(float(np.min(np.linalg.norm(x[i] - x[j], axis=-1) / limit)) for x in images) if len(i) else 0.0
+        if best is None or closest > best[0]:
+            best = (closest, images)
+    images = np.asarray(best[1])
+    _, _, b_on_turned = kabsch(images[-1], b)  # b moved rigidly onto the fully turned a: the end of the band
+    rest = b_on_turned - images[-1]
+    return images + t[:, None, None] * rest
+
+
+INTERPOLATIONS = ("idpp", "linear", "torsion")  # the starting bands `neb` offers
+
+
 class _BandRunner:
     """The NEB of one molecule for bands of `n_images` inner images: built once (its jitted chunk compiles on the
     first band) and then run on any number of end-point pairs. The keywords are `neb`'s."""
@@ -221,9 +282,12 @@ class _BandRunner:
     def __init__(self, potential, system, *, n_images, k_spring, fmax, climb, climb_after_fmax, max_steps,
                  chunk_steps, all_pairs, max_step, interpolation):
         self.n_images = _check_n_images(n_images)
-        if interpolation not in ("idpp", "linear"):
-            raise ValueError(f"interpolation must be 'idpp' or 'linear', got {interpolation!r}")
-        self.start_band = idpp_interpolate if interpolation == "idpp" else interpolate
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+        numbers = np.asarray(system.numbers)
+        self.start_band = {"idpp": idpp_interpolate, "linear": interpolate,
+                           "torsion": lambda a, b, n, groups: torsion_interpolate(a, b, n, groups, numbers=numbers)
+                           }[interpolation]
         for name, value in (("k_spring", k_spring), ("fmax", fmax), ("climb_after_fmax", climb_after_fmax),
                             ("max_step", max_step)):
             if not value > 0:
@@ -322,7 +386,8 @@ def neb(potential, system, a, b, *, n_images: int = 8, k_spring: float = 1.0, fm
     `md.force_function` (the fixed graph of every pair, its default for small free molecules; otherwise a
     neighbour list, one copy per image). max_step: the largest FIRE step of the whole band (Angstrom), all inner
     images together. interpolation: the starting band, "idpp" (`idpp_interpolate`, default: turning groups stay
-    apart) or "linear" (`interpolate`, the straight line). Returns a `Band` (float64).
+    apart), "torsion" (`torsion_interpolate`: the rotatable bonds turned step by step, for minima that differ by
+    large turns) or "linear" (`interpolate`, the straight line). Returns a `Band` (float64).
     """
     runner = _BandRunner(potential, system, n_images=n_images, k_spring=k_spring, fmax=fmax, climb=climb,
                          climb_after_fmax=climb_after_fmax, max_steps=max_steps, chunk_steps=chunk_steps,
@@ -476,5 +541,5 @@ def edge_report(db, bands: dict, torsions=None, turned_deg: float = 60.0) -> lis
     return rows
 
 
-__all__ = ["Band", "edge_attributes", "edge_report", "plausible_bands", "graph_barriers", "idpp_interpolate", "interpolate", "load_bands", "neb",
+__all__ = ["Band", "edge_attributes", "edge_report", "plausible_bands", "graph_barriers", "idpp_interpolate", "interpolate", "torsion_interpolate", "load_bands", "neb",
            "neb_many", "save_bands"]
