@@ -197,20 +197,28 @@ def compare_prescreen(args, force_fn, frames, groups):
         print(f"  within RMSD {tol:.1f} A and 10 meV: {int(np.sum((rmsd < tol) & (np.abs(de) < 10))):3d} of {k}")
 
 
-def compare_precon(args, force_fn, numbers, k: int):
-    """Relax the same k torsion kicks of the shipped minima with plain and Exp-preconditioned L-BFGS."""
-    from so3krates_lab.analysis import MinimaDatabase, load_minima, rotatable_bonds, torsion_kick
-    from so3krates_lab.analysis.hopping import DEFAULT_MINIMIZER_OPTIONS
+def shipped_kicks(numbers, k: int, seed: int):
+    """The shipped graph's database and k one-turn torsion kicks of its minima (each of a random minimum, seeded)."""
+    from so3krates_lab.analysis import load_minima, rotatable_bonds, torsion_kick
     from so3krates_lab.data import shipped_path
-    from so3krates_lab.md import BatchRelaxer
 
     db = load_minima(shipped_path("minima/ac_ala3_nhme_hop.npz").with_suffix(""))[0]
-    torsions, rng = rotatable_bonds(numbers, db.geometry(0)), np.random.default_rng(args.seed)
+    torsions, rng = rotatable_bonds(numbers, db.geometry(0)), np.random.default_rng(seed)
     kicks = []
     while len(kicks) < k:
         kicked = torsion_kick(db.geometry(int(rng.integers(len(db)))), torsions, rng, 1, numbers=numbers)
         if kicked is not None:
             kicks.append(kicked)
+    return db, kicks
+
+
+def compare_precon(args, force_fn, numbers, k: int):
+    """Relax the same k torsion kicks of the shipped minima with plain and Exp-preconditioned L-BFGS."""
+    from so3krates_lab.analysis import MinimaDatabase
+    from so3krates_lab.analysis.hopping import DEFAULT_MINIMIZER_OPTIONS
+    from so3krates_lab.md import BatchRelaxer
+
+    db, kicks = shipped_kicks(numbers, k, args.seed)
     fmax = args.fmax or 0.01
     print(f"\n{k} one-turn torsion kicks of the {len(db)} shipped minima relaxed to {fmax:g} eV/A, 8 slots, "
           f"chunks of {args.chunk}")
@@ -249,18 +257,11 @@ def compare_early(args, force_fn, numbers, k: int):
     it). The quench: Exp-preconditioned L-BFGS with md.lbfgs's memory 10 (or --lbfgs-memory) and r_nn 1.1 A. For each rule (largest force below F, RMSD below R) prints how many quenches it stops, how many of those
     end in the minimum it named (the rest would be wrong: a new minimum missed or another one named) and the share
     of all steps it saves."""
-    from so3krates_lab.analysis import load_minima, rotatable_bonds, symmetric_rmsd, torsion_kick
+    from so3krates_lab.analysis import symmetric_rmsd
     from so3krates_lab.analysis.alignment import distance_fingerprint, fingerprint_distance
-    from so3krates_lab.data import shipped_path
     from so3krates_lab.md import BatchRelaxer
 
-    db = load_minima(shipped_path("minima/ac_ala3_nhme_hop.npz").with_suffix(""))[0]
-    torsions, rng = rotatable_bonds(numbers, db.geometry(0)), np.random.default_rng(args.seed + 7)
-    kicks = []
-    while len(kicks) < k:
-        kicked = torsion_kick(db.geometry(int(rng.integers(len(db)))), torsions, rng, 1, numbers=numbers)
-        if kicked is not None:
-            kicks.append(kicked)
+    db, kicks = shipped_kicks(numbers, k, args.seed + 7)
     fmax = args.fmax or 0.01
     relaxer = BatchRelaxer(force_fn, kicks[0], 8, fmax, args.max_relax_steps, args.chunk, "lbfgs", precon="exp",
                            memory=args.lbfgs_memory or 10)  # as measured in benchmarks/README.md
