@@ -90,10 +90,11 @@ def test_hopping_finds_the_three_torsion_minima_records_its_hops_and_resumes(tmp
     assert st["new"] + st["known"] + st["returned"] + 3 == st["hops"] and st["new"] == 3 - 1
     assert st["evaluations"] == st["relax_evaluations"] >= st["relax_steps"] > 0 and st["md_evaluations"] == 0
     assert sum(run.database.counts) == st["converged"]
-    # where the evaluations go: the busy steps of finished quenches split by how each ended (the 3 quenches in
-    # flight at the stop are the rest); the starts lie on the anti minimum already
+    # where the evaluations go: the busy steps of finished quenches split by how each ended (the quenches in
+    # flight at the stop are the rest, none when every walker's quench ended in the last chunk); the starts lie on
+    # the anti minimum already
     by_outcome = [st[key] for key in ("steps_new", "steps_known", "steps_returned", "steps_start", "steps_failed")]
-    assert 0 < st["relax_steps"] - sum(by_outcome) <= 3 * 2000 and st["steps_failed"] == 0
+    assert 0 <= st["relax_steps"] - sum(by_outcome) <= 3 * 2000 and st["steps_failed"] == 0
     assert st["steps_new"] > 0 and st["steps_known"] > 0
     profile = evaluation_profile(st)
     assert sum(evaluations for *_, evaluations in profile) == st["evaluations"]
@@ -123,7 +124,7 @@ def test_refined_hopping_stores_tight_minima_and_matches_known_ones_loosely():
     # (two walkers may reach a new minimum before either has stored it), every other hop stops at fmax
     assert 2 <= run.stats["refined"] <= 2 * 2 and run.stats["refined"] < run.stats["hops"] / 2
     outcome = sum(run.stats[k] for k in ("steps_new", "steps_known", "steps_returned", "steps_start", "steps_failed"))
-    assert 0 < run.stats["relax_steps"] - outcome <= 2 * 2000  # both stages of a refined quench are counted
+    assert 0 <= run.stats["relax_steps"] - outcome <= 2 * 2000  # both stages of a refined quench are counted
 
 
 def test_the_kick_taboo_keeps_every_kick_away_from_earlier_kicks_and_survives_a_resume(tmp_path):
