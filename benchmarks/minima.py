@@ -199,17 +199,13 @@ def compare_prescreen(args, force_fn, frames, groups):
 
 def shipped_kicks(numbers, k: int, seed: int):
     """The shipped graph's database and k one-turn torsion kicks of its minima (each of a random minimum, seeded)."""
-    from so3krates_lab.analysis import load_minima, rotatable_bonds, torsion_kick
+    from so3krates_lab.analysis import kicks_of_minima, load_minima, rotatable_bonds
     from so3krates_lab.data import shipped_path
 
     db = load_minima(shipped_path("minima/ac_ala3_nhme_hop.npz").with_suffix(""))[0]
-    torsions, rng = rotatable_bonds(numbers, db.geometry(0)), np.random.default_rng(seed)
-    kicks = []
-    while len(kicks) < k:
-        kicked = torsion_kick(db.geometry(int(rng.integers(len(db)))), torsions, rng, 1, numbers=numbers)
-        if kicked is not None:
-            kicks.append(kicked)
-    return db, kicks
+    minima = [db.geometry(i) for i in range(len(db))]
+    return db, list(kicks_of_minima(minima, rotatable_bonds(numbers, minima[0]), np.random.default_rng(seed), k,
+                                    numbers=numbers))
 
 
 def compare_precon(args, force_fn, numbers, k: int):

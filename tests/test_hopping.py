@@ -77,6 +77,27 @@ def test_torsion_kicks_keep_atoms_apart_and_give_up_when_they_cannot():
         torsion_kick(positions, [], rng, 1, numbers=numbers)
 
 
+def test_kicks_of_minima_turn_one_torsion_of_a_known_minimum_each_and_are_seeded():
+    from so3krates_lab.analysis import kicks_of_minima
+
+    data = load(shipped_path("ac_ala3_nhme_gfn2xtb.npz"))
+    numbers, minima = np.asarray(data[0].numbers), np.stack([data[i].positions for i in (0, 700, 1400)])
+    torsions = rotatable_bonds(numbers, minima[0])
+    quads = np.array([q for _, q in backbone_torsions(numbers, minima[0])])
+    kicks = kicks_of_minima(minima, torsions, np.random.default_rng(5), 6, numbers=numbers)
+    assert kicks.shape == (6, len(numbers), 3)
+    for kicked in kicks:  # one torsion of one of the minima turned by at least 60 degrees, the others unchanged
+        change = np.abs((dihedrals(kicked[None], quads)[0] - dihedrals(minima, quads) + 180.0) % 360.0 - 180.0)
+        assert np.any((np.sum(change > 59.0, axis=1) == 1) & (np.sum(change > 1e-6, axis=1) == 1))
+        assert np.array_equal(bond_graph(numbers, kicked), bond_graph(numbers, minima[0]))
+    np.testing.assert_array_equal(kicks_of_minima(minima, torsions, np.random.default_rng(5), 6, numbers=numbers),
+                                  kicks)
+    with pytest.raises(ValueError, match="need k >= 1"):
+        kicks_of_minima(minima, torsions, np.random.default_rng(5), 0, numbers=numbers)
+    with pytest.raises(ValueError, match="kept their atoms apart"):
+        kicks_of_minima(minima, torsions, np.random.default_rng(5), 1, numbers=numbers, clash=50.0, tries=1)
+
+
 @pytest.mark.parametrize("acceptance", ["window", "metropolis", "frontier"])
 def test_hopping_finds_the_three_torsion_minima_records_its_hops_and_resumes(tmp_path, acceptance):
     kw = dict(n_walkers=3, fmax=1e-4, progress=False, seed=1, acceptance=acceptance, checkpoint=tmp_path / "hop")

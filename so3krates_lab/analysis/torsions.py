@@ -211,3 +211,28 @@ def torsion_kick(positions, torsions, rng, n_turns: int = 1, *, numbers=None, pa
         if np.all(np.linalg.norm(pos[i] - pos[j], axis=-1) > limit):
             return pos
     return None
+
+
+def kicks_of_minima(minima, torsions, rng, k: int, *, numbers, n_turns: int = 1, **kick_options) -> np.ndarray:
+    """(k, N, 3) Angstrom: k torsion kicks (`torsion_kick` with n_turns turns), each of a minimum drawn at random
+    from `minima` ((M, N, 3) Angstrom, or a sequence of (N, 3) arrays); kicks that clash are drawn again. The test
+    set for comparing minimisers or quench rules on one molecule's landscape (benchmarks/minima.py).
+    numbers: (N,) atomic numbers; rng: a numpy Generator; kick_options: `torsion_kick`'s other keywords.
+
+    >>> import numpy as np
+    >>> h2o2 = np.array([[0.0, 0.0, 0.0], [1.45, 0.0, 0.0], [-0.3, 0.92, 0.0], [1.75, -0.92, 0.0]])
+    >>> kicks_of_minima([h2o2], rotatable_bonds([8, 8, 1, 1], h2o2), np.random.default_rng(0), 3,
+    ...                 numbers=[8, 8, 1, 1]).shape
+    (3, 4, 3)
+    """
+    if k < 1 or len(minima) == 0:
+        raise ValueError(f"need k >= 1 kicks of at least one minimum, got k={k} and {len(minima)} minima")
+    kicks = []
+    for _ in range(100 * k):
+        kicked = torsion_kick(minima[int(rng.integers(len(minima)))], torsions, rng, n_turns, numbers=numbers,
+                              **kick_options)
+        if kicked is not None:
+            kicks.append(kicked)
+        if len(kicks) == k:
+            return np.stack(kicks)
+    raise ValueError(f"only {len(kicks)} of {k} kicks kept their atoms apart in {100 * k} tries")
