@@ -233,11 +233,11 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
         k = int(np.argmin(score))
         walkers[w].update(current=k, energy=float(energies[k]))
 
-    def near_known(pos) -> bool:
-        if taboo_deg is None or not (known_angles or kick_angles):
+    def near_known(pos, taboo) -> bool:
+        """Whether every torsion angle of pos lies within taboo_deg of one row of taboo ((M, T) degrees)."""
+        if taboo_deg is None or len(taboo) == 0:
             return False
-        diff = np.abs((np.asarray(known_angles + kick_angles) - torsion_angles(pos, torsions) + 180.0) % 360.0
-                      - 180.0)
+        diff = np.abs((taboo - torsion_angles(pos, torsions) + 180.0) % 360.0 - 180.0)
         return bool(np.any(np.all(diff < taboo_deg, axis=1)))
 
     def kick(w):
@@ -250,18 +250,19 @@ def hop_minima(potential, system: System, *, n_walkers: int = 8, acceptance: str
         home = db.geometry(walker["current"])
         mean = min(max(walker["n_turns"], 1.0), max_turns)
         pos = None
+        library = np.asarray(known_angles) if library_share > 0 else None  # built once for all tries
+        taboo = np.asarray(known_angles + kick_angles) if taboo_deg is not None else None
         for attempt in range(taboo_tries if taboo_deg is not None else 1):
             n_turns = min(1 + rng.poisson(mean - 1.0), max_turns)
             candidate = torsion_kick(home, torsions, rng, n_turns, numbers=numbers, pairs=pairs, clash=clash,
-                                     library=np.asarray(known_angles) if library_share > 0 else None,
-                                     library_share=library_share)
+                                     library=library, library_share=library_share)
             if candidate is None and n_turns > 1:  # every try clashed: turn a single torsion
                 candidate = torsion_kick(home, torsions, rng, 1, numbers=numbers, pairs=pairs, clash=clash)
             if candidate is None:
                 stats["kick_failures"] += 1
                 continue
             pos = candidate
-            if not near_known(candidate):
+            if not near_known(candidate, taboo):
                 break
             stats["taboo_redraws"] += 1
         if pos is None:
