@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -55,16 +54,12 @@ def worker(args) -> int:
     return 0
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run(args, batch_size: int, n_processes: int) -> float:
     """ms per step of one run with n_processes processes, process i pinned to core i; every process it
     started is waited for, or killed by PID when the run fails or times out."""
-    port = free_port()
+    from so3krates_lab.distributed import free_local_port
+
+    port = free_local_port()
     common = [sys.executable, __file__, "--worker", "--batch-size", str(batch_size), "--steps", str(args.steps),
               "--port", str(port), "--num-processes", str(n_processes)] + (["--data", args.data] if args.data else [])
     env = dict(os.environ, JAX_PLATFORMS="cpu")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where the time of the minima exploration goes, and why it finds few minima (Ac-Ala3-NHMe, shipped model).
 
-Three independent stages (pick with --stage; each prints a table and writes a JSON under --out):
+Four independent stages (pick with --stage; each prints a table and writes a JSON under --out):
 
 - speed: one jitted energy+forces call with the skin neighbour list (capacity = every pair, as
   benchmarks/minima.py used it) and with the fixed all-pairs graph (`md.force_function(..., all_pairs=True)`),
@@ -14,10 +14,18 @@ Three independent stages (pick with --stage; each prints a table and writes a JS
   residues) each block visits and how many a 0.4 ps window sees; (b) --frames training frames relaxed with the
   model and deduplicated: how many unique minima, their backbone states and phi/psi, and whether a merge ever
   joins frames of different backbone states.
+- chunks: does `hop_minima` run its minimiser chunks slower than a bare refill loop? The seconds of every
+  `BatchRelaxer.run_chunk` call (first, compiling chunk left out), split by whether the chunk initialised freshly
+  loaded slots: a bare loop relaxing --frames one-turn torsion kicks of the shipped minima (`relax_all`,
+  `hop_minima`'s default L-BFGS), then `hop_minima` for --hops hops (8 walkers), then the bare loop again, so that
+  a drift of the machine's speed shows as a difference between the two bare rows. evaluations/s covers each whole
+  run, its compilation included (each run builds its own relaxer).
 
     .venv/bin/python benchmarks/minima_profile.py --stage speed --slots 1,8,16,32
     .venv/bin/python benchmarks/minima_profile.py --stage minimizers --frames 8
     .venv/bin/python benchmarks/minima_profile.py --stage diversity --frames 30
+    .venv/bin/python benchmarks/minima_profile.py --stage chunks --frames 32 --hops 60 \
+        --model so3krates_lab/shipped/models/ac_ala3_nhme_xtb_hop.npz
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ def parse(argv=None):
     from so3krates_lab.data import shipped_path
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--stage", choices=["speed", "minimizers", "diversity"], required=True)
+    p.add_argument("--stage", choices=["speed", "minimizers", "diversity", "chunks"], required=True)
     p.add_argument("--model", type=Path, default=shipped_path("models/ac_ala3_nhme_xtb.npz"))
     p.add_argument("--data", type=Path, default=shipped_path("ac_ala3_nhme_gfn2xtb.npz"))
     p.add_argument("--out", type=Path, default=ROOT / "results" / "minima_profile")
@@ -46,6 +54,7 @@ def parse(argv=None):
     p.add_argument("--frames", type=int, default=8, help="training frames (minimizers, diversity)")
     p.add_argument("--fmax", type=float, default=1e-3, help="eV/A")
     p.add_argument("--max-steps", type=int, default=2000)
+    p.add_argument("--hops", type=int, default=60, help="hop_minima hops for the chunks stage")
     p.add_argument("--memories", default="10,30", help="L-BFGS memories to compare")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jax-cache", default=str(ROOT / "results" / "jax_cache"),
@@ -304,6 +313,69 @@ def stage_diversity(args, fns, numbers, data, train_idx):
     return out
 
 
+def stage_chunks(args, fns, numbers, data, train_idx):
+    import sys
+
+    from so3krates_lab import Potential
+    from so3krates_lab.analysis import hop_minima, kicks_of_minima, load_minima, rotatable_bonds
+    from so3krates_lab.analysis.hopping import DEFAULT_MINIMIZER_OPTIONS
+    from so3krates_lab.data import shipped_path
+    from so3krates_lab.md import BatchRelaxer
+
+    relax_module = sys.modules[BatchRelaxer.__module__]
+    calls = []  # (seconds, fresh slots) of every run_chunk call
+    plain = relax_module.BatchRelaxer.run_chunk
+
+    def timed(self):
+        fresh, t0 = int(self._fresh.sum()), time.perf_counter()
+        out = plain(self)
+        calls.append((time.perf_counter() - t0, fresh))
+        return out
+
+    db = load_minima(shipped_path("minima/ac_ala3_nhme_hop.npz").with_suffix(""))[0]
+    minima = [db.geometry(i) for i in range(len(db))]
+    kicks = list(kicks_of_minima(minima, rotatable_bonds(numbers, minima[0]), np.random.default_rng(args.seed),
+                                 args.frames, numbers=numbers))
+    force_fn = fns["all pairs"]
+
+    def bare():
+        relaxer = BatchRelaxer(force_fn, kicks[0], 8, 0.01, args.max_steps, args.chunk, "lbfgs",
+                               **DEFAULT_MINIMIZER_OPTIONS["lbfgs"])
+        t0 = time.perf_counter()
+        relaxer.relax_all(kicks)
+        return relaxer.evaluations, time.perf_counter() - t0
+
+    def hop():
+        potential = Potential.load(args.model, dtype="float32")
+        t0 = time.perf_counter()
+        run = hop_minima(potential, data[0], n_walkers=8, max_hops=args.hops, seed=args.seed, progress=False,
+                         all_pairs=True, chunk_steps=args.chunk)
+        return run.stats["evaluations"], time.perf_counter() - t0
+
+    relax_module.BatchRelaxer.run_chunk = timed
+    rows = []
+    print(f"seconds per run_chunk call ({args.chunk} steps of 8 slots; the first, compiling call left out), "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"{'run':>12} {'evaluations/s':>14} {'chunks':>7} {'median s':>9} {'fresh chunks':>13} {'median s':>9}")
+    try:
+        for name, run in (("bare", bare), ("hop_minima", hop), ("bare again", bare)):
+            calls.clear()
+            evaluations, wall = run()
+            timed_calls = calls[1:]
+            plain_s = [t for t, fresh in timed_calls if fresh == 0]
+            fresh_s = [t for t, fresh in timed_calls if fresh > 0]
+            row = {"run": name, "evaluations_per_s": evaluations / wall, "plain_chunks": len(plain_s),
+                   "plain_median_s": float(np.median(plain_s)) if plain_s else None, "fresh_chunks": len(fresh_s),
+                   "fresh_median_s": float(np.median(fresh_s)) if fresh_s else None}
+            rows.append(row)
+            fmt = lambda v: f"{v:9.3f}" if v is not None else f"{'-':>9}"
+            print(f"{name:>12} {row['evaluations_per_s']:14.1f} {len(plain_s):7d} {fmt(row['plain_median_s'])} "
+                  f"{len(fresh_s):13d} {fmt(row['fresh_median_s'])}", flush=True)
+    finally:
+        relax_module.BatchRelaxer.run_chunk = plain
+    return {"rows": rows, "chunk": args.chunk, "frames": args.frames, "hops": args.hops}
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     if args.jax_cache:
@@ -315,7 +387,8 @@ def main(argv=None) -> int:
 
     print(f"so3krates_lab from {Path(so3krates_lab.__file__).parent}", flush=True)
     fns, numbers, start, data, train_idx = setup(args)
-    stage = {"speed": stage_speed, "minimizers": stage_minimizers, "diversity": stage_diversity}[args.stage]
+    stage = {"speed": stage_speed, "minimizers": stage_minimizers, "diversity": stage_diversity,
+             "chunks": stage_chunks}[args.stage]
     result = stage(args, fns, numbers, data, train_idx)
     from so3krates_lab.fileio import atomic_write
 

@@ -40,7 +40,7 @@ def __dir__():
     return sorted(set(globals()) | _SUBPACKAGES | set(_NAMES))
 
 
-__version__ = "0.3.0"  #: the package version (PEP 440)
+__version__ = "0.4.0"  #: the package version (PEP 440)
 
 __all__ = [
     "BasePotential", "Dataset", "FitResult", "Graph", "Interrupted", "MorsePotential", "Potential", "PotentialProtocol", "Prediction",

@@ -22,8 +22,8 @@ A single process needs nothing: every function here then answers as for a job of
 
 from __future__ import annotations
 
-__all__ = ["agree_any", "broadcast", "initialize", "is_main_process", "is_multiprocess", "process_count",
-           "process_index", "replica_share", "shutdown", "split_over_local_devices"]
+__all__ = ["agree_any", "broadcast", "free_local_port", "initialize", "is_main_process", "is_multiprocess",
+           "process_count", "process_index", "replica_share", "shutdown", "split_over_local_devices"]
 
 _INITIALIZED = False
 
@@ -66,6 +66,17 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         jax.distributed.initialize(str(coordinator), num_processes=int(num_processes), process_id=int(process_id),
                                    **kwargs)
     _INITIALIZED = True
+
+
+def free_local_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago: a coordinator port for a job whose processes all run
+    on this machine (`initialize(f"127.0.0.1:{port}", ...)`). Another program may take it before process 0
+    listens there; a job that fails to connect can simply be started again with a new port."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def shutdown() -> None:

@@ -398,8 +398,11 @@ class Trajectory:
                    stop_time_fs=ds.stop_time_fs.values if "stop_time_fs" in ds else None)
 
     def to_ase(self, stride: int = 1) -> list:
-        """ase.Atoms per frame (every `stride`-th), with time_fs, energy (eV) and temperature_K in `info`."""
+        """ase.Atoms per frame (every `stride`-th): positions, velocities (ASE units; `Atoms.get_velocities()`
+        returns Angstrom per ASE time unit, `ase.units.fs` of which make a fs), and in `info` time_fs,
+        energy (potential, eV), kinetic_eV, conserved_eV and temperature_K. `from_ase` reads them back."""
         from ase import Atoms
+        from ase.units import fs
 
         if self.n_replicas is not None:
             raise ValueError("to_ase needs one structure: take .replica(r) first")
@@ -407,13 +410,16 @@ class Trajectory:
         for k in range(0, len(self), int(stride)):
             atoms = Atoms(numbers=self.numbers, positions=self.positions[k],
                           cell=self.cell if self.cell is not None else None, pbc=self.pbc)
+            atoms.set_velocities(self.velocities[k] / fs)
             atoms.info.update(time_fs=float(self.time_fs[k]), energy=float(self.potential[k]),
+                              kinetic_eV=float(self.kinetic[k]), conserved_eV=float(self.conserved[k]),
                               temperature_K=float(self.temperature[k]))
             out.append(atoms)
         return out
 
     def to_extxyz(self, path, stride: int = 1):
-        """Write every `stride`-th frame to an extended-XYZ file (atomically); returns the path."""
+        """Write every `stride`-th frame to an extended-XYZ file (atomically; velocities as ASE's momenta);
+        returns the path. `Trajectory.from_extxyz` reads it back."""
         from pathlib import Path
 
         from ase.io import write
@@ -422,6 +428,72 @@ class Trajectory:
 
         frames = self.to_ase(stride)
         return atomic_write(Path(path), lambda tmp: write(tmp, frames, format="extxyz"))
+
+    @classmethod
+    def from_ase(cls, frames, frame_fs: float | None = None, timestep_fs: float | None = None) -> "Trajectory":
+        """A trajectory of one structure from ase.Atoms frames (the same atoms in the same order in every frame),
+        e.g. another code's MD read with `ase.io.read(path, ":")`.
+
+        Velocities come from the atoms' momenta (required: a trajectory without them would give wrong kinetic
+        energies and spectra; set them with `Atoms.set_velocities`, ASE units). Time: `info["time_fs"]` of every
+        frame, else frame k at k * frame_fs. Potential energy: `info["energy"]` or the attached calculator's
+        (NaN where a frame has neither). kinetic_eV, temperature_K and conserved_eV are read from `info` where
+        all frames have them (as `to_ase` writes them), else computed: 1/2 sum m v^2 with ASE's masses, 2 E_kin /
+        (dof k_B) with `md.degrees_of_freedom`, potential + kinetic.
+        """
+        from ase.units import fs, kB
+
+        frames = list(frames)
+        if not frames:
+            raise StructureError("from_ase needs at least one frame")
+        numbers = np.asarray(frames[0].numbers)
+        for k, atoms in enumerate(frames):
+            if not np.array_equal(atoms.numbers, numbers):
+                raise StructureError(f"frame {k} has other atoms than frame 0 (a trajectory keeps its atoms and "
+                                     "their order)")
+            if not atoms.has("momenta"):
+                raise StructureError(f"frame {k} has no velocities (momenta); a trajectory needs them "
+                                     "(Atoms.set_velocities)")
+        if all("time_fs" in atoms.info for atoms in frames):
+            time = np.array([float(atoms.info["time_fs"]) for atoms in frames])
+        elif frame_fs is not None and frame_fs > 0:
+            time = float(frame_fs) * np.arange(len(frames))
+        else:
+            raise StructureError("the frames carry no info['time_fs']: give frame_fs, the time between frames (fs)")
+
+        def energy(atoms):
+            if "energy" in atoms.info:
+                return float(atoms.info["energy"])
+            try:
+                return float(atoms.get_potential_energy())
+            except RuntimeError:  # no calculator attached
+                return np.nan
+
+        def read(key, computed):
+            values = [atoms.info.get(key) for atoms in frames]
+            return np.array(values, float) if all(v is not None for v in values) else computed
+
+        velocities = np.stack([atoms.get_velocities() * fs for atoms in frames])  # Angstrom/fs
+        masses = frames[0].get_masses()
+        kinetic = read("kinetic_eV", 0.5 * np.einsum("i,kij->k", masses, (velocities / fs) ** 2))
+        from .md.integrators import degrees_of_freedom
+
+        pbc = np.asarray(frames[0].pbc, bool)
+        dof = degrees_of_freedom(len(numbers), periodic=bool(pbc.any()))
+        potential = np.array([energy(atoms) for atoms in frames])
+        return cls(numbers=numbers, time_fs=time, positions=np.stack([atoms.positions for atoms in frames]),
+                   velocities=velocities, potential=potential, kinetic=kinetic,
+                   temperature=read("temperature_K", 2.0 * kinetic / (dof * kB)),
+                   conserved=read("conserved_eV", potential + kinetic),
+                   cell=np.asarray(frames[0].cell) if pbc.any() else None, pbc=pbc, timestep_fs=timestep_fs)
+
+    @classmethod
+    def from_extxyz(cls, path, frame_fs: float | None = None, timestep_fs: float | None = None) -> "Trajectory":
+        """Read an extended-XYZ trajectory (as `to_extxyz` writes, or another code's with velocities):
+        `from_ase` of all its frames."""
+        from ase.io import read
+
+        return cls.from_ase(read(str(path), ":", format="extxyz"), frame_fs=frame_fs, timestep_fs=timestep_fs)
 
     def __repr__(self) -> str:
         span = f"{self.time_fs[0]:.1f}..{self.time_fs[-1]:.1f} fs" if len(self) else "empty"

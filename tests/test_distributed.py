@@ -15,16 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from so3krates_lab.distributed import replica_share
+from so3krates_lab.distributed import free_local_port, replica_share
 
 HERE = Path(__file__).parent
 WORKER = HERE / "_distributed_worker.py"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def slurm_port() -> tuple[int, int]:
@@ -47,7 +41,7 @@ def run_job(args: list[str], n_processes: int, logs: Path, timeout_s: float = 40
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(HERE), JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)  # one CPU device per process
-    port = free_port() if n_processes > 1 and not slurm else None
+    port = free_local_port() if n_processes > 1 and not slurm else None
     job_id = slurm_port()[0] if slurm else None
     procs = []
     try:
@@ -79,7 +73,7 @@ def start_job(args: list[str], n_processes: int, logs: Path) -> list[subprocess.
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(HERE), JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
-    port = free_port()
+    port = free_local_port()
     return [subprocess.Popen([sys.executable, str(WORKER), *args, str(port), str(n_processes), str(i)], env=env,
                              stderr=open(logs / f"stderr-{i}.txt", "w"), stdout=subprocess.DEVNULL)
             for i in range(n_processes)]

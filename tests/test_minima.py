@@ -267,6 +267,59 @@ def test_batch_relaxers_find_the_three_torsion_minima_and_lbfgs_needs_fewer_step
         BatchRelaxer(force_fn, starts[0], n_slots=2, minimizer="bfgs")
 
 
+def test_a_fresh_minimiser_state_steps_into_exactly_the_initial_state():
+    """Minimizer.fresh: one step from it evaluates the structure without moving it and gives init's state."""
+    from so3krates_lab.md import fire, lbfgs
+
+    force_fn = force_function(TORSION, _butane_system(180.0))
+    start = jnp.asarray(_butane_like(40.0))
+    for make in (fire, lambda ff: lbfgs(ff, precon="exp")):
+        pair = make(force_fn.fn)
+        init, step = pair
+        want, got = init(start, force_fn.aux), step(pair.fresh(start, force_fn.aux))
+        assert int(pair.fresh(start, force_fn.aux).step) == -1
+        for name in want.__dataclass_fields__:
+            if name != "aux":
+                np.testing.assert_allclose(np.asarray(getattr(got, name)), np.asarray(getattr(want, name)),
+                                           rtol=1e-12, atol=1e-12, err_msg=name)
+        # and the step after that is the same step as from init
+        np.testing.assert_allclose(np.asarray(step(got).positions), np.asarray(step(want).positions), atol=1e-12)
+
+
+def test_the_batch_relaxer_starts_a_slot_inside_the_chunk_at_no_extra_evaluation():
+    """FIRE and L-BFGS start fresh slots as the slots' own first step (Minimizer.fresh): the same minima and steps
+    as the old start (an init call of every slot in any chunk that loads one, the path of a minimiser without
+    `fresh`), and fewer evaluations: none beyond the slots' chunk steps."""
+    from so3krates_lab.md import lbfgs
+
+    rng = np.random.default_rng(2)
+    starts = np.stack([_butane_like(d) for d in (20.0, 100.0, 150.0, -170.0, -40.0, -100.0, 70.0)])
+    starts += rng.normal(size=starts.shape) * 0.05
+    force_fn = force_function(TORSION, _butane_system(180.0))
+    old_style = lambda ff, **kw: tuple(lbfgs(ff, **kw))  # noqa: E731  a plain (init, step): no fresh state
+    out = {}
+    for name, minimizer in (("fused", "lbfgs"), ("init call", old_style)):
+        relaxer = BatchRelaxer(force_fn, starts[0], n_slots=3, fmax=1e-4, chunk_steps=7, minimizer=minimizer)
+        assert relaxer.fused_start == (name == "fused")
+        finished, pending, chunks = {}, list(enumerate(starts)), 0
+        while pending or relaxer.active.any():
+            relaxer.load([pending.pop(0) for _ in range(min(relaxer.n_free, len(pending)))])
+            chunks += 1
+            for tag, pos, energy, ok, steps in relaxer.run_chunk():
+                finished[tag] = (pos, energy, ok, steps)
+        out[name] = (finished, relaxer.steps_done, relaxer.evaluations, chunks)
+    (fused, f_steps, f_evals, f_chunks), (plain, p_steps, p_evals, p_chunks) = out["fused"], out["init call"]
+    assert sorted(fused) == sorted(plain) == list(range(len(starts)))
+    for tag in fused:
+        assert fused[tag][2] and plain[tag][2]
+        assert fused[tag][3] == plain[tag][3]  # the same minimiser steps per quench
+        np.testing.assert_allclose(fused[tag][0], plain[tag][0], atol=1e-8)
+        assert fused[tag][1] == pytest.approx(plain[tag][1], abs=1e-10)
+    assert f_steps == p_steps
+    assert f_evals == 3 * 7 * f_chunks  # every slot, every step of every chunk, nothing more
+    assert p_evals > 3 * 7 * p_chunks  # the init calls of every slot on top
+
+
 def test_exploration_of_an_analytic_potential_finds_its_three_minima(tmp_path):
     start = _butane_system(180.0)
     run = explore_minima(TORSION, start, n_replicas=4, temperature_K=1200.0,

@@ -182,3 +182,55 @@ def test_ase_and_extxyz_export(tmp_path):
     assert len(read(store.to_extxyz(tmp_path / "store.extxyz"), ":")) == 6
     with pytest.raises(ValueError, match="one structure"):
         make(replicas=2).to_ase()
+
+
+def test_extxyz_round_trip_keeps_velocities_and_energies(tmp_path):
+    """to_extxyz then Trajectory.from_extxyz gives back every field (velocities through ASE's units)."""
+    traj = make(k=5, cell=CELL, pbc=[True, True, True])
+    back = Trajectory.from_extxyz(traj.to_extxyz(tmp_path / "traj.extxyz"), timestep_fs=0.5)
+    for name in FIELDS + ("numbers",):
+        np.testing.assert_allclose(getattr(back, name), getattr(traj, name), rtol=1e-6, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(back.cell, CELL, atol=1e-6)
+    assert back.pbc.all() and back.timestep_fs == 0.5
+    # velocities in ASE's units: Angstrom per ASE time unit, ase.units.fs of them in a fs
+    from ase.units import fs
+
+    atoms = traj.to_ase()[2]
+    np.testing.assert_allclose(atoms.get_velocities() * fs, traj.velocities[2])
+
+
+def test_from_ase_computes_what_the_frames_lack():
+    """Frames from another code (velocities, a time step, no kinetic energy or temperature in info): kinetic
+    energy 1/2 m v^2, temperature over 3N - 6 degrees of freedom, conserved = potential + kinetic; a clear error
+    without velocities, with changing atoms or without a time."""
+    from ase import Atoms
+    from ase.units import fs, kB
+
+    rng = np.random.default_rng(1)
+    frames = []
+    for k in range(3):
+        atoms = Atoms(numbers=[6, 1, 1, 8], positions=rng.normal(size=(4, 3)))
+        atoms.set_velocities(rng.normal(scale=0.01, size=(4, 3)) / fs)  # 0.01 Angstrom/fs
+        atoms.info["energy"] = -1.0 - k
+        frames.append(atoms)
+    traj = Trajectory.from_ase(frames, frame_fs=2.0)
+    np.testing.assert_allclose(traj.time_fs, [0.0, 2.0, 4.0])
+    v = traj.velocities[1]
+    m = frames[1].get_masses()
+    # 1 amu (Angstrom/fs)^2 = 103.6427 eV
+    kinetic = 0.5 * np.sum(m[:, None] * v**2) * 103.6427
+    assert traj.kinetic[1] == pytest.approx(kinetic, rel=1e-5)
+    assert traj.temperature[1] == pytest.approx(2 * kinetic / (6 * kB), rel=1e-5)  # 3 * 4 - 6 = 6
+    np.testing.assert_allclose(traj.conserved, traj.potential + traj.kinetic)
+    np.testing.assert_allclose(traj.potential, [-1.0, -2.0, -3.0])
+    assert traj.cell is None and not traj.pbc.any()
+    with pytest.raises(StructureError, match="frame_fs"):
+        Trajectory.from_ase(frames)
+    bare = frames[0].copy()
+    bare.set_momenta(None)
+    with pytest.raises(StructureError, match="frame 1 has no velocities"):
+        Trajectory.from_ase([frames[0], bare], frame_fs=1.0)
+    with pytest.raises(StructureError, match="frame 1 has other atoms"):
+        Trajectory.from_ase([frames[0], Atoms("H2O", positions=np.zeros((3, 3)))], frame_fs=1.0)
+    with pytest.raises(StructureError, match="at least one frame"):
+        Trajectory.from_ase([])

@@ -14,6 +14,22 @@ import jax.numpy as jnp
 from flax import struct
 
 
+class Minimizer(tuple):
+    """A minimiser's (init, step) pair, unpacked as such (`init, step = lbfgs(force_fn)`), with one more function:
+
+    `fresh(positions, aux=None)`: a state whose next `step` evaluates the forces at `positions`, moves nothing and
+    returns exactly `init(positions, aux)`: step counter -1 and zero forces. `md.BatchRelaxer` loads new
+    structures this way, so that starting a quench costs its own slot one step of the compiled chunk instead of
+    an extra force evaluation of every slot. A slot in that state must not be judged converged (its forces are
+    zero): test `state.step < 0`.
+    """
+
+    def __new__(cls, init, step, fresh=None):
+        pair = super().__new__(cls, (init, step))
+        pair.fresh = fresh
+        return pair
+
+
 @struct.dataclass
 class FireState:
     """The state of one FIRE minimisation (`relax_batch` stacks a leading (B,) axis).
@@ -56,6 +72,15 @@ def fire(force_fn, dt_start: float = 0.1, dt_max: float = 1.0, max_step: float =
             positions.dtype), energy=energy, dt=z + dt_start, alpha=z + alpha_start,
             n_positive=jnp.zeros((), jnp.int32), step=jnp.zeros((), jnp.int32), aux=aux)
 
+    def fresh(positions, aux=None):
+        # zero forces and velocities: the next step is "uphill", so it zeroes the velocities, sets alpha to
+        # alpha_start, n_positive to 0, multiplies dt by f_dec (hence dt_start / f_dec here) and moves by 0
+        positions = jnp.asarray(positions)
+        z = jnp.zeros((), positions.dtype)
+        return FireState(positions=positions, velocities=jnp.zeros_like(positions), forces=jnp.zeros_like(positions),
+                         energy=z, dt=z + dt_start / f_dec, alpha=z + alpha_start,
+                         n_positive=jnp.zeros((), jnp.int32), step=jnp.full((), -1, jnp.int32), aux=aux)
+
     def step(s: FireState) -> FireState:
         f, v = s.forces, s.velocities
         power = jnp.sum(f * v)
@@ -77,7 +102,7 @@ def fire(force_fn, dt_start: float = 0.1, dt_max: float = 1.0, max_step: float =
         return FireState(positions=positions, velocities=v, forces=forces.astype(positions.dtype), energy=energy,
                          dt=dt, alpha=alpha, n_positive=n_positive, step=s.step + 1, aux=aux)
 
-    return init, step
+    return Minimizer(init, step, fresh)
 
 
 def relax_batch(init, step, positions, fmax: float = 1e-3, max_steps: int = 5000, aux=None):
@@ -170,6 +195,15 @@ def lbfgs(force_fn, memory: int = 10, max_step: float = 0.2, curvature: float = 
                           s_hist=hist, y_hist=hist, rho=jnp.zeros(memory, positions.dtype),
                           step=jnp.zeros((), jnp.int32), aux=aux)
 
+    def fresh(positions, aux=None):
+        # zero forces and an empty memory: the next step's direction is zero (a "reset" that clears nothing),
+        # so it evaluates the forces where the structure is and stores no pair (s.y = 0)
+        positions = jnp.asarray(positions)
+        hist = jnp.zeros((memory,) + positions.shape, positions.dtype)
+        return LbfgsState(positions=positions, forces=jnp.zeros_like(positions), energy=jnp.zeros((), positions.dtype),
+                          s_hist=hist, y_hist=hist, rho=jnp.zeros(memory, positions.dtype),
+                          step=jnp.full((), -1, jnp.int32), aux=aux)
+
     def direction(s: LbfgsState):
         g = -s.forces
         q, alphas = g, []
@@ -212,4 +246,4 @@ def lbfgs(force_fn, memory: int = 10, max_step: float = 0.2, curvature: float = 
         return LbfgsState(positions=positions, forces=forces, energy=energy, s_hist=s_hist, y_hist=y_hist,
                           rho=rho, step=s.step + 1, aux=aux)
 
-    return init, step
+    return Minimizer(init, step, fresh)

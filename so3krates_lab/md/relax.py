@@ -34,7 +34,11 @@ class BatchRelaxer:
     given up (reported as not converged). chunk_steps: steps per compiled call. minimizer: "fire", "lbfgs" or any
     function force_fn -> (init, step) whose states are dataclasses (e.g. flax structs) with positions, energy,
     step, aux and a `fmax` property; options: its keyword arguments. Freshly loaded slots are initialised inside
-    the same compiled call as the chunk, so the model is compiled once.
+    the same compiled call as the chunk, so the model is compiled once: with FIRE and L-BFGS (whose `fresh` state
+    is evaluated by the next step, `md.minimize.Minimizer`) as the first step of their own slot, so that loading
+    costs no extra evaluation of the other slots; with another minimiser by one `init` call of every slot at the
+    start of a chunk that loads any. `steps_done` counts minimiser steps (a fused start is not one),
+    `evaluations` every energy + forces evaluation of every slot.
     """
 
     def __init__(self, force_fn, template, n_slots: int, fmax: float = 1e-3, max_steps: int = 3000,
@@ -49,18 +53,27 @@ class BatchRelaxer:
             if minimizer not in MINIMIZERS:
                 raise ValueError(f"minimizer must be one of {sorted(MINIMIZERS)} or a function, got {minimizer!r}")
             minimizer = MINIMIZERS[minimizer]
-        init, step = minimizer(force_fn, **options)
+        pair = minimizer(force_fn, **options)
+        init, step = pair
         vinit, vstep = jax.vmap(init), jax.vmap(step)
+        # a minimiser with `fresh` (md.minimize.Minimizer: FIRE and L-BFGS) starts a slot inside the chunk: its first
+        # step evaluates the new structure, the other slots step on; without it, every slot is evaluated once more
+        vfresh = jax.vmap(pair.fresh) if getattr(pair, "fresh", None) is not None else None
+        self.fused_start = vfresh is not None
         fmax_of = jax.vmap(lambda s: s.fmax)
 
         def advance(states, positions, fresh, active, thresholds):
-            """(Re)initialise the fresh slots at `positions` (skipped when there are none), then one chunk; a slot
-            stops moving once its largest force is below its threshold."""
-            states = jax.lax.cond(jnp.any(fresh), lambda s: where_rows(fresh, vinit(positions, s.aux), s),
-                                  lambda s: s, states)
+            """(Re)start the fresh slots at `positions`, then one chunk; a slot stops moving once its largest force is
+            below its threshold."""
+            if vfresh is not None:  # no model call: the slots' first step of the chunk evaluates them
+                restarted = jax.tree.map(lambda new, old: new.astype(old.dtype), vfresh(positions, states.aux), states)
+                states = where_rows(fresh, restarted, states)
+            else:  # one extra evaluation of every slot, skipped when no slot is fresh
+                states = jax.lax.cond(jnp.any(fresh), lambda s: where_rows(fresh, vinit(positions, s.aux), s),
+                                      lambda s: s, states)
 
             def body(s, _):
-                frozen = (fmax_of(s) < thresholds) | ~active
+                frozen = ((fmax_of(s) < thresholds) & (s.step >= 0)) | ~active  # step -1: not evaluated yet
                 return where_rows(frozen, s, vstep(s)), None
 
             states = jax.lax.scan(body, states, None, length=chunk_steps)[0]
@@ -112,7 +125,7 @@ class BatchRelaxer:
         before = np.where(self._fresh, 0, np.asarray(self.states.step))
         # Copies: on the CPU, JAX may use a NumPy argument's memory without copying it while the call runs
         # asynchronously, and these arrays are written right after (`_fresh` below, the others on the next load).
-        self.evaluations += self.n_slots * (self.chunk_steps + int(self._fresh.any()))
+        self.evaluations += self.n_slots * (self.chunk_steps + int(self._fresh.any() and not self.fused_start))
         self.states, fmax = self._advance(self.states, np.array(self._positions), np.array(self._fresh),
                                           np.array(self.active), self._thresholds.copy())
         self._fresh[:] = False

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -59,13 +58,6 @@ def missing_requirements(lab_python: str = sys.executable) -> str | None:
         return (f"{lab_python} cannot import jupyterlab and ipykernel ({check.stderr.strip().splitlines()[-1:]}); "
                 "pip install -e '.[dev]'")
     return None
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the server is told not to try others)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def prepare_root(dest: Path, repo: Path = REPO) -> Path:
@@ -151,9 +143,11 @@ def start_lab(root: Path, workdir: Path, *, python: str = sys.executable, env_ex
         "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
     })
     env.update(env_extra or {})
+    from so3krates_lab.distributed import free_local_port
+
     errors = []
     for attempt in range(attempts):
-        port = free_port()
+        port = free_local_port()
         log = workdir / f"jupyterlab-{attempt}.log"
         command = [python, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip", "127.0.0.1",
                    "--port", str(port), "--ServerApp.port_retries=0", "--ServerApp.token=",
