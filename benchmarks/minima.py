@@ -111,7 +111,9 @@ def parse(argv=None):
                         "more than 2 A apart) of the shipped graph and print both")
     p.add_argument("--variants", nargs="+", default=None, metavar="LABEL=JSON",
                    help="with --compare-precon: the L-BFGS variants to compare, each a label and md.lbfgs keyword "
-                        "arguments, e.g. 'm20={\"precon\": \"exp\", \"memory\": 20}' (default: plain and exp)")
+                        "arguments, e.g. 'm20={\"precon\": \"exp\", \"memory\": 20}' (default: plain and exp); two "
+                        "keys set the relaxer instead: chunk_steps (default --chunk) and fused_start (false: start "
+                        "fresh slots by an init call of every slot, the relaxer's way before 0.4.0)")
     p.add_argument("--neighbour-list", action="store_true",
                    help="use the skin neighbour list instead of the fixed all-pairs graph (every pair slot where "
                         "this script relaxes; the exploration's list gets md.force_function's default capacity)")
@@ -212,7 +214,7 @@ def compare_precon(args, force_fn, numbers, k: int):
     """Relax the same k torsion kicks of the shipped minima with plain and Exp-preconditioned L-BFGS."""
     from so3krates_lab.analysis import MinimaDatabase
     from so3krates_lab.analysis.hopping import DEFAULT_MINIMIZER_OPTIONS
-    from so3krates_lab.md import BatchRelaxer
+    from so3krates_lab.md import BatchRelaxer, lbfgs
 
     db, kicks = shipped_kicks(numbers, k, args.seed)
     fmax = args.fmax or 0.01
@@ -222,11 +224,14 @@ def compare_precon(args, force_fn, numbers, k: int):
                 ("hop_minima default", dict(DEFAULT_MINIMIZER_OPTIONS["lbfgs"]))]
     if args.variants:
         variants = [(v.split("=", 1)[0], json.loads(v.split("=", 1)[1])) for v in args.variants]
-    print(f"{'L-BFGS':>18} {'steps/quench':>13} {'median':>7} {'converged':>10} {'same minimum':>13} {'wall s':>7} "
-          f"{'ms/step':>8}  options")
+    print(f"{'L-BFGS':>18} {'steps/quench':>13} {'median':>7} {'evals/quench':>12} {'converged':>10} "
+          f"{'same minimum':>13} {'wall s':>7} {'ms/step':>8}  options")
     first = None  # the first variant's minima: does a variant reach the same ones (10 meV, 0.1 A)?
-    for label, options in variants:
-        relaxer = BatchRelaxer(force_fn, kicks[0], 8, fmax, args.max_relax_steps, args.chunk, "lbfgs",
+    for label, variant in variants:
+        options = dict(variant)
+        chunk = int(options.pop("chunk_steps", args.chunk))
+        minimizer = "lbfgs" if options.pop("fused_start", True) else (lambda ff, **kw: tuple(lbfgs(ff, **kw)))
+        relaxer = BatchRelaxer(force_fn, kicks[0], 8, fmax, args.max_relax_steps, chunk, minimizer,
                                **{"memory": args.lbfgs_memory or 10, **options})
         t0 = time.perf_counter()
         queue, steps, converged, ends, chunk_s = list(enumerate(kicks)), [], 0, {}, []
@@ -245,9 +250,9 @@ def compare_precon(args, force_fn, numbers, k: int):
             first = MinimaDatabase(numbers, kicks[0])
             refs = {i: first.add(*end)[0] for i, end in ends.items() if end is not None}
         same = sum(end is not None and i in refs and first.find(*end) == refs[i] for i, end in ends.items())
-        step_ms = 1e3 * np.median(chunk_s[1:]) / args.chunk  # a step of all 8 slots; the first chunk compiles
-        print(f"{label:>18} {relaxer.steps_done / k:13.0f} {np.median(steps):7.0f} {converged:>10d} {same:>13d} "
-              f"{wall:7.0f} {step_ms:8.1f}  {json.dumps(options)}")
+        step_ms = 1e3 * np.median(chunk_s[1:]) / chunk  # a step of all 8 slots; the first chunk compiles
+        print(f"{label:>18} {relaxer.steps_done / k:13.0f} {np.median(steps):7.0f} {relaxer.evaluations / k:12.0f} "
+              f"{converged:>10d} {same:>13d} {wall:7.0f} {step_ms:8.1f}  {json.dumps(variant)}")
 
 
 def compare_early(args, force_fn, numbers, k: int):

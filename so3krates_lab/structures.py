@@ -245,6 +245,7 @@ class Trajectory:
         timestep_fs: the integrator's time step (frames are usually several steps apart), or None
         stop_reason: why the run stopped early (a watchdog's finding, a stop on request), or None
         stop_time_fs:(R,) for replicas: when each replica's watchdog tripped (inf: never); None for one structure
+        integrator:  the integrator's name (`md.Integrator.name`, e.g. "Langevin BAOAB (300 K)"), or None
     """
 
     numbers: np.ndarray
@@ -260,6 +261,7 @@ class Trajectory:
     timestep_fs: float | None = None
     stop_reason: str | None = None
     stop_time_fs: np.ndarray | None = None
+    integrator: str | None = None
 
     def __post_init__(self):
         numbers = np.asarray(self.numbers, np.int32).reshape(-1)
@@ -372,6 +374,8 @@ class Trajectory:
             attrs["timestep_fs"] = float(self.timestep_fs)
         if self.stop_reason:
             attrs["stop_reason"] = self.stop_reason
+        if self.integrator:
+            attrs["integrator"] = self.integrator
         if self.cell is not None:
             attrs["cell"] = self.cell.reshape(-1).tolist()
         attrs["pbc"] = [int(p) for p in self.pbc]
@@ -395,7 +399,8 @@ class Trajectory:
                    cell=None if cell is None else np.asarray(cell, float).reshape(3, 3),
                    pbc=np.asarray(pbc, bool).reshape(-1) if np.size(pbc) == 3 else np.zeros(3, bool),
                    timestep_fs=ds.attrs.get("timestep_fs"), stop_reason=ds.attrs.get("stop_reason") or None,
-                   stop_time_fs=ds.stop_time_fs.values if "stop_time_fs" in ds else None)
+                   stop_time_fs=ds.stop_time_fs.values if "stop_time_fs" in ds else None,
+                   integrator=ds.attrs.get("integrator") or None)
 
     def to_ase(self, stride: int = 1) -> list:
         """ase.Atoms per frame (every `stride`-th): positions, velocities (ASE units; `Atoms.get_velocities()`

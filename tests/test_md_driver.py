@@ -37,6 +37,7 @@ def test_store_matches_run_and_a_stopped_run_resumes_exactly(tmp_path):
     second.run(100, progress=False)
     traj = reopened.open()
     assert isinstance(traj, Trajectory) and len(traj) == 40
+    assert full.integrator == traj.integrator == "Langevin BAOAB (400 K)"  # recorded with the frames
     np.testing.assert_array_equal(traj.positions, full.positions)
     np.testing.assert_array_equal(traj.temperature, full.temperature)
     np.testing.assert_array_equal(traj.time_fs, full.time_fs)

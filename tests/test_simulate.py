@@ -352,6 +352,21 @@ def test_energy_conservation_measures_the_conserved_quantity():
     assert real["std_meV"] < 0.01 * 1e3 * np.ptp(traj.potential)
     assert abs(real["drift_meV_per_ps"]) * real["duration_ps"] < 3 * real["std_meV"] + 1e-6
     assert real["std_meV"] == pytest.approx(1e3 * np.std(traj.conserved))
+    # a thermostatted run knows its integrator: Langevin warns, Nose-Hoover (extended energy) does not
+    import warnings
+
+    assert traj.integrator == "velocity Verlet (NVE)"
+    hot = simulate(MORSE, cluster_system(), Langevin(timestep_fs=0.5, temperature_K=300.0), temperature_K=300.0, record_every=4,
+                   chunk_steps=40).run(40, progress=False)
+    assert hot.integrator.startswith("Langevin")
+    with pytest.warns(UserWarning, match="Langevin thermostat exchanges energy"):
+        energy_conservation(hot)
+    chain = simulate(MORSE, cluster_system(), NoseHoover(timestep_fs=0.5, temperature_K=300.0), temperature_K=300.0, record_every=4,
+                     chunk_steps=40).run(40, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        energy_conservation(chain)
+        energy_conservation(_synthetic(conserved, t))  # unknown integrator: no warning
 
 
 def test_stable_times_of_replicas_and_of_one_structure():

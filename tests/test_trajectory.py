@@ -31,7 +31,7 @@ def assert_same(a: Trajectory, b: Trajectory, meta: bool = True):
     for name in FIELDS + ("numbers",):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     if meta:
-        assert a.timestep_fs == b.timestep_fs and a.stop_reason == b.stop_reason
+        assert a.timestep_fs == b.timestep_fs and a.stop_reason == b.stop_reason and a.integrator == b.integrator
         np.testing.assert_array_equal(a.pbc, b.pbc)
         assert (a.cell is None) == (b.cell is None)
         if a.cell is not None:
@@ -99,7 +99,7 @@ def test_replica_cuts_at_its_stop_time():
 @pytest.mark.parametrize("kind", ["one", "replicas", "periodic"])
 def test_xarray_round_trip(kind):
     if kind == "one":
-        traj = make(stop_reason="stopped at t = 15.0 fs: temperature")
+        traj = make(stop_reason="stopped at t = 15.0 fs: temperature", integrator="Langevin BAOAB (300 K)")
     elif kind == "replicas":
         traj = make(replicas=2, stop_time_fs=[np.inf, 10.0])
     else:

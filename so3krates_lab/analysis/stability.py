@@ -16,6 +16,8 @@ def energy_conservation(trajectory: Trajectory) -> dict:
 
     Returns {"frames", "duration_ps", "std_meV", "drift_meV_per_ps" (slope of a least-squares line),
     "drift_meV_per_atom_ps", "max_deviation_meV" (largest abs(E(t) - E(0)))}. Needs at least two frames.
+    Warns (UserWarning) for a Langevin run (`trajectory.integrator`): its energy flows to and from the bath, so
+    the figures measure that exchange, not the integration (NVE and Nose-Hoover conserve theirs).
 
     A 2-atom run whose conserved energy climbs by 1 meV every 0.5 ps:
 
@@ -35,6 +37,12 @@ def energy_conservation(trajectory: Trajectory) -> dict:
         raise ValueError("energy_conservation takes one structure: use trajectory.replica(r)")
     if len(trajectory) < 2:
         raise ValueError(f"energy_conservation needs at least two frames, got {len(trajectory)}")
+    if (trajectory.integrator or "").startswith("Langevin"):
+        import warnings
+
+        warnings.warn(f"energy_conservation of a {trajectory.integrator} run: a Langevin thermostat exchanges "
+                      "energy with its bath, so the drift and noise are not errors of the integration; measure "
+                      "them on an NVE run", UserWarning, stacklevel=2)
     t_ps = trajectory.time_fs / 1e3
     total = trajectory.conserved
     slope = float(np.polyfit(t_ps - t_ps[0], total, 1)[0])

@@ -253,7 +253,8 @@ class Simulation:
                           potential=np.asarray(pot, np.float64), kinetic=ke,
                           temperature=2.0 * ke / (self.dof * KB_EV_PER_K), conserved=np.asarray(cons, np.float64),
                           cell=cell, pbc=np.full(3, self.periodic), timestep_fs=self.timestep_fs,
-                          stop_reason=stop_reason, stop_time_fs=self.stop_time_fs.copy() if self.replicas else None)
+                          stop_reason=stop_reason, stop_time_fs=self.stop_time_fs.copy() if self.replicas else None,
+                          integrator=self.integrator.name)
 
     def _save(self, state) -> None:
         if self.store is None:
@@ -410,7 +411,8 @@ class Simulation:
             parts = [Trajectory(numbers=self.numbers, time_fs=np.zeros(0), positions=np.zeros(lead + (self.n_atoms, 3)),
                                 velocities=np.zeros(lead + (self.n_atoms, 3)), potential=empty, kinetic=empty,
                                 temperature=empty, conserved=empty, timestep_fs=self.timestep_fs,
-                                stop_time_fs=self.stop_time_fs.copy() if self.replicas else None)]
+                                stop_time_fs=self.stop_time_fs.copy() if self.replicas else None,
+                                integrator=self.integrator.name)]
         return dataclasses.replace(Trajectory.concatenate(parts), stop_reason=self.stop_reason)
 
     def trajectory(self) -> Trajectory | None:

@@ -141,10 +141,12 @@ class TrajectoryStore:
             last = times[-1] if len(times) else last
             parts.append(part)
         cell = self.meta.get("cell")
-        return dataclasses.replace(Trajectory.concatenate(parts), numbers=self.numbers,
+        joined = Trajectory.concatenate(parts)
+        return dataclasses.replace(joined, numbers=self.numbers,
                                    timestep_fs=self.meta.get("timestep_fs"),
                                    cell=None if cell is None else np.asarray(cell).reshape(3, 3),
-                                   pbc=self.meta.get("pbc", [False] * 3), stop_reason=self.stop_reason())
+                                   pbc=self.meta.get("pbc", [False] * 3), stop_reason=self.stop_reason(),
+                                   integrator=self.meta.get("integrator") or joined.integrator)
 
     def save_offending(self, frames: Trajectory, reason: str) -> None:
         """Write the frames from the first bad one on to `offending.nc` and record `reason` as the stop reason."""
