@@ -16,7 +16,7 @@ from .integrators import (
     ACCEL, KB_EV_PER_K, NVE, Integrator, Langevin, MDState, NoseHoover, degrees_of_freedom, kinetic_energy,
     langevin_baoab, masses_of, maxwell_boltzmann, nose_hoover_chain, temperature, velocity_verlet,
 )
-from .minimize import FireState, LbfgsState, fire, lbfgs, relax_batch
+from .minimize import FireState, LbfgsState, Minimizer, fire, lbfgs, relax_batch
 from .relax import MINIMIZERS, BatchRelaxer, ShardedRelaxer, relax
 from .simulate import open_replica_parts, simulate
 from .store import TrajectoryStore
@@ -24,7 +24,7 @@ from .watchdogs import Watchdogs
 
 __all__ = [
     "ACCEL", "BatchRelaxer", "ShardedRelaxer", "FireState", "ForceFunction", "Integrator", "KB_EV_PER_K", "Langevin", "LbfgsState",
-    "MDState", "MINIMIZERS", "NVE", "NoseHoover", "Simulation", "TrajectoryStore", "Watchdogs", "blank_like",
+    "MDState", "MINIMIZERS", "Minimizer", "NVE", "NoseHoover", "Simulation", "TrajectoryStore", "Watchdogs", "blank_like",
     "degrees_of_freedom", "fire", "force_function", "kinetic_energy", "langevin_baoab", "lbfgs", "masses_of",
     "maxwell_boltzmann", "nose_hoover_chain", "open_replica_parts", "relax", "relax_batch", "simulate", "stack_states", "temperature",
     "velocity_verlet", "where_rows",
