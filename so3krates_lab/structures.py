@@ -225,6 +225,18 @@ class Graph:
         return (int(self.numbers.shape[0]), int(self.receivers.shape[0]), int(self.cell.shape[0]))
 
 
+def degrees_of_freedom(n_atoms: int, periodic: bool = False) -> int:
+    """3N minus the conserved momenta removed at start: 6 for a free molecule (5 for N = 2, 3 for N = 1), 3 for
+    a periodic system (at least 1). (`md.degrees_of_freedom` is this function.)
+
+    >>> degrees_of_freedom(9), degrees_of_freedom(2), degrees_of_freedom(64, periodic=True)
+    (21, 1, 189)
+    """
+    if periodic:
+        return max(3 * n_atoms - 3, 1)
+    return max(3 * n_atoms - (6 if n_atoms > 2 else 5 if n_atoms == 2 else 3), 1)
+
+
 _FRAME_FIELDS = ("positions", "velocities", "potential", "kinetic", "temperature", "conserved")
 
 
@@ -481,8 +493,6 @@ class Trajectory:
         velocities = np.stack([atoms.get_velocities() * fs for atoms in frames])  # Angstrom/fs
         masses = frames[0].get_masses()
         kinetic = read("kinetic_eV", 0.5 * np.einsum("i,kij->k", masses, (velocities / fs) ** 2))
-        from .md.integrators import degrees_of_freedom
-
         pbc = np.asarray(frames[0].pbc, bool)
         dof = degrees_of_freedom(len(numbers), periodic=bool(pbc.any()))
         potential = np.array([energy(atoms) for atoms in frames])

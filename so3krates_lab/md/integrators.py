@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from ..structures import degrees_of_freedom  # noqa: F401  (defined there: structures may not import md)
+
 KB_EV_PER_K = 8.617333262e-5  #: Boltzmann constant, eV/K (CODATA 2018)
 ACCEL = 9.648533212e-3  #: 1 eV/(Angstrom amu) in Angstrom/fs^2; 1/ACCEL = 1 amu Angstrom^2/fs^2 in eV
 
@@ -53,18 +55,6 @@ def kinetic_energy(velocities, masses):
     51.82
     """
     return 0.5 * jnp.sum(masses[:, None] * velocities**2) / ACCEL
-
-
-def degrees_of_freedom(n_atoms: int, periodic: bool = False) -> int:
-    """3N minus the conserved momenta removed at start: 6 for a free molecule (5 for N = 2, 3 for N = 1), 3 for
-    a periodic system (at least 1).
-
-    >>> degrees_of_freedom(9), degrees_of_freedom(2), degrees_of_freedom(64, periodic=True)
-    (21, 1, 189)
-    """
-    if periodic:
-        return max(3 * n_atoms - 3, 1)
-    return max(3 * n_atoms - (6 if n_atoms > 2 else 5 if n_atoms == 2 else 3), 1)
 
 
 def temperature(velocities, masses, dof: int):
